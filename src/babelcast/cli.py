@@ -1,0 +1,352 @@
+"""The `babelcast` command line (also `python -m babelcast`).
+
+Each subcommand is one entry of COMMANDS: a function adding its options and a
+function running it. Exit codes: 0 success, 1 some input failed, 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from babelcast.audio.io import AudioError, load_audio
+from babelcast.decoding.result import Transcript
+from babelcast.formats import to_json_dict, to_srt, to_text, to_vtt
+from babelcast.manifest import ManifestError, read_manifest
+
+EXIT_OK = 0
+EXIT_INPUT_FAILED = 1
+EXIT_USAGE = 2
+
+LATENCIES_MS = (80, 160, 320, 560, 1120)
+OUTPUT_FORMATS = ("text", "json", "srt", "vtt")
+OUTPUT_EXTENSIONS = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vtt"}
+MANIFEST_SUFFIXES = (".jsonl", ".json")
+PROGRESS_MIN_INPUTS = 5  # show a progress bar from this many inputs...
+PROGRESS_MIN_AUDIO_S = 60.0  # ...or beyond this much audio
+CHUNK_BATCHES = 4  # audio of batch_size * CHUNK_BATCHES inputs is held in memory at once
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, how it declares its options and how it runs."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(prog="babelcast", description="Real-time multilingual speech recognition.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        subparser = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(subparser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen subcommand; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    command = next(c for c in COMMANDS if c.name == args.command)
+    return command.run(args)
+
+
+# ---------------------------------------------------------------- transcribe
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One utterance to transcribe: a file, or a span of one named by a manifest line."""
+
+    source: str  # how outputs and errors name it
+    path: Path
+    language: str  # "auto" or a locale
+    language_origin: str  # where the language came from, for error messages
+    offset_s: float = 0.0
+    duration_s: float | None = None
+    reference: str | None = None  # the manifest's text, if any
+
+
+def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `babelcast transcribe`."""
+    parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files, or NeMo manifests (.jsonl/.json)")
+    parser.add_argument("--model", help="checkpoint path or Hugging Face id (default: babelcast.DEFAULT_MODEL)")
+    parser.add_argument(
+        "--lang", help="locale such as en-US, or auto (default: the manifest's target_lang/lang, else auto)"
+    )
+    parser.add_argument(
+        "--latency", type=int, metavar="MS", help=f"attention context in ms: {'|'.join(map(str, LATENCIES_MS))}"
+    )
+    parser.add_argument("--mode", choices=("offline", "streaming"), default="offline")
+    parser.add_argument("--decoder", choices=("rnnt", "ctc"), default="rnnt")
+    parser.add_argument("--output", choices=OUTPUT_FORMATS, default="text")
+    parser.add_argument("--keep-lang-tags", action="store_true", help="keep language tags in the text")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--output-dir", type=Path, metavar="DIR", help="write one <stem>.<format> file per input into DIR"
+    )
+    parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    """Load the model named by --model and transcribe the inputs."""
+    model = args.model or _default_model()
+    if model is None:
+        _print_error("no default model is configured; pass --model PATH_OR_HUB_ID")
+        return EXIT_USAGE
+    from babelcast.recognizer import load_model  # deferred: importing torch is slow
+
+    try:
+        recognizer = load_model(model, device=args.device)
+    except ValueError as e:
+        _print_error(f"cannot load model {model}: {e}")
+        return EXIT_USAGE
+    except (OSError, RuntimeError) as e:
+        _print_error(f"cannot load model {model}: {e}")
+        return EXIT_INPUT_FAILED
+    return run_transcribe(args, recognizer)
+
+
+def run_transcribe(args: argparse.Namespace, recognizer) -> int:
+    """Transcribe every input with `recognizer`, print or write the results, return the exit code."""
+    inputs, failures = _collect_inputs(args.audio, args.lang)
+    language_error = _unsupported_language(inputs, recognizer)
+    if language_error:
+        _print_error(language_error)
+        return EXIT_USAGE
+    writer = _OutputWriter(args.output, args.output_dir, several=len(inputs) > 1)
+    results: dict[int, Transcript | None] = {}  # None: the input failed
+    next_to_write = 0
+    with tqdm(total=len(inputs), unit="utt", file=sys.stderr, disable=not _show_progress(args, inputs)) as bar:
+        for language, indices in _group_by_language(inputs).items():
+            for chunk in _chunks(indices, args.batch_size * CHUNK_BATCHES):
+                audios, loaded = [], []
+                for i in chunk:
+                    try:
+                        audios.append(load_audio(inputs[i].path, inputs[i].offset_s, inputs[i].duration_s))
+                        loaded.append(i)
+                    except AudioError as e:
+                        _print_error(str(e))
+                        results[i] = None
+                        bar.update(1)
+                if audios:
+                    try:
+                        transcripts = _transcribe(recognizer, audios, language, args, on_batch_done=bar.update)
+                    except ValueError as e:  # the recognizer rejects an option (latency, decoder...)
+                        _print_error(str(e))
+                        return EXIT_USAGE
+                    results.update(zip(loaded, transcripts))
+                while next_to_write in results:  # write in input order, as soon as possible
+                    transcript = results.pop(next_to_write)
+                    if transcript is None or not writer.write(inputs[next_to_write], transcript):
+                        failures += 1
+                    next_to_write += 1
+    return EXIT_INPUT_FAILED if failures else EXIT_OK
+
+
+def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespace, on_batch_done) -> list[Transcript]:
+    """One recognizer call with the command line's decoding options."""
+    return recognizer.transcribe(
+        audios,
+        language=language,
+        latency_ms=args.latency,
+        mode=args.mode,
+        decoder=args.decoder,
+        keep_lang_tags=args.keep_lang_tags,
+        batch_size=args.batch_size,
+        on_batch_done=on_batch_done,
+    )
+
+
+def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input], int]:
+    """Expand manifest arguments into their entries; returns the inputs and the number of bad manifests."""
+    inputs: list[_Input] = []
+    failures = 0
+    for argument in arguments:
+        if not argument.lower().endswith(MANIFEST_SUFFIXES):
+            inputs.append(_Input(argument, Path(argument), lang or "auto", "--lang"))
+            continue
+        try:
+            entries = read_manifest(argument)
+        except ManifestError as e:
+            _print_error(str(e))
+            failures += 1
+            continue
+        if not entries:
+            _print_error(f"{argument}: manifest has no entries")
+            failures += 1
+        for entry in entries:
+            language, origin = (lang, "--lang") if lang else (entry.language or "auto", f"{argument}:{entry.line}")
+            inputs.append(
+                _Input(
+                    str(entry.audio_path),
+                    entry.audio_path,
+                    language,
+                    origin,
+                    offset_s=entry.offset_s,
+                    duration_s=entry.duration_s,
+                    reference=entry.text,
+                )
+            )
+    return inputs, failures
+
+
+def _unsupported_language(inputs: list[_Input], recognizer) -> str | None:
+    """Check every requested language up front, so a bad one fails before any audio is decoded."""
+    supported = list(getattr(recognizer, "supported_languages", None) or [])
+    if not supported:
+        return None
+    for item in inputs:
+        if item.language != "auto" and item.language not in supported:
+            choices = ", ".join(supported if "auto" in supported else ["auto", *supported])
+            return f"unknown language {item.language!r} (from {item.language_origin}); supported: {choices}"
+    return None
+
+
+def _group_by_language(inputs: list[_Input]) -> dict[str, list[int]]:
+    """Input indices per language, languages in order of first appearance (one recognizer call each)."""
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(inputs):
+        groups.setdefault(item.language, []).append(i)
+    return groups
+
+
+def _chunks(indices: list[int], size: int) -> Iterator[list[int]]:
+    """Consecutive slices of at most `size` indices, to bound the audio held in memory."""
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def _show_progress(args: argparse.Namespace, inputs: list[_Input]) -> bool:
+    """A bar for long jobs only, and only on a terminal unless --progress asks for it."""
+    if not (args.progress or sys.stderr.isatty()):
+        return False
+    return len(inputs) >= PROGRESS_MIN_INPUTS or _total_audio_s(inputs) > PROGRESS_MIN_AUDIO_S
+
+
+def _total_audio_s(inputs: list[_Input]) -> float:
+    """Audio length of the inputs from manifest durations or file headers (unreadable files count 0)."""
+    total_s = 0.0
+    for item in inputs:
+        if item.duration_s is not None:
+            total_s += item.duration_s
+            continue
+        try:
+            total_s += max(0.0, sf.info(str(item.path)).duration - item.offset_s)
+        except (sf.LibsndfileError, OSError):
+            pass
+    return total_s
+
+
+class _OutputWriter:
+    """Sends each transcript where --output and --output-dir say: stdout, or one file per input."""
+
+    def __init__(self, output_format: str, output_dir: Path | None, several: bool):
+        self.output_format = output_format
+        self.output_dir = output_dir
+        self.several = several
+        self.to_files = output_dir is not None or (several and output_format in ("srt", "vtt"))
+        self._written: set[Path] = set()
+
+    def write(self, item: _Input, transcript: Transcript) -> bool:
+        """Render and emit one result; False (after printing why) when its file cannot be written."""
+        if not self.to_files:
+            _print_line(self._render_line(item, transcript))
+            return True
+        path = self._file_for(item)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self._render_file(item, transcript), encoding="utf-8")
+        except OSError as e:
+            _print_error(f"{path}: cannot write output ({e.strerror or e})")
+            return False
+        return True
+
+    def _render_line(self, item: _Input, transcript: Transcript) -> str:
+        """What stdout gets for one input (no trailing newline)."""
+        if self.output_format == "text":
+            text = to_text(transcript)
+            return f"{item.source}: {text}" if self.several else text
+        if self.output_format == "json":
+            return json.dumps(_json_record(item, transcript), ensure_ascii=False)
+        return self._render_file(item, transcript).rstrip("\n")
+
+    def _render_file(self, item: _Input, transcript: Transcript) -> str:
+        """The content of the output file for one input."""
+        if self.output_format == "text":
+            return to_text(transcript) + "\n"
+        if self.output_format == "json":
+            return json.dumps(_json_record(item, transcript), ensure_ascii=False, indent=2) + "\n"
+        return to_srt(transcript) if self.output_format == "srt" else to_vtt(transcript)
+
+    def _file_for(self, item: _Input) -> Path:
+        """<stem>.<ext> in --output-dir (else next to the audio), suffixed -2, -3... if already used this run."""
+        folder = self.output_dir if self.output_dir is not None else item.path.parent
+        extension = OUTPUT_EXTENSIONS[self.output_format]
+        path = folder / f"{item.path.stem}{extension}"
+        count = 1
+        while path in self._written:
+            count += 1
+            path = folder / f"{item.path.stem}-{count}{extension}"
+        self._written.add(path)
+        return path
+
+
+def _json_record(item: _Input, transcript: Transcript) -> dict:
+    """The JSON object for one input: the transcript plus the manifest's span and reference text."""
+    record = to_json_dict(transcript, item.source)
+    if item.offset_s:
+        record["offset_s"] = item.offset_s
+    if item.reference is not None:
+        record["reference"] = item.reference
+    return record
+
+
+# ---------------------------------------------------------------- helpers shared by subcommands
+
+
+def _default_model() -> str | None:
+    """babelcast.DEFAULT_MODEL when the package defines it."""
+    import babelcast
+
+    return getattr(babelcast, "DEFAULT_MODEL", None)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for a strictly positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _print_line(line: str) -> None:
+    """Print a result line to stdout without breaking a progress bar on stderr."""
+    tqdm.write(line, file=sys.stdout)
+
+
+def _print_error(message: str) -> None:
+    """Print `error: <message>` to stderr without breaking a progress bar."""
+    tqdm.write(f"error: {message}", file=sys.stderr)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("transcribe", "transcribe audio files or NeMo manifests", _add_transcribe_arguments, _cmd_transcribe),
+)

@@ -1,0 +1,100 @@
+"""Read NeMo JSONL manifests: one JSON object per line describing one utterance.
+
+Keys used: `audio_filepath` (required; relative paths are resolved against the
+manifest's folder), `text`, `target_lang` or `lang`, `duration` and `offset`
+(seconds; when given, only that span of the file is the utterance).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from babelcast.audio.io import load_audio
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read, naming the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One utterance of a manifest; `line` is the 1-based line number it came from."""
+
+    audio_path: Path
+    text: str | None
+    language: str | None
+    duration_s: float | None
+    offset_s: float
+    line: int
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Parse every non-blank line of a NeMo manifest into a ManifestEntry."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: manifest not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read manifest ({e})") from e
+    base_dir = path.parent
+    return [
+        _parse_line(text, path, base_dir, line_no)
+        for line_no, text in enumerate(lines, start=1)
+        if text.strip()
+    ]
+
+
+def load_entry_audio(entry: ManifestEntry) -> np.ndarray:
+    """Load the entry's audio as float32 mono 16 kHz, only its span when offset/duration are set."""
+    return load_audio(entry.audio_path, offset_s=entry.offset_s, duration_s=entry.duration_s)
+
+
+def _parse_line(text: str, path: Path, base_dir: Path, line_no: int) -> ManifestEntry:
+    """Turn one JSON line into an entry, with errors that point at the line."""
+    where = f"{path}:{line_no}"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    audio = record.get("audio_filepath")
+    if not isinstance(audio, str) or not audio:
+        raise ManifestError(f"{where}: missing or empty 'audio_filepath'")
+    audio_path = Path(audio).expanduser()
+    if not audio_path.is_absolute():
+        audio_path = base_dir / audio_path
+    language = record.get("target_lang") or record.get("lang")
+    return ManifestEntry(
+        audio_path=audio_path,
+        text=_optional_str(record, "text", where),
+        language=str(language) if language else None,
+        duration_s=_optional_seconds(record, "duration", where),
+        offset_s=_optional_seconds(record, "offset", where) or 0.0,
+        line=line_no,
+    )
+
+
+def _optional_str(record: dict, key: str, where: str) -> str | None:
+    """Return record[key] as a string, None when absent."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: '{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_seconds(record: dict, key: str, where: str) -> float | None:
+    """Return record[key] as non-negative seconds, None when absent."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ManifestError(f"{where}: '{key}' must be a non-negative number of seconds, got {value!r}")
+    return float(value)

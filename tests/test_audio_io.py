@@ -1,0 +1,161 @@
+"""Audio loading: every libsndfile format, downmix, resampling, spans and clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from babelcast.audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio, load_audio, pcm_to_float, resample
+
+TONE_HZ = 440.0
+
+
+def tone(seconds: float, rate_hz: int, channels: int = 1, freq_hz: float = TONE_HZ) -> np.ndarray:
+    """A 0.5-amplitude sine, (frames,) or (frames, channels) with the same signal in each channel."""
+    t = np.arange(round(seconds * rate_hz)) / rate_hz
+    x = (0.5 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+    return x if channels == 1 else np.repeat(x[:, None], channels, axis=1)
+
+
+def peak_frequency_hz(x: np.ndarray, rate_hz: int) -> float:
+    """The strongest frequency of a signal."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate_hz)[np.argmax(spectrum)])
+
+
+# (file name, soundfile format, subtype, sample rate, channels)
+FORMATS = [
+    ("stereo_44k.wav", "WAV", "PCM_16", 44100, 2),
+    ("mono_16k.wav", "WAV", "FLOAT", 16000, 1),
+    ("six_ch_48k.wav", "WAV", "PCM_24", 48000, 6),
+    ("stereo_22k.flac", "FLAC", "PCM_16", 22050, 2),
+    ("mono_8k.flac", "FLAC", "PCM_16", 8000, 1),
+    ("stereo_44k.ogg", "OGG", "VORBIS", 44100, 2),
+    ("mono_48k.opus", "OGG", "OPUS", 48000, 1),
+    ("stereo_44k.mp3", "MP3", "MPEG_LAYER_III", 44100, 2),
+    ("mono_24k.mp3", "MP3", "MPEG_LAYER_III", 24000, 1),
+]
+
+
+@pytest.mark.parametrize("name, fmt, subtype, rate_hz, channels", FORMATS, ids=[f[0] for f in FORMATS])
+def test_load_audio_any_format_gives_float32_mono_16k(tmp_path, name, fmt, subtype, rate_hz, channels):
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) cannot write {fmt}/{subtype}")
+    path = tmp_path / name
+    sf.write(path, tone(1.0, rate_hz, channels), rate_hz, format=fmt, subtype=subtype)
+
+    audio = load_audio(path)
+
+    assert audio.dtype == np.float32 and audio.ndim == 1 and audio.flags.c_contiguous
+    # Lossy codecs add encoder delay/padding; PCM must be exact.
+    tolerance = 0 if fmt in ("WAV", "FLAC") else int(0.1 * SAMPLE_RATE_HZ)
+    assert abs(len(audio) - SAMPLE_RATE_HZ) <= tolerance
+    assert peak_frequency_hz(audio, SAMPLE_RATE_HZ) == pytest.approx(TONE_HZ, abs=3)
+    assert 0.3 < np.abs(audio).max() < 0.7  # downmix of identical channels keeps the level
+
+
+def test_downmix_is_the_channel_mean(tmp_path):
+    left = np.full(1600, 0.5, dtype=np.float32)
+    right = np.full(1600, 0.1, dtype=np.float32)
+    path = tmp_path / "dc.wav"
+    sf.write(path, np.stack([left, right], axis=1), SAMPLE_RATE_HZ, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path), 0.3, atol=1e-6)
+
+
+def test_load_audio_span(tmp_path):
+    ramp = np.arange(SAMPLE_RATE_HZ, dtype=np.float32) / SAMPLE_RATE_HZ
+    path = tmp_path / "ramp.wav"
+    sf.write(path, ramp, SAMPLE_RATE_HZ, subtype="FLOAT")
+    span = load_audio(path, offset_s=0.25, duration_s=0.5)
+    np.testing.assert_array_equal(span, ramp[4000:12000])
+    np.testing.assert_array_equal(load_audio(path, offset_s=0.75), ramp[12000:])
+
+
+def test_offset_past_end_is_an_error(tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(path, tone(0.5, SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
+    with pytest.raises(AudioError, match=r"short\.wav: offset 2 s is past the end"):
+        load_audio(path, offset_s=2.0)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.wav"
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert str(info.value) == f"{path}: file not found"
+    assert info.value.source == str(path) and isinstance(info.value, ValueError)
+
+
+def test_directory_is_not_audio(tmp_path):
+    with pytest.raises(AudioError, match="is a directory"):
+        load_audio(tmp_path)
+
+
+def test_non_audio_file(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("this is not audio at all\n" * 20)
+    with pytest.raises(AudioError, match=r"notes\.wav: not a readable audio file \(Format not recognised\)"):
+        load_audio(path)
+
+
+def test_zero_length_audio(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE_HZ)
+    with pytest.raises(AudioError, match=r"empty\.wav: contains no audio samples"):
+        load_audio(path)
+
+
+def test_decode_audio_matches_load_audio(tmp_path):
+    path = tmp_path / "a.flac"
+    sf.write(path, tone(0.5, 22050, channels=2), 22050)
+    decoded = decode_audio(path.read_bytes(), name="upload.flac")
+    np.testing.assert_array_equal(decoded, load_audio(path))
+
+
+def test_decode_audio_errors_name_the_upload():
+    with pytest.raises(AudioError, match=r"^upload\.bin: no data"):
+        decode_audio(b"", name="upload.bin")
+    with pytest.raises(AudioError, match=r"^upload\.bin: not a readable audio file"):
+        decode_audio(b"\x00\x01garbage" * 50, name="upload.bin")
+    with pytest.raises(AudioError, match=r"^<bytes>: "):
+        decode_audio(b"garbage" * 50)
+
+
+def test_pcm_s16le():
+    data = np.array([0, 16384, -32768, 32767], dtype="<i2").tobytes()
+    x = pcm_to_float(data, "pcm_s16le")
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, [0.0, 0.5, -1.0, 32767 / 32768])
+
+
+def test_pcm_f32le():
+    samples = np.array([0.25, -0.5, 1.0], dtype="<f4")
+    np.testing.assert_array_equal(pcm_to_float(samples.tobytes(), "f32le"), samples)
+    assert pcm_to_float(b"", "f32le").shape == (0,)
+
+
+def test_pcm_misaligned_byte_counts():
+    with pytest.raises(AudioError, match="3 bytes is not a whole number of pcm_s16le samples"):
+        pcm_to_float(b"\x00\x01\x02", "pcm_s16le")
+    with pytest.raises(AudioError, match=r"^ws#1: 6 bytes is not a whole number of f32le samples \(4 bytes each\)"):
+        pcm_to_float(b"\x00" * 6, "f32le", name="ws#1")
+    with pytest.raises(AudioError, match="unknown PCM encoding 'mulaw'"):
+        pcm_to_float(b"\x00\x00", "mulaw")
+
+
+def test_resample_lengths_and_identity():
+    x = tone(1.0, 48000)
+    y = resample(x, 48000, SAMPLE_RATE_HZ)
+    assert y.dtype == np.float32 and len(y) == SAMPLE_RATE_HZ
+    assert peak_frequency_hz(y, SAMPLE_RATE_HZ) == pytest.approx(TONE_HZ, abs=2)
+    np.testing.assert_array_equal(resample(x, 48000, 48000), x)
+    with pytest.raises(ValueError, match="sample rates must be positive"):
+        resample(x, 0, SAMPLE_RATE_HZ)
+
+
+def test_load_audio_accepts_str_paths(tmp_path):
+    path = tmp_path / "s.wav"
+    sf.write(path, tone(0.1, SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
+    assert len(load_audio(str(path))) == len(load_audio(Path(path))) == 1600

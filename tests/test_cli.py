@@ -1,0 +1,316 @@
+"""`babelcast transcribe` driven with a fake recognizer: inputs, outputs, errors and exit codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import babelcast
+from babelcast import cli
+from babelcast.decoding.result import Transcript, Word
+
+SR = 16000
+
+
+class FakeRecognizer:
+    """Deterministic stand-in for babelcast.recognizer.Recognizer: text says the language and length."""
+
+    supported_languages = ["en-US", "de-DE", "fr-FR"]
+    latencies_ms = [80, 320, 560, 1120]
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def transcribe(
+        self, audios, language="auto", latency_ms=None, mode="offline", decoder="rnnt",
+        keep_lang_tags=False, batch_size=8, on_batch_done=None,
+    ):
+        if latency_ms is not None and latency_ms not in (*self.latencies_ms, 160):
+            raise ValueError(f"latency {latency_ms} ms is not supported; choose one of 80, 160, 320, 560, 1120")
+        self.calls.append(
+            dict(n=len(audios), lengths=[len(a) for a in audios], language=language, latency_ms=latency_ms,
+                 mode=mode, decoder=decoder, keep_lang_tags=keep_lang_tags, batch_size=batch_size)
+        )
+        results = []
+        for start in range(0, len(audios), batch_size):
+            batch = audios[start : start + batch_size]
+            results += [self._transcript(a, language, latency_ms or 1120, mode) for a in batch]
+            if on_batch_done:
+                on_batch_done(len(batch))
+        return results
+
+    @staticmethod
+    def _transcript(audio: np.ndarray, language: str, latency_ms: int, mode: str) -> Transcript:
+        """'<lang> <samples> done.' with one word per second-ish."""
+        duration_s = len(audio) / SR
+        lang = "en-US" if language == "auto" else language
+        ws = [Word(lang, 0.0, 0.3, 0.9), Word(str(len(audio)), 0.4, 0.6, 0.8), Word("done.", 0.7, duration_s, 0.7)]
+        return Transcript(
+            text=f"{lang} {len(audio)} done.", tokens=[1, 2, 3], language=lang, words=ws, confidence=0.8,
+            latency_ms=latency_ms, mode=mode, duration_s=duration_s,
+        )
+
+
+def write_wav(path, seconds: float, rate_hz: int = SR) -> str:
+    """A quiet noise file; returns its path as a string."""
+    x = np.random.default_rng(0).uniform(-0.1, 0.1, round(seconds * rate_hz)).astype(np.float32)
+    sf.write(path, x, rate_hz)
+    return str(path)
+
+
+def run(argv: list[str], recognizer=None) -> int:
+    """Parse `babelcast transcribe ...` and run it with the fake recognizer."""
+    args = cli.build_parser().parse_args(["transcribe", *argv])
+    return cli.run_transcribe(args, recognizer or FakeRecognizer())
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Three readable files (1.0 s, 0.5 s at 44.1 kHz, 0.25 s) and one that is not audio."""
+    good = [
+        write_wav(tmp_path / "one.wav", 1.0),
+        write_wav(tmp_path / "two.flac", 0.5, rate_hz=44100),
+        write_wav(tmp_path / "three.wav", 0.25),
+    ]
+    bad = tmp_path / "broken.wav"
+    bad.write_text("not audio")
+    return good, str(bad)
+
+
+def test_single_file_text_has_no_prefix(files, capsys):
+    (one, _, _), _ = files
+    assert run([one]) == 0
+    out, err = capsys.readouterr()
+    assert out == "en-US 16000 done.\n" and err == ""
+
+
+def test_several_files_one_unreadable(files, capsys):
+    (one, two, three), bad = files
+    fake = FakeRecognizer()
+    assert run([one, bad, two, three], fake) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"{one}: en-US 16000 done.", f"{two}: en-US 8000 done.", f"{three}: en-US 4000 done."]
+    assert err.startswith(f"error: {bad}: not a readable audio file")
+    assert "Traceback" not in err
+    assert fake.calls[0]["lengths"] == [16000, 8000, 4000]  # the 44.1 kHz file was resampled
+
+
+def test_missing_and_empty_files_fail_but_others_run(tmp_path, files, capsys):
+    (one, _, _), _ = files
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), SR)
+    assert run([str(tmp_path / "missing.wav"), str(empty), one]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"{one}: en-US 16000 done.\n"
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'missing.wav'}: file not found",
+        f"error: {empty}: contains no audio samples (zero-length audio)",
+    ]
+
+
+def test_options_reach_the_recognizer(files):
+    (one, _, _), _ = files
+    fake = FakeRecognizer()
+    argv = [one, "--lang", "de-DE", "--latency", "160", "--mode", "streaming", "--decoder", "ctc",
+            "--keep-lang-tags", "--batch-size", "3"]
+    assert run(argv, fake) == 0
+    assert fake.calls == [dict(n=1, lengths=[16000], language="de-DE", latency_ms=160, mode="streaming",
+                               decoder="ctc", keep_lang_tags=True, batch_size=3)]
+
+
+def test_manifest_groups_by_language_and_keeps_input_order(tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 1.0)
+    write_wav(tmp_path / "b.wav", 0.5)
+    lines = [
+        {"audio_filepath": "a.wav", "target_lang": "en-US", "text": "ref a"},
+        {"audio_filepath": "b.wav", "lang": "de-DE"},
+        {"audio_filepath": "a.wav", "target_lang": "en-US", "offset": 0.25, "duration": 0.5},
+        {"audio_filepath": "b.wav"},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    fake = FakeRecognizer()
+
+    assert run([str(manifest), "--output", "json"], fake) == 0
+
+    assert [(c["language"], c["lengths"]) for c in fake.calls] == [
+        ("en-US", [16000, 8000]), ("de-DE", [8000]), ("auto", [8000])
+    ]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["source"], r["language"], r["text"]) for r in records] == [
+        (str(tmp_path / "a.wav"), "en-US", "en-US 16000 done."),
+        (str(tmp_path / "b.wav"), "de-DE", "de-DE 8000 done."),
+        (str(tmp_path / "a.wav"), "en-US", "en-US 8000 done."),
+        (str(tmp_path / "b.wav"), "en-US", "en-US 8000 done."),
+    ]
+    assert records[0]["reference"] == "ref a" and "offset_s" not in records[0]
+    assert records[2]["offset_s"] == 0.25 and "reference" not in records[2]
+
+
+def test_explicit_lang_overrides_manifest(tmp_path):
+    write_wav(tmp_path / "a.wav", 0.5)
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"audio_filepath": "a.wav", "target_lang": "de-DE"}) + "\n")
+    fake = FakeRecognizer()
+    assert run([str(manifest), "--lang", "fr-FR"], fake) == 0
+    assert [c["language"] for c in fake.calls] == ["fr-FR"]
+
+
+def test_bad_manifest_fails_others_still_run(tmp_path, files, capsys):
+    (one, _, _), _ = files
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text('{"audio_filepath": "a.wav"}\n{oops\n')
+    assert run([str(manifest), one]) == 1
+    out, err = capsys.readouterr()
+    assert out == "en-US 16000 done.\n"
+    expected = "malformed JSON (Expecting property name enclosed in double quotes at column 2)"
+    assert err == f"error: {manifest}:2: {expected}\n"
+
+
+def test_json_output_is_one_object_per_line(files, capsys):
+    (one, two, _), _ = files
+    assert run([one, two, "--output", "json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["source"] for r in records] == [one, two]
+    keys = {"source", "text", "tokens", "language", "words", "latency_ms", "mode", "trained_latency",
+            "duration_s", "confidence"}
+    assert keys <= set(records[0])
+    assert records[0]["words"][1] == {"word": "16000", "start": 0.4, "end": 0.6, "confidence": 0.8}
+
+
+@pytest.mark.parametrize(
+    "fmt, stamp",
+    [("srt", "1\n00:00:00,000 --> 00:00:01,000\n"), ("vtt", "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n")],
+)
+def test_subtitles_single_file_go_to_stdout(files, capsys, fmt, stamp):
+    (one, _, _), _ = files
+    assert run([one, "--output", fmt]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{stamp}en-US 16000 done.\n"
+
+
+def test_subtitles_several_files_written_next_to_audio(files, tmp_path, capsys):
+    (one, two, _), _ = files
+    assert run([one, two, "--output", "srt"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "one.srt").read_text() == "1\n00:00:00,000 --> 00:00:01,000\nen-US 16000 done.\n"
+    assert (tmp_path / "two.srt").read_text() == "1\n00:00:00,000 --> 00:00:00,500\nen-US 8000 done.\n"
+
+
+def test_output_dir_for_every_format(files, tmp_path):
+    (one, two, _), _ = files
+    out_dir = tmp_path / "out" / "nested"
+    assert run([one, two, one, "--output", "vtt", "--output-dir", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["one-2.vtt", "one.vtt", "two.vtt"]
+    assert (out_dir / "one.vtt").read_text() == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nen-US 16000 done.\n"
+    assert run([one, "--output", "json", "--output-dir", str(out_dir)]) == 0
+    assert json.loads((out_dir / "one.json").read_text())["source"] == one
+    assert run([one, "--output", "text", "--output-dir", str(out_dir)]) == 0
+    assert (out_dir / "one.txt").read_text() == "en-US 16000 done.\n"
+
+
+def test_unknown_language_exits_2_before_decoding(files, capsys):
+    (one, _, _), bad = files
+    fake = FakeRecognizer()
+    assert run([one, bad, "--lang", "xx-XX"], fake) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and fake.calls == []
+    assert err == "error: unknown language 'xx-XX' (from --lang); supported: auto, en-US, de-DE, fr-FR\n"
+
+
+def test_unknown_language_in_manifest_names_the_line(tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.5)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio_filepath": "a.wav"}\n{"audio_filepath": "a.wav", "lang": "tlh"}\n')
+    assert run([str(manifest)]) == 2
+    assert f"unknown language 'tlh' (from {manifest}:2)" in capsys.readouterr().err
+
+
+def test_recognizer_value_error_exits_2_without_traceback(files, capsys):
+    (one, _, _), _ = files
+    assert run([one, "--latency", "999"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: latency 999 ms is not supported; choose one of 80, 160, 320, 560, 1120\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output", "xml"], "invalid choice: 'xml'"),
+        (["--mode", "live"], "invalid choice: 'live'"),
+        (["--decoder", "ctc2"], "invalid choice: 'ctc2'"),
+        (["--batch-size", "0"], "expected a positive integer, got 0"),
+        (["--latency", "fast"], "invalid int value: 'fast'"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_options_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["transcribe", "x.wav", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_no_subcommand_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "transcribe" in capsys.readouterr().err
+
+
+def test_main_without_model_or_default_exits_2(files, monkeypatch, capsys):
+    (one, _, _), _ = files
+    monkeypatch.delattr(babelcast, "DEFAULT_MODEL", raising=False)
+    assert cli.main(["transcribe", one]) == 2
+    assert capsys.readouterr().err == "error: no default model is configured; pass --model PATH_OR_HUB_ID\n"
+
+
+def test_main_loads_the_default_model(files, monkeypatch, capsys):
+    (one, _, _), _ = files
+    loaded = []
+
+    def load_model(path_or_id, device="cpu"):
+        loaded.append((path_or_id, device))
+        return FakeRecognizer()
+
+    monkeypatch.setattr(babelcast, "DEFAULT_MODEL", "nvidia/some-model", raising=False)
+    monkeypatch.setitem(sys.modules, "babelcast.recognizer", types.SimpleNamespace(load_model=load_model))
+    assert cli.main(["transcribe", one]) == 0
+    assert cli.main(["transcribe", one, "--model", "/ckpt", "--device", "cuda"]) == 0
+    assert loaded == [("nvidia/some-model", "cpu"), ("/ckpt", "cuda")]
+    assert capsys.readouterr().out == "en-US 16000 done.\n" * 2
+
+
+def test_model_that_fails_to_load(files, monkeypatch, capsys):
+    (one, _, _), _ = files
+
+    def load_model(path_or_id, device="cpu"):
+        raise FileNotFoundError(2, "No such file or directory", path_or_id)
+
+    monkeypatch.setitem(sys.modules, "babelcast.recognizer", types.SimpleNamespace(load_model=load_model))
+    assert cli.main(["transcribe", one, "--model", "/nowhere"]) == 1
+    assert capsys.readouterr().err.startswith("error: cannot load model /nowhere: ")
+
+
+def test_progress_bar_counts_utterances_when_forced(tmp_path, capsys):
+    paths = [write_wav(tmp_path / f"f{i}.wav", 0.1) for i in range(6)]
+    fake = FakeRecognizer()
+    assert run([*paths, "--progress", "--batch-size", "1"], fake) == 0
+    err = capsys.readouterr().err
+    assert "6/6" in err
+    assert [c["n"] for c in fake.calls] == [4, 2]  # audio is loaded batch_size * 4 inputs at a time
+
+
+def test_no_progress_bar_when_not_a_tty(tmp_path, capsys):
+    paths = [write_wav(tmp_path / f"f{i}.wav", 0.1) for i in range(6)]
+    assert run(paths) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "babelcast", "transcribe", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--latency" in done.stdout
