@@ -1,0 +1,77 @@
+"""Read a `.nemo` archive without NeMo (spec §1.1): config, weights, tokenizer artifacts."""
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+CONFIG_NAME = "model_config.yaml"
+WEIGHTS_NAME = "model_weights.ckpt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the file or tensor named."""
+
+
+@dataclass(frozen=True)
+class NemoArchive:
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    artifacts: dict[str, bytes]  # `nemo:` reference (without the prefix) → file bytes
+
+
+def _member(tar: tarfile.TarFile, names: dict[str, tarfile.TarInfo], suffix: str, path: Path) -> bytes:
+    """Bytes of the member whose name (without './') equals or ends with `suffix`."""
+    for name, info in names.items():
+        if name == suffix or name.endswith("/" + suffix):
+            data = tar.extractfile(info)
+            if data is not None:
+                return data.read()
+    raise CheckpointError(f"{path}: the archive has no '{suffix}'")
+
+
+def _nemo_refs(node: Any) -> list[str]:
+    """Every `nemo:<file>` string in the config tree."""
+    if isinstance(node, dict):
+        return [r for v in node.values() for r in _nemo_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _nemo_refs(v)]
+    return [node[5:]] if isinstance(node, str) and node.startswith("nemo:") else []
+
+
+def read_nemo(path: str | Path) -> NemoArchive:
+    """Open the tar (plain, or gzip for old checkpoints), parse the config, load the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as err:
+        raise CheckpointError(f"{path}: not a .nemo archive ({err})") from err
+    with tar:
+        names = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+        config = yaml.safe_load(_member(tar, names, CONFIG_NAME, path))
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: {CONFIG_NAME} is not a mapping")
+        config = config.get("model", config) if "encoder" not in config else config
+        weights = _member(tar, names, WEIGHTS_NAME, path)
+        artifacts = {ref: _member(tar, names, ref, path) for ref in _nemo_refs(config)}
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return NemoArchive(config=config, state_dict=state, artifacts=artifacts)
+
+
+def artifact(archive: NemoArchive, ref: str | None) -> bytes | None:
+    """Bytes of a config value `nemo:<file>`; None when the value is empty."""
+    if not ref:
+        return None
+    key = ref[5:] if ref.startswith("nemo:") else ref
+    if key not in archive.artifacts:
+        raise CheckpointError(f"config refers to {ref!r}, which the archive does not hold")
+    return archive.artifacts[key]

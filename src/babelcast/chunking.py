@@ -1,0 +1,106 @@
+"""All chunk arithmetic, as pure functions (spec §3.4–3.6).
+
+Units: `_samples` (16 kHz audio), `_mel` (10 ms feature frames), `_enc` (encoder frames,
+`factor` mel frames each: 80 ms for factor 8), `_ms`.
+
+babelcast streams with one uniform chunk shape (NeMo uses a shorter first chunk):
+every step feeds `history_mel = factor + 1` old mel frames plus `chunk_mel = factor * (r + 1)`
+new ones, and keeps the last `r + 1` encoder frames. The stream starts with `lead_in_mel = factor - 1`
+virtual frames before mel frame 0, so the first step's real frames are NeMo's first chunk
+(`1 + factor * r`, e.g. 25 at r=3) and every later step is NeMo's later chunk (`factor * (r + 1)`).
+Virtual frames are masked at every subsampling stage, which is exactly the causal zero padding of the
+offline forward, so streaming equals offline at the same context.
+
+Worked example (factor 8, r = 3, 320 ms): chunk 32 mel, history 9, so 41 mel frames in;
+subsampling gives f(f(f(41))) = 21 → 11 → 6 frames with f(n) = n // 2 + 1; the first
+`drop_enc = 2` depend on history only and are dropped, leaving 4 = r + 1 frames.
+"""
+from __future__ import annotations
+
+
+def stage_len(n: int) -> int:
+    """Frames out of one causal stride-2 conv stage (kernel 3, pad 2 left / 1 right): floor(n/2) + 1."""
+    return n // 2 + 1
+
+
+def subsampled_len(n_mel: int, stages: int) -> int:
+    """Encoder frames from `n_mel` mel frames through `stages` strided stages (offline length)."""
+    for _ in range(stages):
+        n_mel = stage_len(n_mel)
+    return n_mel
+
+
+def feature_frames(n_samples: int, hop_samples: int) -> int:
+    """Mel frames of an utterance: floor(S / hop), no +1 (spec §2 step 2)."""
+    return n_samples // hop_samples
+
+
+def chunk_mel(right: int, factor: int) -> int:
+    """New mel frames per streaming step: factor * (r + 1) (e.g. 8 at 80 ms, 112 at 1120 ms)."""
+    return factor * (right + 1)
+
+
+def history_mel(factor: int) -> int:
+    """Mel frames of history re-fed each step (NeMo's pre_encode_cache_size[1] = factor + 1 = 9)."""
+    return factor + 1
+
+
+def lead_in_mel(factor: int) -> int:
+    """Virtual mel frames before frame 0, so the first step lines up with NeMo's 1 + factor*r chunk."""
+    return factor - 1
+
+
+def drop_enc(factor: int) -> int:
+    """Encoder frames per step that come from history only (NeMo's drop_extra_pre_encoded = 2)."""
+    return 1 + (history_mel(factor) - 1) // factor
+
+
+def first_mel_pos(factor: int) -> int:
+    """Absolute mel index of the first history frame of a stream's first step (-16 for factor 8)."""
+    return -(history_mel(factor) + lead_in_mel(factor))
+
+
+def latency_ms(right: int, factor: int, frame_ms: float) -> int:
+    """Chunk latency of right context r: (r + 1) encoder frames (80 ms each for 3.5)."""
+    return int(round((right + 1) * factor * frame_ms))
+
+
+def right_for_latency(latency: int, factor: int, frame_ms: float) -> int:
+    """Right context r for a chunk latency in ms; raises if it is not a whole number of frames."""
+    enc_ms = factor * frame_ms
+    frames = latency / enc_ms
+    if latency <= 0 or abs(frames - round(frames)) > 1e-6:
+        raise ValueError(f"latency {latency} ms is not a positive multiple of {enc_ms:g} ms")
+    return int(round(frames)) - 1
+
+
+def supported_contexts(trained: tuple[tuple[int, int], ...]) -> list[tuple[int, int, bool]]:
+    """Every usable (left, right, trained) pair: the trained list plus right contexts whose chunk
+    divides the left context (project decision: e.g. 160 ms on 3.5 where 56 % 2 == 0)."""
+    left = trained[0][0]
+    rights = {r for _, r in trained}
+    out = [(left, r, True) for _, r in trained]
+    for r in (0, 1, 3, 6, 13):
+        if r not in rights and left % (r + 1) == 0:
+            out.append((left, r, False))
+    return sorted(out, key=lambda c: c[1])
+
+
+def resolve_context(latency: int | None, trained: tuple[tuple[int, int], ...], factor: int,
+                    frame_ms: float, default: str = "first") -> tuple[int, int, bool]:
+    """(left, right, trained) for a requested latency; None picks the default context
+    ('first' = the checkpoint's default, 'largest' = the longest trained lookahead)."""
+    if latency is None:
+        left, right = trained[0] if default == "first" else max(trained, key=lambda c: c[1])
+        return left, right, True
+    right = right_for_latency(latency, factor, frame_ms)
+    for left, r, is_trained in supported_contexts(trained):
+        if r == right:
+            return left, r, is_trained
+    allowed = [latency_ms(r, factor, frame_ms) for _, r, _ in supported_contexts(trained)]
+    raise ValueError(f"latency {latency} ms is not supported by this model; choose one of {allowed}")
+
+
+def final_valid_enc(n_mel_total: int, enc_done: int, right: int, stages: int) -> int:
+    """Encoder frames still owed by the last (padded) step: offline length minus frames emitted."""
+    return max(0, min(right + 1, subsampled_len(n_mel_total, stages) - enc_done))

@@ -1,0 +1,51 @@
+"""Token ids → Transcript: language tags, detected language, text, word timestamps, confidence."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..checkpoint.tokenizer import WORD_START, Tokenizer
+from .result import Transcript, Word
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    frame_s: float  # seconds per encoder frame (0.08 for factor 8 × 10 ms)
+    keep_lang_tags: bool = False
+    language: str | None = None  # the language given, None for auto / no prompt
+
+
+def split_tags(tok: Tokenizer, ids: list[int]) -> tuple[list[int], str | None]:
+    """Indices of the tokens that are not language tags, and the last tag's locale (spec §6)."""
+    spans = tok.find_tags(ids)
+    tagged = {i for s in spans for i in range(s.start, s.start + s.length)}
+    keep = [i for i in range(len(ids)) if i not in tagged]
+    return keep, (spans[-1].locale if spans else None)
+
+
+def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float], frame_s: float) -> list[Word]:
+    """Group pieces into words at `▁` boundaries; a word spans its first to last token's frame."""
+    groups: list[list[int]] = []
+    for i, tid in enumerate(ids):
+        if not groups or tok.pieces[tid].startswith(WORD_START):
+            groups.append([])
+        groups[-1].append(i)
+    out = []
+    for g in groups:
+        text = tok.decode([ids[i] for i in g]).strip()
+        if text:
+            out.append(Word(text, round(frames[g[0]] * frame_s, 3), round((frames[g[-1]] + 1) * frame_s, 3),
+                            round(min(probs[i] for i in g), 4)))
+    return out
+
+
+def to_transcript(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float],
+                  opts: TextOptions, **meta) -> Transcript:
+    """Assemble the typed result of one utterance (tags stripped unless keep_lang_tags)."""
+    keep, detected = split_tags(tok, ids)
+    if not opts.keep_lang_tags:
+        ids, frames, probs = [ids[i] for i in keep], [frames[i] for i in keep], [probs[i] for i in keep]
+    text = " ".join(tok.decode(ids).split())
+    conf = sum(probs) / len(probs) if probs else 1.0
+    return Transcript(text=text, tokens=list(ids), language=opts.language or detected,
+                      words=words(tok, ids, frames, probs, opts.frame_s), token_frames=list(frames),
+                      confidence=round(conf, 4), **meta)

@@ -1,0 +1,87 @@
+"""Relative-position multi-head self-attention with a limited-context mask (spec §3.2–3.4)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+# NeMo fills masked scores with a finite value and then zeroes the masked probabilities, so a
+# fully masked (padded) query row gives 0 instead of NaN (spec §8.2).
+MASK_FILL = -10000.0
+
+
+def rel_positions(n_keys: int, d_model: int, device: torch.device | str = "cpu") -> Tensor:
+    """Sinusoidal table for relative distances n_keys-1 … -(n_keys-1), descending: [2K-1, D] fp32."""
+    pos = torch.arange(n_keys - 1, -n_keys, -1, dtype=torch.float32, device=device)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
+                    * -(math.log(10000.0) / d_model))
+    pe = torch.zeros(2 * n_keys - 1, d_model, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+def context_mask(n_query: int, n_cache: int, left: int, right: int,
+                 cache_valid: Tensor, query_valid: Tensor) -> Tensor:
+    """True where attention is forbidden: [B, Tq, Tk] with Tk = n_cache + Tq.
+
+    Absolute key index j, query index i = n_cache + q; chunks of (right + 1) frames; a query sees
+    its own chunk and left // (right + 1) chunks back (chunked_limited, spec §3.4). The first
+    n_cache - cache_valid cache slots are empty; queries/keys past query_valid are padding.
+    """
+    device = cache_valid.device
+    chunk = right + 1
+    n_keys = n_cache + n_query
+    i = torch.arange(n_cache, n_keys, device=device)
+    j = torch.arange(n_keys, device=device)
+    diff = i[:, None] // chunk - j[None, :] // chunk
+    allowed = (diff >= 0) & (diff <= left // chunk)  # [Tq, Tk]
+    key_ok = (j[None] >= n_cache - cache_valid[:, None]) & (j[None] < n_cache + query_valid[:, None])
+    query_ok = torch.arange(n_query, device=device)[None] < query_valid[:, None]
+    ok = allowed[None] & key_ok[:, None, :] & query_ok[:, :, None]
+    return ~ok
+
+
+class RelPositionAttention(nn.Module):
+    """Transformer-XL style attention: scores = (q+u)·k + shift((q+v)·p), then softmax (spec §3.3)."""
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool):
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_model // n_heads
+        self.linear_q = nn.Linear(d_model, d_model, bias=bias)
+        self.linear_k = nn.Linear(d_model, d_model, bias=bias)
+        self.linear_v = nn.Linear(d_model, d_model, bias=bias)
+        self.linear_out = nn.Linear(d_model, d_model, bias=bias)
+        self.linear_pos = nn.Linear(d_model, d_model, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(n_heads, self.d_head))
+        self.pos_bias_v = nn.Parameter(torch.zeros(n_heads, self.d_head))
+
+    def forward(self, query: Tensor, keys: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
+        """query [B, Tq, D] (the last Tq of keys), keys [B, Tk, D], pos [2Tk-1, D], mask [B, Tq, Tk]."""
+        b, tq, _ = query.shape
+        tk = keys.shape[1]
+        h, dh = self.n_heads, self.d_head
+        q = self.linear_q(query).view(b, tq, h, dh)
+        k = self.linear_k(keys).view(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
+        v = self.linear_v(keys).view(b, tk, h, dh).transpose(1, 2)
+        p = self.linear_pos(pos.to(query.dtype)).view(-1, h, dh).permute(1, 2, 0)  # [H, dh, 2Tk-1]
+        q_u = (q + self.pos_bias_u.to(q.dtype)).transpose(1, 2)  # [B, H, Tq, dh]
+        q_v = (q + self.pos_bias_v.to(q.dtype)).transpose(1, 2)
+        ac = torch.matmul(q_u, k.transpose(-2, -1)).float()  # [B, H, Tq, Tk]
+        bd = _rel_shift(torch.matmul(q_v, p).float(), tk)  # [B, H, Tq, Tk]
+        scores = (ac + bd) / math.sqrt(dh)
+        scores = scores.masked_fill(mask[:, None], MASK_FILL)
+        probs = torch.softmax(scores, dim=-1).masked_fill(mask[:, None], 0.0)
+        out = torch.matmul(probs.to(v.dtype), v)  # [B, H, Tq, dh]
+        return self.linear_out(out.transpose(1, 2).reshape(b, tq, h * dh))
+
+
+def _rel_shift(x: Tensor, n_keys: int) -> Tensor:
+    """Align relative scores [B, H, Tq, 2Tk-1] to keys: out[..., i, j] = x[..., i, Tq-1-i+j].
+
+    Queries are the last Tq of the Tk keys, so column Tq-1-i+j holds distance (Tk-Tq+i) - j.
+    """
+    b, h, tq, n_pos = x.shape
+    x = torch.nn.functional.pad(x, (1, 0)).view(b, h, n_pos + 1, tq)[:, :, 1:].reshape(b, h, tq, n_pos)
+    return x[..., :n_keys]

@@ -1,0 +1,124 @@
+"""Cache-aware FastConformer encoder: `forward` over whole utterances, `step` over one chunk (spec §3).
+
+Both run the same layers; with the same (left, right) context they give the same frames
+(chunked_limited attention makes every frame independent of chunks to its right, spec §3.4).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from .. import chunking
+from ..config import EncoderConfig
+from .attention import context_mask, rel_positions
+from .conformer import ConformerLayer
+from .subsampling import CausalSubsampling
+
+OPEN_END = 2**40  # mel length of a stream that has not ended yet
+
+
+@dataclass
+class EncoderState:
+    """Streaming state of B streams; every tensor has the stream axis documented."""
+
+    mel_history: Tensor  # [B, H, F] last H = factor+1 mel frames fed (zeros before the stream starts)
+    att_cache: Tensor  # [L, B, left, D] layer-normed attention inputs of the last `left` frames
+    att_cache_len: Tensor  # [B] int64 valid entries at the end of att_cache (≤ left)
+    conv_cache: Tensor  # [L, B, D, K-1] GLU outputs of the last K-1 frames (depthwise conv history)
+    mel_pos: Tensor  # [B] int64 absolute mel index of mel_history[:, 0]
+
+    def index(self, rows: Tensor) -> "EncoderState":
+        """The state of a subset of streams (rows [n] long)."""
+        return EncoderState(self.mel_history[rows], self.att_cache[:, rows], self.att_cache_len[rows],
+                            self.conv_cache[:, rows], self.mel_pos[rows])
+
+
+@dataclass(frozen=True)
+class EncoderStep:
+    frames: Tensor  # [B, r+1, D]
+    valid: Tensor  # [B] int64 frames that belong to the utterance (r+1 except in a final step)
+    state: EncoderState
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.pre_encode = CausalSubsampling(cfg)
+        self.layers = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.n_layers))
+        self.xscale = math.sqrt(cfg.d_model) if cfg.xscaling else None
+
+    def forward(self, mel: Tensor, mel_len: Tensor, left: int, right: int) -> tuple[Tensor, Tensor]:
+        """Offline: mel [B, F, T], mel_len [B] → frames [B, T', D], lengths [B] at context [left, right]."""
+        b = mel.shape[0]
+        zeros = torch.zeros(b, dtype=torch.long, device=mel.device)
+        x = self.pre_encode(mel.transpose(1, 2).to(self._dtype), zeros, mel_len)
+        t = x.shape[1]
+        enc_len = chunking.subsampled_len(mel_len, self.cfg.n_subsampling_stages)
+        mask = context_mask(t, 0, left, right, zeros, enc_len)
+        pad = torch.arange(t, device=mel.device)[None] >= enc_len[:, None]
+        no_cache = x.new_zeros(b, 0, self.cfg.d_model)
+        conv_zero = x.new_zeros(b, self.cfg.d_model, self.cfg.conv_kernel - 1)
+        x = self._scale(x)
+        pos = rel_positions(t, self.cfg.d_model, mel.device)
+        for layer in self.layers:
+            x, _, _ = layer(x, pos, mask, pad, no_cache, conv_zero)
+        return x, enc_len
+
+    def init_state(self, batch: int, left: int, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> EncoderState:
+        cfg, f = self.cfg, self.cfg.subsampling_factor
+        return EncoderState(
+            mel_history=torch.zeros(batch, chunking.history_mel(f), cfg.feat_in, device=device),
+            att_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
+            att_cache_len=torch.zeros(batch, dtype=torch.long, device=device),
+            conv_cache=torch.zeros(cfg.n_layers, batch, cfg.d_model, cfg.conv_kernel - 1, device=device, dtype=dtype),
+            mel_pos=torch.full((batch,), chunking.first_mel_pos(f), dtype=torch.long, device=device),
+        )
+
+    def step(self, mel_chunk: Tensor, state: EncoderState, left: int, right: int,
+             mel_end: Tensor | None = None) -> EncoderStep:
+        """One chunk of B streams: mel_chunk [B, factor*(r+1), F] new frames (zeros past the end);
+        mel_end [B] total mel frames of streams that end in this step (None / OPEN_END if open)."""
+        cfg, f = self.cfg, self.cfg.subsampling_factor
+        b, n_new, _ = mel_chunk.shape
+        if n_new != chunking.chunk_mel(right, f):
+            raise ValueError(f"chunk has {n_new} mel frames; context r={right} needs {chunking.chunk_mel(right, f)}")
+        if state.att_cache.shape[2] != left:
+            raise ValueError(f"state was made for left context {state.att_cache.shape[2]}, not {left}")
+        if mel_end is None:
+            mel_end = torch.full((b,), OPEN_END, dtype=torch.long, device=mel_chunk.device)
+        mel_in = torch.cat([state.mel_history, mel_chunk.float()], dim=1)  # [B, H + N, F]
+        x = self.pre_encode(mel_in.to(self._dtype), state.mel_pos, mel_end)
+        x = x[:, chunking.drop_enc(f):]  # [B, r+1, D]: the first frames only see history
+        enc_done = torch.div(state.mel_pos - chunking.first_mel_pos(f), f, rounding_mode="floor")
+        total = chunking.subsampled_len(mel_end, cfg.n_subsampling_stages)
+        valid = (total - enc_done).clamp(0, right + 1)
+        mask = context_mask(right + 1, left, left, right, state.att_cache_len, valid)
+        pad = torch.arange(right + 1, device=x.device)[None] >= valid[:, None]
+        x = self._scale(x)
+        pos = rel_positions(left + right + 1, cfg.d_model, x.device)
+        att_cache, conv_cache = [], []
+        for i, layer in enumerate(self.layers):
+            x, a, conv = layer(x, pos, mask, pad, state.att_cache[i], state.conv_cache[i])
+            att_cache.append(torch.cat([state.att_cache[i], a.to(state.att_cache.dtype)], dim=1)[:, -left:]
+                             if left else state.att_cache[i])
+            conv_cache.append(conv.to(state.conv_cache.dtype))
+        new_state = EncoderState(
+            mel_history=mel_in[:, -chunking.history_mel(f):],
+            att_cache=torch.stack(att_cache),
+            att_cache_len=(state.att_cache_len + valid).clamp(max=left),
+            conv_cache=torch.stack(conv_cache),
+            mel_pos=state.mel_pos + n_new,
+        )
+        return EncoderStep(x, valid, new_state)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.pre_encode.out.weight.dtype
+
+    def _scale(self, x: Tensor) -> Tensor:
+        return x * self.xscale if self.xscale else x

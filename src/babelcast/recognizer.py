@@ -1,0 +1,148 @@
+"""The shared, read-only recognizer: weights + tokenizer; offline batches and streaming sessions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import chunking
+from .checkpoint.load import load_checkpoint
+from .checkpoint.tokenizer import Tokenizer
+from .config import AUTO
+from .decoding.greedy import Emissions, greedy_ctc, greedy_rnnt
+from .decoding.result import Transcript
+from .decoding.text import TextOptions, to_transcript
+from .model.asr import AsrModel
+from .model.prompt import prompt_index
+from .streaming.session import Session, StreamOptions
+
+
+def load_model(model: str | Path, device: str | torch.device = "cpu") -> "Recognizer":
+    """A `.nemo` path or hub id → Recognizer (fp32)."""
+    net, tok = load_checkpoint(model)
+    return Recognizer(net.to(device), tok)
+
+
+class Recognizer:
+    def __init__(self, model: AsrModel, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.cfg = model.cfg
+        enc = self.cfg.encoder
+        self.frame_s = enc.subsampling_factor * self.cfg.features.hop_samples / self.cfg.features.sample_rate_hz
+
+    # ---- options --------------------------------------------------------------------------
+    @property
+    def supported_languages(self) -> list[str]:
+        return sorted(self.cfg.prompt.dictionary) if self.cfg.prompt else [AUTO]
+
+    @property
+    def latencies_ms(self) -> list[int]:
+        enc = self.cfg.encoder
+        return [chunking.latency_ms(r, enc.subsampling_factor, self.cfg.features.frame_ms)
+                for _, r, _ in chunking.supported_contexts(enc.att_contexts)]
+
+    def context(self, latency_ms: int | None, mode: str) -> tuple[int, int, bool]:
+        """(left, right, trained); offline defaults to the largest trained lookahead, streaming to the first."""
+        enc = self.cfg.encoder
+        return chunking.resolve_context(latency_ms, enc.att_contexts, enc.subsampling_factor,
+                                        self.cfg.features.frame_ms, "largest" if mode == "offline" else "first")
+
+    def prompt_id(self, language: str | None) -> int | None:
+        """Prompt index for a language; a non-prompt model accepts only auto/None."""
+        if self.cfg.prompt is None:
+            if language not in (None, "", AUTO):
+                raise ValueError(f"this model has no language prompt; it accepts only 'auto', not {language!r}")
+            return None
+        return prompt_index(self.cfg.prompt, language)
+
+    def canonical_language(self, language: str | None) -> str | None:
+        """'es' → 'es-US' (the locale that shares its prompt id); None for auto."""
+        if language in (None, "", AUTO) or self.cfg.prompt is None:
+            return None
+        idx = self.prompt_id(language)
+        locales = [k for k, v in self.cfg.prompt.dictionary.items() if v == idx and "-" in k]
+        return locales[0] if locales else language
+
+    def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
+        return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
+
+    # ---- streaming ------------------------------------------------------------------------
+    def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
+               keep_lang_tags: bool = False) -> Session:
+        """A new live session (its own caches); the recognizer itself holds no stream state."""
+        left, right, trained = self.context(latency_ms, "streaming")
+        opts = StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
+                             trained)
+        return Session(self.model, self.tokenizer, opts)
+
+    # ---- offline --------------------------------------------------------------------------
+    def transcribe(self, audios: Sequence[np.ndarray], language: str | None = AUTO,
+                   latency_ms: int | None = None, mode: str = "offline", decoder: str = "rnnt",
+                   keep_lang_tags: bool = False, batch_size: int = 8,
+                   on_batch_done: Callable[[int], None] | None = None) -> list[Transcript]:
+        """Transcribe float32 16 kHz mono arrays; results in input order."""
+        if mode not in ("offline", "streaming"):
+            raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
+        if decoder not in ("rnnt", "ctc"):
+            raise ValueError(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
+        if decoder == "ctc" and self.model.ctc_decoder is None:
+            raise ValueError("this checkpoint has no CTC head; use --decoder rnnt")
+        if decoder == "ctc" and mode == "streaming":
+            raise ValueError("streaming decodes with the RNNT head; use --decoder rnnt or --mode offline")
+        self.prompt_id(language)  # validate before any work
+        if mode == "streaming":
+            return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done)
+        left, right, trained = self.context(latency_ms, "offline")
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
+        results: dict[int, Transcript] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = self._offline_batch([audios[i] for i in idx], language, left, right, decoder, keep_lang_tags)
+            for i, t in zip(idx, batch):
+                results[i] = _with(t, latency_ms=chunking.latency_ms(right, self.cfg.encoder.subsampling_factor,
+                                                                     self.cfg.features.frame_ms),
+                                   trained_latency=trained, duration_s=len(audios[i]) / self.cfg.features.sample_rate_hz)
+            if on_batch_done:
+                on_batch_done(len(idx))
+        return [results[i] for i in range(len(audios))]
+
+    @torch.no_grad()
+    def _offline_batch(self, audios: list[np.ndarray], language: str | None, left: int, right: int,
+                       decoder: str, keep_lang_tags: bool) -> list[Transcript]:
+        device = self.model.encoder.pre_encode.out.weight.device
+        lengths = torch.tensor([len(a) for a in audios], device=device)
+        batch = torch.zeros(len(audios), max(1, int(lengths.max())), device=device)
+        for i, a in enumerate(audios):
+            batch[i, : len(a)] = torch.as_tensor(np.asarray(a, dtype=np.float32))
+        pid = self.prompt_id(language)
+        prompt = None if pid is None else torch.full((len(audios),), pid, device=device)
+        frames, enc_len = self.model.encode(batch, lengths, left, right, prompt)
+        em = self._decode(frames, enc_len, decoder)
+        opts = self._text_options(language, keep_lang_tags)
+        return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in em.to_lists()]
+
+    def _decode(self, frames: torch.Tensor, enc_len: torch.Tensor, decoder: str) -> Emissions:
+        if decoder == "ctc":
+            return greedy_ctc(self.model.ctc_decoder, frames, enc_len, self.cfg.transducer.blank_id)
+        state = self.model.decoder.init_state(frames.shape[0], frames.device, frames.dtype)
+        em, _ = greedy_rnnt(self.model.decoder, self.model.joint, frames, enc_len, state,
+                            self.cfg.transducer.max_symbols)
+        return em
+
+    def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done):
+        out = []
+        for audio in audios:
+            session = self.stream(language, latency_ms, keep_lang_tags)
+            session.accept_audio(audio)
+            out.append(session.flush())
+            if on_batch_done:
+                on_batch_done(1)
+        return out
+
+
+def _with(t: Transcript, **changes) -> Transcript:
+    from dataclasses import replace
+
+    return replace(t, **changes)
