@@ -75,3 +75,27 @@ def artifact(archive: NemoArchive, ref: str | None) -> bytes | None:
     if key not in archive.artifacts:
         raise CheckpointError(f"config refers to {ref!r}, which the archive does not hold")
     return archive.artifacts[key]
+
+
+def write_nemo(path: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor],
+               artifacts: dict[str, bytes]) -> Path:
+    """Write a `.nemo` tar NeMo restores: config with `nemo:<file>` refs, weights, artifact files.
+
+    `artifacts` maps member names (e.g. '<uuid>_tokenizer.model') to bytes; the config must already
+    refer to them as 'nemo:<name>'.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    missing = [r for r in _nemo_refs(config) if r not in artifacts]
+    if missing:
+        raise CheckpointError(f"config refers to artifacts that are not given: {missing}")
+    weights = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, weights)
+    members = {CONFIG_NAME: yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode(),
+               WEIGHTS_NAME: weights.getvalue(), **artifacts}
+    with tarfile.open(path, "w:") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

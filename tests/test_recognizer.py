@@ -1,0 +1,89 @@
+"""End to end on a tiny .nemo written by babelcast: offline == streaming, batching, options."""
+import numpy as np
+import pytest
+
+import babelcast
+from babelcast.checkpoint.nemo_archive import CheckpointError
+
+from tiny import synth_audio
+from tiny_nemo import write_tiny_nemo
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
+
+
+def clips():
+    return [synth_audio(n, seed=i).numpy() for i, n in enumerate([5000, 16000, 28123, 41000])]
+
+
+def test_emits_tokens(rec):
+    out = rec.transcribe(clips(), language="auto")
+    assert all(len(t.tokens) >= 5 for t in out), [len(t.tokens) for t in out]
+    assert len({tok for t in out for tok in t.tokens}) >= 4
+
+
+@pytest.mark.parametrize("latency", [80, 160, 320, 560, 1120])
+@pytest.mark.parametrize("language", ["auto", "de-DE"])
+def test_streaming_tokens_equal_offline(rec, latency, language):
+    audio = clips()
+    offline = rec.transcribe(audio, language=language, latency_ms=latency, keep_lang_tags=True)
+    streamed = rec.transcribe(audio, language=language, latency_ms=latency, mode="streaming", keep_lang_tags=True)
+    for a, b in zip(offline, streamed):
+        assert a.tokens == b.tokens
+        assert a.token_frames == b.token_frames
+
+
+def test_pieces_of_any_size(rec):
+    audio = clips()[2]
+    whole = rec.transcribe([audio], language="es", latency_ms=320, mode="streaming")[0]
+    rng = np.random.default_rng(0)
+    session = rec.stream("es", 320)
+    pos, partials = 0, []
+    while pos < len(audio):
+        n = int(rng.integers(160, 9000))
+        partials.append(session.accept_audio(audio[pos:pos + n]).text)
+        pos += n
+    final = session.flush()
+    assert final.tokens == whole.tokens
+    assert final.latency_ms == 320 and final.mode == "streaming"
+
+
+def test_batch_does_not_change_tokens(rec):
+    audio = clips()
+    together = rec.transcribe(audio, language="auto", batch_size=4)
+    alone = [rec.transcribe([a], language="auto", batch_size=1)[0] for a in audio]
+    assert [t.tokens for t in together] == [t.tokens for t in alone]
+
+
+def test_language_changes_output(rec):
+    audio = clips()
+    en = rec.transcribe(audio, language="en-US")
+    de = rec.transcribe(audio, language="de-DE")
+    assert [t.tokens for t in en] != [t.tokens for t in de]
+    assert en[0].language == "en-US"
+
+
+def test_bad_options(rec):
+    with pytest.raises(ValueError, match="unknown language 'xx-XX'.*supported: .*de-DE"):
+        rec.transcribe(clips(), language="xx-XX")
+    with pytest.raises(ValueError, match="latency 100 ms"):
+        rec.transcribe(clips(), latency_ms=100)
+    with pytest.raises(ValueError, match="no CTC head"):
+        rec.transcribe(clips(), decoder="ctc")
+
+
+def test_160ms_is_reported_untrained(rec):
+    t = rec.transcribe(clips()[:1], latency_ms=160)[0]
+    assert t.latency_ms == 160 and not t.trained_latency
+    assert rec.transcribe(clips()[:1], latency_ms=320)[0].trained_latency
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        babelcast.load_model(tmp_path / "nope.nemo")
+    bad = tmp_path / "bad.nemo"
+    bad.write_bytes(b"not a tar")
+    with pytest.raises(CheckpointError, match="not a .nemo archive"):
+        babelcast.load_model(bad)
