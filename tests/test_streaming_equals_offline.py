@@ -27,11 +27,11 @@ def test_features_incremental_equal_offline(n_samples, piece):
     torch.testing.assert_close(streamed, mel[0], rtol=1e-4, atol=1e-4)
 
 
-def _stream_encoder(net, mel, left, right):
+def _stream_encoder(net, mel, left, right, chunks_per_step=1):
     """Step the encoder over mel [F, T] the way a session does; returns the valid frames [T', D]."""
     enc = net.encoder
     f = enc.cfg.subsampling_factor
-    n = chunking.chunk_mel(right, f)
+    n = chunking.chunk_mel(right, f) * chunks_per_step
     buf = torch.cat([torch.zeros(chunking.lead_in_mel(f), mel.shape[0]), mel.T])
     total = mel.shape[1]
     state, outs, done = enc.init_state(1, left), [], 0
@@ -39,7 +39,7 @@ def _stream_encoder(net, mel, left, right):
         step = enc.step(buf[:n][None], state, left, right, torch.tensor([OPEN_END]))
         buf, state = buf[n:], step.state
         outs.append(step.frames[0, : int(step.valid)])
-        done += right + 1
+        done += (right + 1) * chunks_per_step
     if chunking.final_valid_enc(total, done, right, enc.cfg.n_subsampling_stages):
         chunk = torch.cat([buf, buf.new_zeros(n - buf.shape[0], buf.shape[1])])
         step = enc.step(chunk[None], state, left, right, torch.tensor([total]))
@@ -73,3 +73,29 @@ def test_offline_batch_equals_alone():
         for i, m in enumerate(mels):
             alone, _ = net.encoder(m[None], torch.tensor([lens[i]]), 28, 3)
             torch.testing.assert_close(out[i, : int(out_len[i])], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("left,right", [(28, 0), (28, 3), (28, 13)])
+@pytest.mark.parametrize("chunks_per_step", [2, 5])
+def test_multi_chunk_steps_equal_offline(left, right, chunks_per_step):
+    net = tiny_model()
+    torch.manual_seed(3)
+    mel = torch.randn(net.cfg.encoder.feat_in, 301)
+    with torch.no_grad():
+        offline, _ = net.encoder(mel[None], torch.tensor([301]), left, right)
+        streamed = _stream_encoder(net, mel, left, right, chunks_per_step)
+    torch.testing.assert_close(streamed, offline[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("right", [0, 6])
+def test_block_forward_equals_full_forward(right):
+    net = tiny_model()
+    torch.manual_seed(4)
+    lens = [700, 333]
+    mel = torch.randn(2, net.cfg.encoder.feat_in, 700)
+    with torch.no_grad():
+        full, full_len = net.encoder(mel, torch.tensor(lens), 28, right)
+        blocks, block_len = net.encoder.forward_blocks(mel, torch.tensor(lens), 28, right, block_mel=200)
+    assert full_len.tolist() == block_len.tolist()
+    for i, n in enumerate(full_len.tolist()):
+        torch.testing.assert_close(blocks[i, :n], full[i, :n], rtol=1e-4, atol=1e-4)

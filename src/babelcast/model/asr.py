@@ -19,6 +19,10 @@ class _Preprocessor(nn.Module):
         self.featurizer = LogMel(model_cfg.features)
 
 
+# Above this many mel frames (60 s) offline encoding runs in blocks: same frames, linear memory.
+FULL_FORWARD_MAX_MEL = 6000
+
+
 class AsrModel(nn.Module):
     """Cache-aware FastConformer transducer; state dict keys are NeMo's, one for one."""
 
@@ -49,5 +53,8 @@ class AsrModel(nn.Module):
                prompt_ids: Tensor | None) -> tuple[Tensor, Tensor]:
         """Offline: audio [B, S] + lengths [B] samples → prompted frames [B, T, D], lengths [B]."""
         mel, mel_len = self.features(audio, lengths)
-        frames, enc_len = self.encoder(mel, mel_len, left, right)
+        if mel.shape[2] > FULL_FORWARD_MAX_MEL:
+            frames, enc_len = self.encoder.forward_blocks(mel, mel_len, left, right)
+        else:
+            frames, enc_len = self.encoder(mel, mel_len, left, right)
         return self.apply_prompt(frames, prompt_ids), enc_len

@@ -6,7 +6,7 @@ Both run the same layers; with the same (left, right) context they give the same
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,8 @@ class EncoderState:
 
 @dataclass(frozen=True)
 class EncoderStep:
-    frames: Tensor  # [B, r+1, D]
-    valid: Tensor  # [B] int64 frames that belong to the utterance (r+1 except in a final step)
+    frames: Tensor  # [B, k*(r+1), D]
+    valid: Tensor  # [B] int64 frames that belong to the utterance (all but in a final step)
     state: EncoderState
 
 
@@ -68,6 +68,25 @@ class Encoder(nn.Module):
             x, _, _ = layer(x, pos, mask, pad, no_cache, conv_zero)
         return x, enc_len
 
+    def forward_blocks(self, mel: Tensor, mel_len: Tensor, left: int, right: int,
+                       block_mel: int = 2048) -> tuple[Tensor, Tensor]:
+        """Offline in blocks of whole chunks through `step`: the same frames as `forward`, with memory
+        linear in the length (the full forward's attention scores are quadratic)."""
+        f = self.cfg.subsampling_factor
+        b, _, t = mel.shape
+        per_block = max(1, block_mel // chunking.chunk_mel(right, f)) * chunking.chunk_mel(right, f)
+        x = torch.cat([mel.new_zeros(b, mel.shape[1], chunking.lead_in_mel(f)), mel], dim=2).transpose(1, 2)
+        x = torch.nn.functional.pad(x, (0, 0, 0, -x.shape[1] % per_block))  # [B, n*per_block, F]
+        state = self.init_state(b, left, mel.device, self._dtype)
+        enc_len = chunking.subsampled_len(mel_len, self.cfg.n_subsampling_stages)
+        outs = []
+        for start in range(0, x.shape[1], per_block):
+            step = self.step(x[:, start:start + per_block], state, left, right, mel_len)
+            state = step.state
+            outs.append(step.frames)
+        frames = torch.cat(outs, dim=1)[:, : chunking.subsampled_len(t, self.cfg.n_subsampling_stages)]
+        return frames, enc_len
+
     def init_state(self, batch: int, left: int, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> EncoderState:
         cfg, f = self.cfg, self.cfg.subsampling_factor
@@ -81,30 +100,36 @@ class Encoder(nn.Module):
 
     def step(self, mel_chunk: Tensor, state: EncoderState, left: int, right: int,
              mel_end: Tensor | None = None) -> EncoderStep:
-        """One chunk of B streams: mel_chunk [B, factor*(r+1), F] new frames (zeros past the end);
-        mel_end [B] total mel frames of streams that end in this step (None / OPEN_END if open)."""
+        """k chunks of B streams: mel_chunk [B, k*factor*(r+1), F] new frames (zeros past the end);
+        mel_end [B] total mel frames of streams that end in this step (None / OPEN_END if open).
+
+        k > 1 runs several chunks in one call with the same result as k calls (the mask keeps the
+        chunk grid), which serves long offline files and streams catching up.
+        """
         cfg, f = self.cfg, self.cfg.subsampling_factor
         b, n_new, _ = mel_chunk.shape
-        if n_new != chunking.chunk_mel(right, f):
-            raise ValueError(f"chunk has {n_new} mel frames; context r={right} needs {chunking.chunk_mel(right, f)}")
+        per_chunk = chunking.chunk_mel(right, f)
+        if n_new % per_chunk or not n_new:
+            raise ValueError(f"chunk has {n_new} mel frames; context r={right} needs a multiple of {per_chunk}")
         if state.att_cache.shape[2] != left:
             raise ValueError(f"state was made for left context {state.att_cache.shape[2]}, not {left}")
         if mel_end is None:
             mel_end = torch.full((b,), OPEN_END, dtype=torch.long, device=mel_chunk.device)
+        n_out = n_new // f
         mel_in = torch.cat([state.mel_history, mel_chunk.float()], dim=1)  # [B, H + N, F]
         x = self.pre_encode(mel_in.to(self._dtype), state.mel_pos, mel_end)
-        x = x[:, chunking.drop_enc(f):]  # [B, r+1, D]: the first frames only see history
+        x = x[:, chunking.drop_enc(f):]  # [B, n_out, D]: the first frames only see history
         enc_done = torch.div(state.mel_pos - chunking.first_mel_pos(f), f, rounding_mode="floor")
         total = chunking.subsampled_len(mel_end, cfg.n_subsampling_stages)
-        valid = (total - enc_done).clamp(0, right + 1)
-        mask = context_mask(right + 1, left, left, right, state.att_cache_len, valid)
-        pad = torch.arange(right + 1, device=x.device)[None] >= valid[:, None]
+        valid = (total - enc_done).clamp(0, n_out)
+        mask = context_mask(n_out, left, left, right, state.att_cache_len, valid)
+        pad = torch.arange(n_out, device=x.device)[None] >= valid[:, None]
         x = self._scale(x)
-        pos = rel_positions(left + right + 1, cfg.d_model, x.device)
+        pos = rel_positions(left + n_out, cfg.d_model, x.device)
         att_cache, conv_cache = [], []
         for i, layer in enumerate(self.layers):
             x, a, conv = layer(x, pos, mask, pad, state.att_cache[i], state.conv_cache[i])
-            att_cache.append(torch.cat([state.att_cache[i], a.to(state.att_cache.dtype)], dim=1)[:, -left:]
+            att_cache.append(torch.cat([state.att_cache[i], a.to(state.att_cache.dtype)], dim=1)[:, n_out:]
                              if left else state.att_cache[i])
             conv_cache.append(conv.to(state.conv_cache.dtype))
         new_state = EncoderState(
