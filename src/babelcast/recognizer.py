@@ -69,13 +69,23 @@ class Recognizer:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
     # ---- streaming ------------------------------------------------------------------------
+    def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
+                       keep_lang_tags: bool = False) -> StreamOptions:
+        """Validated per-stream options (context, prompt, text handling) for a Session or the Engine."""
+        left, right, trained = self.context(latency_ms, "streaming")
+        return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
+                             trained)
+
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
                keep_lang_tags: bool = False) -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
-        left, right, trained = self.context(latency_ms, "streaming")
-        opts = StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained)
-        return Session(self.model, self.tokenizer, opts)
+        return Session(self.model, self.tokenizer, self.stream_options(language, latency_ms, keep_lang_tags))
+
+    def engine(self, cfg: "EngineConfig | None" = None) -> "Engine":
+        """A multi-stream engine sharing this recognizer's weights (a runtime copy for bf16/int8)."""
+        from .streaming.engine import Engine, EngineConfig
+
+        return Engine(self.model, self.tokenizer, cfg or EngineConfig())
 
     # ---- offline --------------------------------------------------------------------------
     def transcribe(self, audios: Sequence[np.ndarray], language: str | None = AUTO,
@@ -111,7 +121,7 @@ class Recognizer:
     @torch.no_grad()
     def _offline_batch(self, audios: list[np.ndarray], language: str | None, left: int, right: int,
                        decoder: str, keep_lang_tags: bool) -> list[Transcript]:
-        device = self.model.encoder.pre_encode.out.weight.device
+        device = self.model.encoder.device
         lengths = torch.tensor([len(a) for a in audios], device=device)
         batch = torch.zeros(len(audios), max(1, int(lengths.max())), device=device)
         for i, a in enumerate(audios):

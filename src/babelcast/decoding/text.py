@@ -12,6 +12,7 @@ class TextOptions:
     frame_s: float  # seconds per encoder frame (0.08 for factor 8 × 10 ms)
     keep_lang_tags: bool = False
     language: str | None = None  # the language given, None for auto / no prompt
+    offset_s: float = 0.0  # stream time of frame 0 (utterances after the first on a live session)
 
 
 def split_tags(tok: Tokenizer, ids: list[int]) -> tuple[list[int], str | None]:
@@ -22,7 +23,8 @@ def split_tags(tok: Tokenizer, ids: list[int]) -> tuple[list[int], str | None]:
     return keep, (spans[-1].locale if spans else None)
 
 
-def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float], frame_s: float) -> list[Word]:
+def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float], frame_s: float,
+          offset_s: float = 0.0) -> list[Word]:
     """Group pieces into words at `▁` boundaries; a word spans its first to last token's frame."""
     groups: list[list[int]] = []
     for i, tid in enumerate(ids):
@@ -33,7 +35,8 @@ def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float],
     for g in groups:
         text = tok.decode([ids[i] for i in g]).strip()
         if text:
-            out.append(Word(text, round(frames[g[0]] * frame_s, 3), round((frames[g[-1]] + 1) * frame_s, 3),
+            out.append(Word(text, round(offset_s + frames[g[0]] * frame_s, 3),
+                            round(offset_s + (frames[g[-1]] + 1) * frame_s, 3),
                             round(min(probs[i] for i in g), 4)))
     return out
 
@@ -47,5 +50,5 @@ def to_transcript(tok: Tokenizer, ids: list[int], frames: list[int], probs: list
     text = " ".join(tok.decode(ids).split())
     conf = sum(probs) / len(probs) if probs else 1.0
     return Transcript(text=text, tokens=list(ids), language=opts.language or detected,
-                      words=words(tok, ids, frames, probs, opts.frame_s), token_frames=list(frames),
+                      words=words(tok, ids, frames, probs, opts.frame_s, opts.offset_s), token_frames=list(frames),
                       confidence=round(conf, 4), **meta)

@@ -57,15 +57,21 @@ class RelPositionAttention(nn.Module):
         self.pos_bias_u = nn.Parameter(torch.zeros(n_heads, self.d_head))
         self.pos_bias_v = nn.Parameter(torch.zeros(n_heads, self.d_head))
 
-    def forward(self, query: Tensor, keys: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
-        """query [B, Tq, D] (the last Tq of keys), keys [B, Tk, D], pos [2Tk-1, D], mask [B, Tq, Tk]."""
+    def project_positions(self, pos: Tensor, dtype: torch.dtype) -> Tensor:
+        """pos [2Tk-1, D] → per-head projections [H, dh, 2Tk-1]; depends only on shapes and weights,
+        so a runner can compute it once per latency instead of every step."""
+        return self.linear_pos(pos.to(dtype)).view(-1, self.n_heads, self.d_head).permute(1, 2, 0)
+
+    def forward(self, query: Tensor, keys: Tensor, pos_proj: Tensor, mask: Tensor) -> Tensor:
+        """query [B, Tq, D] (the last Tq of keys), keys [B, Tk, D], pos_proj [H, dh, 2Tk-1] from
+        project_positions, mask [B, Tq, Tk] True where forbidden."""
         b, tq, _ = query.shape
         tk = keys.shape[1]
         h, dh = self.n_heads, self.d_head
         q = self.linear_q(query).view(b, tq, h, dh)
         k = self.linear_k(keys).view(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
         v = self.linear_v(keys).view(b, tk, h, dh).transpose(1, 2)
-        p = self.linear_pos(pos.to(query.dtype)).view(-1, h, dh).permute(1, 2, 0)  # [H, dh, 2Tk-1]
+        p = pos_proj.to(q.dtype)
         q_u = (q + self.pos_bias_u.to(q.dtype)).transpose(1, 2)  # [B, H, Tq, dh]
         q_v = (q + self.pos_bias_v.to(q.dtype)).transpose(1, 2)
         ac = torch.matmul(q_u, k.transpose(-2, -1)).float()  # [B, H, Tq, Tk]

@@ -60,14 +60,15 @@ class ConformerLayer(nn.Module):
         self.feed_forward2 = FeedForward(d, d * cfg.ff_expansion, bias)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(self, x: Tensor, pos: Tensor, mask: Tensor, pad: Tensor,
+    def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor,
                 att_cache: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, T, D]; att_cache [B, C, D] layer-normed inputs of earlier frames (C may be 0);
+        """x [B, T, D]; pos_proj from self_attn.project_positions;
+        att_cache [B, C, D] layer-normed inputs of earlier frames (C may be 0);
         conv_cache [B, D, K-1] → (x, attention input of this chunk [B, T, D], new conv cache)."""
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
         a = self.norm_self_att(x)
         keys = torch.cat([att_cache.to(a.dtype), a], dim=1) if att_cache.shape[1] else a
-        x = x + self.self_attn(a, keys, pos, mask)
+        x = x + self.self_attn(a, keys, pos_proj, mask)
         conv_out, conv_cache = self.conv(self.norm_conv(x), pad, conv_cache)
         x = x + conv_out
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))

@@ -55,7 +55,7 @@ class Encoder(nn.Module):
         """Offline: mel [B, F, T], mel_len [B] → frames [B, T', D], lengths [B] at context [left, right]."""
         b = mel.shape[0]
         zeros = torch.zeros(b, dtype=torch.long, device=mel.device)
-        x = self.pre_encode(mel.transpose(1, 2).to(self._dtype), zeros, mel_len)
+        x = self.pre_encode(mel.transpose(1, 2).to(self.dtype), zeros, mel_len)
         t = x.shape[1]
         enc_len = chunking.subsampled_len(mel_len, self.cfg.n_subsampling_stages)
         mask = context_mask(t, 0, left, right, zeros, enc_len)
@@ -63,10 +63,14 @@ class Encoder(nn.Module):
         no_cache = x.new_zeros(b, 0, self.cfg.d_model)
         conv_zero = x.new_zeros(b, self.cfg.d_model, self.cfg.conv_kernel - 1)
         x = self._scale(x)
-        pos = rel_positions(t, self.cfg.d_model, mel.device)
-        for layer in self.layers:
+        for layer, pos in zip(self.layers, self.positions(t, x.device)):
             x, _, _ = layer(x, pos, mask, pad, no_cache, conv_zero)
         return x, enc_len
+
+    def positions(self, n_keys: int, device: torch.device | str) -> list[Tensor]:
+        """Per-layer relative-position projections for n_keys keys (spec §3.2): [H, dh, 2K-1] each."""
+        pos = rel_positions(n_keys, self.cfg.d_model, device)
+        return [layer.self_attn.project_positions(pos, self.dtype) for layer in self.layers]
 
     def forward_blocks(self, mel: Tensor, mel_len: Tensor, left: int, right: int,
                        block_mel: int = 2048) -> tuple[Tensor, Tensor]:
@@ -77,7 +81,7 @@ class Encoder(nn.Module):
         per_block = max(1, block_mel // chunking.chunk_mel(right, f)) * chunking.chunk_mel(right, f)
         x = torch.cat([mel.new_zeros(b, mel.shape[1], chunking.lead_in_mel(f)), mel], dim=2).transpose(1, 2)
         x = torch.nn.functional.pad(x, (0, 0, 0, -x.shape[1] % per_block))  # [B, n*per_block, F]
-        state = self.init_state(b, left, mel.device, self._dtype)
+        state = self.init_state(b, left, mel.device, self.dtype)
         enc_len = chunking.subsampled_len(mel_len, self.cfg.n_subsampling_stages)
         outs = []
         for start in range(0, x.shape[1], per_block):
@@ -99,12 +103,13 @@ class Encoder(nn.Module):
         )
 
     def step(self, mel_chunk: Tensor, state: EncoderState, left: int, right: int,
-             mel_end: Tensor | None = None) -> EncoderStep:
+             mel_end: Tensor | None = None, pos_proj: list[Tensor] | None = None) -> EncoderStep:
         """k chunks of B streams: mel_chunk [B, k*factor*(r+1), F] new frames (zeros past the end);
         mel_end [B] total mel frames of streams that end in this step (None / OPEN_END if open).
 
         k > 1 runs several chunks in one call with the same result as k calls (the mask keeps the
-        chunk grid), which serves long offline files and streams catching up.
+        chunk grid), which serves long offline files and streams catching up. pos_proj: the
+        result of positions(left + k*(r+1)), precomputed by a runner (computed here when None).
         """
         cfg, f = self.cfg, self.cfg.subsampling_factor
         b, n_new, _ = mel_chunk.shape
@@ -117,7 +122,7 @@ class Encoder(nn.Module):
             mel_end = torch.full((b,), OPEN_END, dtype=torch.long, device=mel_chunk.device)
         n_out = n_new // f
         mel_in = torch.cat([state.mel_history, mel_chunk.float()], dim=1)  # [B, H + N, F]
-        x = self.pre_encode(mel_in.to(self._dtype), state.mel_pos, mel_end)
+        x = self.pre_encode(mel_in.to(self.dtype), state.mel_pos, mel_end)
         x = x[:, chunking.drop_enc(f):]  # [B, n_out, D]: the first frames only see history
         enc_done = torch.div(state.mel_pos - chunking.first_mel_pos(f), f, rounding_mode="floor")
         total = chunking.subsampled_len(mel_end, cfg.n_subsampling_stages)
@@ -125,10 +130,10 @@ class Encoder(nn.Module):
         mask = context_mask(n_out, left, left, right, state.att_cache_len, valid)
         pad = torch.arange(n_out, device=x.device)[None] >= valid[:, None]
         x = self._scale(x)
-        pos = rel_positions(left + n_out, cfg.d_model, x.device)
+        pos_proj = pos_proj if pos_proj is not None else self.positions(left + n_out, x.device)
         att_cache, conv_cache = [], []
         for i, layer in enumerate(self.layers):
-            x, a, conv = layer(x, pos, mask, pad, state.att_cache[i], state.conv_cache[i])
+            x, a, conv = layer(x, pos_proj[i], mask, pad, state.att_cache[i], state.conv_cache[i])
             att_cache.append(torch.cat([state.att_cache[i], a.to(state.att_cache.dtype)], dim=1)[:, n_out:]
                              if left else state.att_cache[i])
             conv_cache.append(conv.to(state.conv_cache.dtype))
@@ -142,8 +147,13 @@ class Encoder(nn.Module):
         return EncoderStep(x, valid, new_state)
 
     @property
-    def _dtype(self) -> torch.dtype:
-        return self.pre_encode.out.weight.dtype
+    def dtype(self) -> torch.dtype:
+        """Compute dtype (read off a LayerNorm, which int8 dynamic quantization leaves as is)."""
+        return self.layers[0].norm_out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].norm_out.weight.device
 
     def _scale(self, x: Tensor) -> Tensor:
         return x * self.xscale if self.xscale else x

@@ -48,7 +48,7 @@ class Session:
         enc = model.cfg.encoder
         self.factor, self.stages = enc.subsampling_factor, enc.n_subsampling_stages
         self.chunk_mel = chunking.chunk_mel(opts.right, self.factor)
-        device, dtype = model.encoder.pre_encode.out.weight.device, model.encoder.pre_encode.out.weight.dtype
+        device, dtype = model.encoder.device, model.encoder.dtype
         self.device = device
         self.feat_state = model.features.init_state(device)
         # Virtual lead-in frames line the first step up with NeMo's 1 + factor*r first chunk.

@@ -1,0 +1,64 @@
+"""Preallocated streaming state for up to `capacity` streams, addressed by slot.
+
+Every latency of a checkpoint shares the same left context, so one pool serves streams of all
+latencies; a step gathers the rows of its slots, runs, and scatters the new rows back.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..model.asr import AsrModel
+from ..model.encoder import EncoderState
+from ..model.transducer import PredictorState
+
+
+class CachePool:
+    def __init__(self, model: AsrModel, capacity: int, left: int, device: torch.device | str,
+                 dtype: torch.dtype):
+        self.capacity = capacity
+        self.encoder = model.encoder.init_state(capacity, left, device, dtype)  # [.., capacity, ..]
+        self.predictor = model.decoder.init_state(capacity, device, torch.float32)
+        self._fresh_encoder = model.encoder.init_state(1, left, device, dtype)
+        self._fresh_predictor = model.decoder.init_state(1, device, torch.float32)
+        self._free = list(range(capacity - 1, -1, -1))
+
+    @property
+    def n_free(self) -> int:
+        return len(self._free)
+
+    def alloc(self) -> int:
+        """A free slot, reset to the start-of-stream state; raises when the pool is full."""
+        if not self._free:
+            raise RuntimeError("cache pool is full")
+        slot = self._free.pop()
+        self.reset(torch.tensor([slot], device=self.encoder.mel_pos.device))
+        return slot
+
+    def free(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def reset(self, slots: Tensor) -> None:
+        """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
+        n = slots.numel()
+        fe, fp = self._fresh_encoder, self._fresh_predictor
+        self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.att_cache.expand(-1, n, -1, -1),
+                                         fe.att_cache_len.expand(n), fe.conv_cache.expand(-1, n, -1, -1),
+                                         fe.mel_pos.expand(n)),
+                     PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)))
+
+    def gather(self, slots: Tensor) -> tuple[EncoderState, PredictorState]:
+        return self.encoder.index(slots), self.predictor.index(slots)
+
+    def scatter(self, slots: Tensor, enc: EncoderState, pred: PredictorState) -> None:
+        """Write rows back in place (index_copy_ along each tensor's stream axis)."""
+        e = self.encoder
+        e.mel_history.index_copy_(0, slots, enc.mel_history.to(e.mel_history.dtype))
+        e.att_cache.index_copy_(1, slots, enc.att_cache.to(e.att_cache.dtype))
+        e.att_cache_len.index_copy_(0, slots, enc.att_cache_len)
+        e.conv_cache.index_copy_(1, slots, enc.conv_cache.to(e.conv_cache.dtype))
+        e.mel_pos.index_copy_(0, slots, enc.mel_pos)
+        p = self.predictor
+        p.out.index_copy_(0, slots, pred.out.to(p.out.dtype))
+        p.h.index_copy_(1, slots, pred.h.to(p.h.dtype))
+        p.c.index_copy_(1, slots, pred.c.to(p.c.dtype))

@@ -1,0 +1,347 @@
+"""Many live streams in one process, stepped together: schedule → run → update (vLLM-style).
+
+- schedule: streams with a whole chunk of features (or a pending flush) are grouped by latency;
+- run: one batched encoder step, prompt and greedy decode per group, on rows gathered from the
+  cache pool by slot and scattered back (no Python loop over streams around the model);
+- update: tokens go to their sessions; partials, finals (endpoint or flush) and metrics come out.
+
+One copy of the weights serves every latency and language: the latency only picks the chunk
+shape, the language only the prompt row of each batch row.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import chunking
+from ..audio.features import FeatureState
+from ..decoding.greedy import greedy_rnnt
+from ..decoding.result import Transcript
+from ..decoding.text import TextOptions, to_transcript
+from ..model.asr import AsrModel
+from ..model.encoder import OPEN_END
+from .cache_pool import CachePool
+from .endpoint import is_endpoint
+from .session import StreamOptions
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class EngineFull(RuntimeError):
+    """A new session was refused: the session limit is reached or the engine cannot keep real time."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_sessions: int = 32
+    precision: str = "fp32"  # fp32 | bf16 (encoder matmuls) | int8 (dynamic int8 encoder linears)
+    endpoint_ms: int = 800  # blank run after a sentence end that closes a segment; 0 disables
+    max_lag_ms: float = 2000.0  # refuse new sessions while some stream is this far behind
+    threads: int | None = None  # torch intra-op threads for the engine (None: torch's default)
+
+
+@dataclass(frozen=True)
+class Event:
+    session_id: str
+    kind: str  # "partial" | "final" | "endpoint" | "closed" | "error"
+    segment: int
+    text: str = ""
+    transcript: Transcript | None = None
+    time: float = 0.0  # time.monotonic() when emitted
+
+
+@dataclass
+class _Stream:
+    """Host-side bookkeeping of one session (its tensors live in the cache pool, row `slot`)."""
+
+    id: str
+    slot: int
+    right: int
+    prompt_id: int | None
+    text: TextOptions
+    trained: bool
+    interim: bool
+    window_frames: int
+    feat: FeatureState
+    mel: Tensor  # [n, F] features not yet stepped (starts with the virtual lead-in frames)
+    enc_done: int = 0
+    n_samples: int = 0
+    mel_end: int | None = None  # total mel frames once a flush was asked for
+    closing: bool = False
+    segment: int = 0
+    ids: list[int] = field(default_factory=list)  # current segment
+    frames: list[int] = field(default_factory=list)
+    probs: list[float] = field(default_factory=list)
+    last_token_frame: int = -1
+    last_partial: str = ""
+    offset_s: float = 0.0  # stream time at the start of the current utterance
+    flush_time: float = 0.0
+
+
+class Engine:
+    """Continuous batching of live sessions over one AsrModel."""
+
+    def __init__(self, model: AsrModel, tokenizer, cfg: EngineConfig = EngineConfig()):
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+        self.cfg, self.tok = cfg, tokenizer
+        self.model = _runtime_model(model, cfg.precision)
+        enc = self.model.cfg.encoder
+        self.left = enc.left_context_frames
+        self.factor = enc.subsampling_factor
+        self.frame_ms = self.factor * self.model.cfg.features.frame_ms
+        self.device = self.model.encoder.device
+        self.pool = CachePool(self.model, cfg.max_sessions, self.left, self.device, self.model.encoder.dtype)
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._ids = itertools.count()
+        self._positions: dict[int, list[Tensor]] = {}  # per-latency rel-pos projections, made once
+        self.metrics = EngineMetrics()
+
+    # ---- sessions (any thread) -----------------------------------------------------------
+    def open(self, opts: StreamOptions, interim: bool = True, endpoint_ms: int | None = None) -> str:
+        """Admit a session (options from Recognizer.stream_options); EngineFull when at the limit
+        or behind real time."""
+        with self._lock:
+            if len(self._streams) >= self.cfg.max_sessions:
+                self.metrics.refused += 1
+                raise EngineFull(f"server is at its limit of {self.cfg.max_sessions} concurrent sessions")
+            if self.lag_ms() > self.cfg.max_lag_ms:
+                self.metrics.refused += 1
+                raise EngineFull(f"engine is {self.lag_ms():.0f} ms behind real time; try again later")
+            if opts.left != self.left:
+                raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
+            sid = f"s{next(self._ids)}"
+            window = endpoint_ms if endpoint_ms is not None else self.cfg.endpoint_ms
+            self._streams[sid] = _Stream(
+                id=sid, slot=self.pool.alloc(), right=opts.right, prompt_id=opts.prompt_id, text=opts.text,
+                trained=opts.trained,
+                interim=interim, window_frames=int(np.ceil(window / self.frame_ms)) if window else 10**9,
+                feat=self.model.features.init_state(self.device), mel=self._lead_in())
+            self.metrics.opened += 1
+            return sid
+
+    def feed(self, sid: str, samples: np.ndarray | Tensor) -> None:
+        """Append 16 kHz float samples; their features are computed now, the model runs in step()."""
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1)
+        with self._lock:
+            s = self._get(sid)
+            if s.mel_end is not None:
+                raise RuntimeError(f"session {sid} is finishing; wait for its final before sending audio")
+            mel, s.feat = self.model.features.step(x.to(self.device), s.feat)
+            s.mel = torch.cat([s.mel, mel.T])
+            s.n_samples += x.numel()
+        self._wake.set()
+
+    def finish(self, sid: str, close: bool = False) -> None:
+        """End the current utterance: the last chunk is padded and decoded, its final emitted.
+        With close=True the session ends after that final; otherwise it takes new audio."""
+        with self._lock:
+            s = self._get(sid)
+            if s.mel_end is None:
+                mel, s.feat = self.model.features.step(torch.zeros(0, device=self.device), s.feat, final=True)
+                s.mel = torch.cat([s.mel, mel.T])
+                s.mel_end = s.feat.n_frames
+                s.flush_time = time.monotonic()
+            s.closing = s.closing or close
+        self._wake.set()
+
+    def abort(self, sid: str) -> None:
+        """Drop a session at once (client gone); no final."""
+        with self._lock:
+            s = self._streams.pop(sid, None)
+            if s is not None:
+                self.pool.free(s.slot)
+
+    @property
+    def n_sessions(self) -> int:
+        return len(self._streams)
+
+    def lag_ms(self) -> float:
+        """How far the most-behind stream is: buffered features beyond one chunk."""
+        with self._lock:
+            behind = [s.mel.shape[0] - chunking.chunk_mel(s.right, self.factor) for s in self._streams.values()]
+        return max([0.0] + [b * self.model.cfg.features.frame_ms for b in behind])
+
+    # ---- the engine loop -----------------------------------------------------------------
+    def step(self) -> list[Event]:
+        """One scheduling round: every ready group runs one batched step."""
+        groups, finished = self._schedule()
+        now = time.monotonic()
+        with self._lock:
+            events = [e for s in finished for e in self._after_step(s, now)]
+        for right, streams in groups.items():
+            t0 = time.perf_counter()
+            emissions = self._run(right, streams)
+            self.metrics.record_step(len(streams), time.perf_counter() - t0, len(streams) * (right + 1) * self.frame_ms)
+            with self._lock:
+                events += self._update(right, streams, emissions)
+        return events
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Block until audio or a flush arrives (or the timeout)."""
+        self._wake.wait(timeout_s)
+        self._wake.clear()
+
+    def _schedule(self) -> tuple[dict[int, list[_Stream]], list[_Stream]]:
+        """Ready streams grouped by right context (one chunk each), and flushed streams that owe
+        no more frames (their final needs no model run)."""
+        groups: dict[int, list[_Stream]] = {}
+        finished = []
+        stages = self.model.cfg.encoder.n_subsampling_stages
+        with self._lock:
+            for s in self._streams.values():
+                n = chunking.chunk_mel(s.right, self.factor)
+                owed = s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) > 0
+                if s.mel.shape[0] >= n or owed:
+                    groups.setdefault(s.right, []).append(s)
+                elif s.mel_end is not None:
+                    finished.append(s)
+        return groups, finished
+
+    @torch.no_grad()
+    def _run(self, right: int, streams: list[_Stream]) -> list[tuple[list[int], list[int], list[float]]]:
+        """Batched encoder step + prompt + greedy decode for one latency group."""
+        n = chunking.chunk_mel(right, self.factor)
+        with self._lock:
+            chunks = torch.stack([_take(s, n) for s in streams])  # [B, n, F]
+        slots = torch.tensor([s.slot for s in streams], device=self.device)
+        ends = torch.tensor([OPEN_END if s.mel_end is None else s.mel_end for s in streams], device=self.device)
+        enc_state, pred_state = self.pool.gather(slots)
+        out = self.model.encoder.step(chunks, enc_state, self.left, right, ends, self._pos(right))
+        prompts = None
+        if self.model.prompt_kernel is not None:
+            prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
+        frames = self.model.apply_prompt(out.frames.float(), prompts)
+        em, pred_state = greedy_rnnt(self.model.decoder, self.model.joint, frames, out.valid, pred_state,
+                                     self.model.cfg.transducer.max_symbols)
+        self.pool.scatter(slots, out.state, pred_state)
+        return em.to_lists([s.enc_done for s in streams])
+
+    def _pos(self, right: int) -> list[Tensor]:
+        if right not in self._positions:
+            self._positions[right] = self.model.encoder.positions(self.left + right + 1, self.device)
+        return self._positions[right]
+
+    def _update(self, right: int, streams: list[_Stream], emissions) -> list[Event]:
+        now, events = time.monotonic(), []
+        for s, (labels, frames, probs) in zip(streams, emissions):
+            if s.id not in self._streams:
+                continue  # aborted while running
+            s.ids += labels
+            s.frames += frames
+            s.probs += probs
+            if labels:
+                s.last_token_frame = frames[-1]
+            s.enc_done += right + 1
+            events += self._after_step(s, now)
+        return events
+
+    def _after_step(self, s: _Stream, now: float) -> list[Event]:
+        stages = self.model.cfg.encoder.n_subsampling_stages
+        if s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) == 0:
+            events = [self._final(s, now)]
+            self.metrics.record_final(now - s.flush_time)
+            if s.closing:
+                self._streams.pop(s.id)
+                self.pool.free(s.slot)
+                return events + [Event(s.id, "closed", s.segment, time=now)]
+            self._restart(s)
+            return events
+        if is_endpoint(self.tok, s.ids, s.last_token_frame, s.enc_done, s.window_frames):
+            return [self._final(s, now), Event(s.id, "endpoint", s.segment - 1, time=now)]
+        if s.interim:
+            t = self._transcript(s, partial=True)
+            if t.text != s.last_partial:
+                s.last_partial = t.text
+                return [Event(s.id, "partial", s.segment, t.text, t, now)]
+        return []
+
+    def _final(self, s: _Stream, now: float) -> Event:
+        t = self._transcript(s, partial=False)
+        event = Event(s.id, "final", s.segment, t.text, t, now)
+        s.ids, s.frames, s.probs, s.last_partial = [], [], [], ""
+        s.segment += 1
+        return event
+
+    def _transcript(self, s: _Stream, partial: bool) -> Transcript:
+        ids = s.ids
+        if partial:
+            ids = ids[: len(ids) - self.tok.pending_tag_prefix(ids)]
+        sr = self.model.cfg.features.sample_rate_hz
+        opts = dataclasses.replace(s.text, offset_s=s.offset_s)
+        return to_transcript(self.tok, ids, s.frames[: len(ids)], s.probs[: len(ids)], opts,
+                             latency_ms=int(round((s.right + 1) * self.frame_ms)), mode="streaming",
+                             trained_latency=s.trained, duration_s=s.n_samples / sr)
+
+    def _restart(self, s: _Stream) -> None:
+        """A new utterance on the same session: fresh caches, features and counters."""
+        sr = self.model.cfg.features.sample_rate_hz
+        s.offset_s += s.n_samples / sr
+        self.pool.reset(torch.tensor([s.slot], device=self.device))
+        s.feat, s.mel = self.model.features.init_state(self.device), self._lead_in()
+        s.enc_done, s.n_samples, s.mel_end, s.last_token_frame = 0, 0, None, -1
+
+    def _lead_in(self) -> Tensor:
+        return torch.zeros(chunking.lead_in_mel(self.factor), self.model.cfg.encoder.feat_in, device=self.device)
+
+    def _get(self, sid: str) -> _Stream:
+        if sid not in self._streams:
+            raise KeyError(f"no session {sid!r}")
+        return self._streams[sid]
+
+
+def _take(s: _Stream, n: int) -> Tensor:
+    """The next n feature frames of a stream, zero-padded after a flush."""
+    chunk, s.mel = s.mel[:n], s.mel[n:]
+    if chunk.shape[0] < n:
+        chunk = torch.cat([chunk, chunk.new_zeros(n - chunk.shape[0], chunk.shape[1])])
+    return chunk
+
+
+def _runtime_model(model: AsrModel, precision: str) -> AsrModel:
+    """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32."""
+    if precision == "fp32":
+        return model.eval()
+    rt = copy.deepcopy(model).eval()
+    if precision == "bf16":
+        rt.encoder.to(torch.bfloat16)
+    else:
+        rt.encoder = torch.ao.quantization.quantize_dynamic(rt.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+    return rt
+
+
+class EngineMetrics:
+    """Counters and recent timings for /metrics, the benchmark and admission."""
+
+    def __init__(self, window: int = 512):
+        self.opened = self.refused = self.steps = 0
+        self.compute_s = self.audio_s = 0.0
+        self.batch_sizes: deque[int] = deque(maxlen=window)
+        self.step_s: deque[float] = deque(maxlen=window)
+        self.final_latency_s: deque[float] = deque(maxlen=window)
+
+    def record_step(self, batch: int, seconds: float, audio_ms: float) -> None:
+        self.steps += 1
+        self.compute_s += seconds
+        self.audio_s += audio_ms / 1000
+        self.batch_sizes.append(batch)
+        self.step_s.append(seconds)
+
+    def record_final(self, seconds: float) -> None:
+        self.final_latency_s.append(seconds)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Compute seconds per second of audio decoded (< 1 keeps up)."""
+        return self.compute_s / self.audio_s if self.audio_s else 0.0

@@ -1,0 +1,99 @@
+"""The multi-stream engine: a session's tokens do not depend on who shares its batch."""
+import numpy as np
+import pytest
+
+import babelcast
+from babelcast.streaming.engine import EngineConfig, EngineFull
+
+from tiny import synth_audio
+from tiny_nemo import write_tiny_nemo
+
+SETUPS = [("auto", 80, 16000), ("de-DE", 320, 28123), ("en-US", 80, 9000), ("es", 1120, 41000),
+          ("auto", 560, 20000), ("de-DE", 320, 33000)]
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
+
+
+def alone(rec, lang, latency, audio):
+    s = rec.stream(lang, latency, keep_lang_tags=True)
+    s.accept_audio(audio)
+    return s.flush().tokens
+
+
+def run_engine(engine, rec, setups, piece_samples=1600, endpoint_ms=0):
+    """Feed every session in interleaved pieces, stepping as audio arrives; collect finals."""
+    audios = [synth_audio(n, seed=i).numpy() for i, (_, _, n) in enumerate(setups)]
+    sids = [engine.open(rec.stream_options(lang, lat, keep_lang_tags=True), endpoint_ms=endpoint_ms)
+            for lang, lat, _ in setups]
+    finals = {sid: [] for sid in sids}
+    events = []
+    for start in range(0, max(len(a) for a in audios), piece_samples):
+        for sid, a in zip(sids, audios):
+            if start < len(a):
+                engine.feed(sid, a[start:start + piece_samples])
+                if start + piece_samples >= len(a):
+                    engine.finish(sid, close=True)
+        events += engine.step()
+    while engine.n_sessions:
+        events += engine.step()
+    for e in events:
+        if e.kind == "final":
+            finals[e.session_id].append(e.transcript)
+    return sids, finals, events
+
+
+@pytest.mark.parametrize("piece", [1600, 7000])
+def test_tokens_independent_of_batch(rec, piece):
+    engine = rec.engine(EngineConfig(max_sessions=8))
+    sids, finals, events = run_engine(engine, rec, SETUPS, piece)
+    for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
+        got = [tok for t in finals[sid] for tok in t.tokens]
+        assert got == alone(rec, lang, lat, synth_audio(n, seed=seed).numpy()), (lang, lat)
+        assert finals[sid][-1].latency_ms == lat
+    assert {e.kind for e in events} >= {"partial", "final", "closed"}
+    assert max(engine.metrics.batch_sizes) > 1
+
+
+def test_endpoint_splits_segments_without_changing_tokens(rec):
+    engine = rec.engine(EngineConfig(max_sessions=8))
+    sids, finals, events = run_engine(engine, rec, SETUPS, endpoint_ms=160)
+    for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
+        got = [tok for t in finals[sid] for tok in t.tokens]
+        assert got == alone(rec, lang, lat, synth_audio(n, seed=seed).numpy())
+        segs = [e.segment for e in events if e.session_id == sid and e.kind == "final"]
+        assert segs == list(range(len(segs)))
+
+
+def test_admission_limit(rec):
+    engine = rec.engine(EngineConfig(max_sessions=2))
+    opts = rec.stream_options("auto", 80)
+    engine.open(opts)
+    engine.open(opts)
+    with pytest.raises(EngineFull, match="limit of 2"):
+        engine.open(opts)
+
+
+def test_session_continues_after_finalize(rec):
+    engine = rec.engine(EngineConfig(max_sessions=2))
+    sid = engine.open(rec.stream_options("de-DE", 320, keep_lang_tags=True), endpoint_ms=0)
+    a, b = synth_audio(16000, seed=1).numpy(), synth_audio(12000, seed=2).numpy()
+    finals = []
+    for audio in (a, b):
+        engine.feed(sid, audio)
+        engine.finish(sid)
+        for _ in range(100):
+            finals += [e.transcript for e in engine.step() if e.kind == "final"]
+            if len(finals) == (1 if audio is a else 2):
+                break
+    assert [t.tokens for t in finals] == [alone(rec, "de-DE", 320, a), alone(rec, "de-DE", 320, b)]
+    assert finals[1].words and finals[1].words[0].start >= 1.0  # second utterance starts after the first
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_runs(rec, precision):
+    engine = rec.engine(EngineConfig(max_sessions=4, precision=precision))
+    sids, finals, _ = run_engine(engine, rec, SETUPS[:3])
+    assert all(finals[s] for s in sids)
