@@ -33,17 +33,24 @@ class ConvModule(nn.Module):
     def forward(self, x: Tensor, pad: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, T, D], pad [B, T] True on padding, cache [B, D, K-1] (zeros at the start, which is
         the offline causal left padding) → (out [B, T, D], new cache [B, D, K-1])."""
-        x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # [B, D, T]
-        x = x.masked_fill(pad[:, None, :], 0.0)  # padded frames must not leak into the conv (spec §8.6)
-        x = torch.cat([cache.to(x.dtype), x], dim=2)  # [B, D, K-1+T]
+        x = F.glu(pointwise(self.pointwise_conv1, x), dim=-1)  # [B, T, D]
+        x = x.masked_fill(pad[:, :, None], 0.0)  # padded frames must not leak into the conv (spec §8.6)
+        x = torch.cat([cache.to(x.dtype), x.transpose(1, 2)], dim=2)  # [B, D, K-1+T]
         new_cache = x[:, :, x.shape[2] - cache.shape[2]:]
         x = self.depthwise_conv(x)  # [B, D, T]
         if isinstance(self.batch_norm, nn.LayerNorm):
-            x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = self.batch_norm(x.transpose(1, 2))
         else:
-            x = self.batch_norm(x)
-        x = self.pointwise_conv2(F.silu(x))
-        return x.transpose(1, 2), new_cache
+            x = self.batch_norm(x).transpose(1, 2)
+        return pointwise(self.pointwise_conv2, F.silu(x)), new_cache
+
+
+def pointwise(layer: nn.Module, x: Tensor) -> Tensor:
+    """A kernel-1 Conv1d applied as a matmul over [B, T, C] (no transposes, the fast GEMM path);
+    runtime copies may have swapped the conv for a (quantized) Linear."""
+    if isinstance(layer, nn.Conv1d):
+        return F.linear(x, layer.weight[..., 0], layer.bias)
+    return layer(x)
 
 
 class ConformerLayer(nn.Module):

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -316,7 +317,17 @@ def _runtime_model(model: AsrModel, precision: str) -> AsrModel:
     rt = copy.deepcopy(model).eval()
     if precision == "bf16":
         rt.encoder.to(torch.bfloat16)
-    else:
+        return rt
+    for layer in rt.encoder.layers:  # kernel-1 convs are matmuls: quantize them too
+        for name in ("pointwise_conv1", "pointwise_conv2"):
+            conv = getattr(layer.conv, name)
+            linear = torch.nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None)
+            linear.weight.data = conv.weight.data[..., 0]
+            if conv.bias is not None:
+                linear.bias.data = conv.bias.data
+            setattr(layer.conv, name, linear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao eager quantization is deprecated but still the CPU int8 path
         rt.encoder = torch.ao.quantization.quantize_dynamic(rt.encoder, {torch.nn.Linear}, dtype=torch.qint8)
     return rt
 

@@ -1,0 +1,316 @@
+"""A small (or training-size) multilingual speech set made with espeak-ng and sox.
+
+For each locale, the sentences of the requested split (see `split.py`) are put in a seeded
+order and utterance i reads sentence i (cycling when more utterances than sentences are asked
+for, each repeat with another voice and prosody). Each utterance gets one of the split's voice
+variants (round-robin over K of them), a speaking rate and pitch drawn from a per-utterance seed,
+a short silence before and after, and, with `augment`, reverberation, band-limiting and gain
+(sox) and additive coloured noise at a random SNR. Output: 16 kHz mono 16-bit wav files under
+`<out>/audio/<locale>/`, a NeMo manifest `<out>/manifest.jsonl` and `<out>/synth_info.json`.
+
+Everything is a function of (locale, split, index, seed, augment): file names carry a hash of
+the utterance's parameters, so a rerun, or a larger --n, reuses the files already made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .split import sentence_split, split_variants, stable_hash, unit_interval
+from .text_sources import SOURCES, load_sentences, missing_package
+
+SAMPLE_RATE = 16000
+BASE_RATE_WPM = 165
+RATE_RANGE = (0.8, 1.25)  # × BASE_RATE_WPM
+PITCH_RANGE = (25, 75)  # espeak-ng pitch 0-99, default 50
+LEAD_S = (0.15, 0.5)  # silence before the speech
+TAIL_S = (0.2, 0.5)  # and after it
+
+
+class SynthError(RuntimeError):
+    """A problem that stops the whole synthesis (missing tool, package or locale)."""
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Degradations of one training utterance (all optional)."""
+
+    reverb: tuple[int, int, int] | None = None  # sox reverb: reverberance %, HF damping %, room scale %
+    bandpass: tuple[int, int] | None = None  # sox sinc band, Hz (telephone-like)
+    noise: str | None = None  # "white" | "pink" | "brown"
+    snr_db: float | None = None
+    gain_db: float = -3.0  # peak level after normalization, dBFS
+
+
+@dataclass(frozen=True)
+class SynthJob:
+    """Everything needed to make (or find) one utterance."""
+
+    locale: str
+    split: str
+    index: int
+    text: str
+    source: str
+    voice: str  # espeak-ng voice, e.g. "de"
+    variant: str  # espeak-ng variant, e.g. "m3"
+    rate_wpm: int
+    pitch: int
+    lead_s: float
+    tail_s: float
+    augment: Augment | None
+    relpath: str  # audio path relative to the output folder
+    seed: int
+
+    @property
+    def espeak_voice(self) -> str:
+        return f"{self.voice}+{self.variant}"
+
+
+@dataclass
+class SynthReport:
+    """What a run made: manifest path, counts, timing and the failures."""
+
+    manifest: Path
+    records: list[dict]
+    made: int = 0
+    reused: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    synth_seconds: float = 0.0  # summed per-utterance synthesis time of the files made
+
+
+def check_tools() -> None:
+    """Raise SynthError naming what to install when espeak-ng or sox is missing."""
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        raise SynthError(f"{' and '.join(missing)} not found; install with: apt-get install -y espeak-ng sox")
+
+
+def installed_variants() -> set[str]:
+    """Variant names present in the espeak-ng data folder."""
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:] if len(line.split()) >= 5}
+
+
+def plan(locales: list[str], n: int, split: str, seed: int = 0, voices: int | None = None,
+         augment: bool = False) -> list[SynthJob]:
+    """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment)."""
+    for locale in locales:
+        if locale not in SOURCES:
+            raise SynthError(f"unknown locale {locale!r}; available: {', '.join(SOURCES)}")
+        package = missing_package(locale)
+        if package:
+            raise SynthError(f"the texts for {locale} are missing; install with: apt-get install -y {package}")
+    present = installed_variants()
+    pool = [v for v in split_variants(split) if v in present]
+    if not pool:
+        raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
+    jobs: list[SynthJob] = []
+    for locale in locales:
+        sentences = [s for s in load_sentences(locale) if sentence_split(s.text) == split]
+        if not sentences:
+            raise SynthError(f"no {split} sentence for {locale}")
+        sentences.sort(key=lambda s: stable_hash("order", seed, locale, split, s.text))
+        chosen = sorted(pool, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
+        for i in range(n):
+            jobs.append(_job(locale, split, i, sentences[i % len(sentences)], chosen, seed, augment))
+    return jobs
+
+
+def synthesize(jobs: list[SynthJob], out_dir: Path, processes: int | None = None, progress: bool = False,
+               info: dict | None = None) -> SynthReport:
+    """Make the missing files with a process pool, then write the manifest (in plan order) and info."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    report = SynthReport(manifest=out_dir / "manifest.jsonl", records=[])
+    results: list[tuple[dict | None, str | None, float]] = [None] * len(jobs)  # type: ignore[list-item]
+    processes = max(1, processes or os.cpu_count() or 1)
+    tasks = [(job, str(out_dir)) for job in jobs]
+    with tqdm(total=len(jobs), unit="utt", disable=not progress, desc="synth") as bar:
+        if processes == 1 or len(jobs) < 4:
+            iterator = map(_run_job, tasks)
+            for i, result in enumerate(iterator):
+                results[i] = result
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=processes) as pool:
+                for i, result in enumerate(pool.map(_run_job, tasks, chunksize=8)):
+                    results[i] = result
+                    bar.update(1)
+    for job, (record, error, seconds) in zip(jobs, results):
+        if error:
+            report.failures.append(f"{job.relpath}: {error}")
+            continue
+        report.records.append(record)
+        if seconds > 0:
+            report.made += 1
+            report.synth_seconds += seconds
+        else:
+            report.reused += 1
+    _write_jsonl(report.manifest, report.records)
+    report.seconds = time.perf_counter() - start
+    meta = dict(info or {})
+    meta.update(
+        utterances=len(report.records), made=report.made, reused=report.reused, failures=report.failures,
+        seconds=round(report.seconds, 3), processes=processes,
+        synth_seconds_per_utterance=round(report.synth_seconds / report.made, 4) if report.made else None,
+        espeak_ng=_tool_version(["espeak-ng", "--version"]), sox=_tool_version(["sox", "--version"]),
+        platform=platform.platform(),
+    )
+    (out_dir / "synth_info.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def synth_audio(job: SynthJob) -> np.ndarray:
+    """Run espeak-ng and sox for one job; float32 mono 16 kHz samples."""
+    espeak = ["espeak-ng", "-b", "1", "-v", job.espeak_voice, "-s", str(job.rate_wpm), "-p", str(job.pitch),
+              "--stdin", "--stdout"]
+    speech = subprocess.run(espeak, input=job.text.encode("utf-8"), capture_output=True, check=False)
+    if speech.returncode != 0 or len(speech.stdout) <= 44:
+        raise RuntimeError(f"espeak-ng failed: {speech.stderr.decode(errors='replace').strip() or 'no audio'}")
+    effects = ["remix", "-"]
+    aug = job.augment
+    if aug and aug.bandpass:
+        effects += ["sinc", f"{aug.bandpass[0]}-{aug.bandpass[1]}"]
+    effects += ["rate", "-h", str(SAMPLE_RATE), "pad", f"{job.lead_s:.3f}", f"{job.tail_s:.3f}"]
+    if aug and aug.reverb:
+        effects += ["reverb", *map(str, aug.reverb)]
+    effects += ["channels", "1", "gain", "-n", f"{aug.gain_db if aug else -3.0:.1f}"]
+    sox = ["sox", "-q", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-"] + effects
+    converted = subprocess.run(sox, input=speech.stdout, capture_output=True, check=False)
+    if converted.returncode != 0:
+        raise RuntimeError(f"sox failed: {converted.stderr.decode(errors='replace').strip()}")
+    audio = np.frombuffer(converted.stdout, dtype="<f4").astype(np.float32)
+    if aug and aug.noise:
+        audio = add_noise(audio, aug.noise, aug.snr_db or 20.0, stable_hash("noise", job.seed, job.relpath))
+    return audio
+
+
+def add_noise(audio: np.ndarray, color: str, snr_db: float, seed: int) -> np.ndarray:
+    """Mix white, pink or brown noise at `snr_db` below the speech power (active frames), peak-limited."""
+    rng = np.random.default_rng(seed)
+    n = len(audio)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}[color]
+    if exponent:
+        freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        freqs[0] = freqs[1] if n > 1 else 1.0
+        spectrum = spectrum / np.maximum(freqs, 20.0) ** exponent
+    noise = np.fft.irfft(spectrum, n)
+    frames = audio[: n // 160 * 160].reshape(-1, 160)
+    power = (frames**2).mean(axis=1) if len(frames) else np.array([0.0])
+    active = power[power > 0.01 * power.max()] if power.max() > 0 else power
+    speech_power = float(active.mean()) if len(active) else 0.0
+    noise_power = float((noise**2).mean()) or 1.0
+    mixed = audio + noise * np.sqrt(speech_power / noise_power / 10 ** (snr_db / 10))
+    peak = float(np.abs(mixed).max()) if n else 0.0
+    return (mixed / peak * 0.95 if peak > 0.95 else mixed).astype(np.float32)
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _job(locale: str, split: str, index: int, sentence, voices: list[str], seed: int, augment: bool) -> SynthJob:
+    """Draw the voice, prosody, padding and augmentation of one utterance."""
+    def draw(name: str, low: float, high: float) -> float:
+        return low + (high - low) * unit_interval(name, seed, locale, split, index)
+
+    source = SOURCES[locale]
+    variant = voices[(index + stable_hash("offset", seed, locale)) % len(voices)]
+    aug = _augment(lambda name: unit_interval(name, seed, locale, split, index)) if augment else None
+    params = dict(
+        text=sentence.text, voice=source.voice, variant=variant,
+        rate_wpm=int(round(BASE_RATE_WPM * draw("rate", *RATE_RANGE))), pitch=int(round(draw("pitch", *PITCH_RANGE))),
+        lead_s=round(draw("lead", *LEAD_S), 3), tail_s=round(draw("tail", *TAIL_S), 3),
+    )
+    digest = f"{stable_hash(json.dumps(params, ensure_ascii=False), aug):016x}"[:10]
+    relpath = f"audio/{locale}/{split}_{locale}_{index:06d}_{digest}.wav"
+    return SynthJob(locale=locale, split=split, index=index, source=sentence.source, augment=aug,
+                    relpath=relpath, seed=seed, **params)
+
+
+def _augment(u) -> Augment:
+    """Random degradations; `u(name)` is a uniform draw in [0, 1) named for this utterance."""
+    reverb = None
+    if u("reverb?") < 0.5:
+        reverb = (int(10 + 60 * u("reverberance")), int(20 + 60 * u("damping")), int(20 + 80 * u("room")))
+    bandpass = (300, 3400) if u("bandpass?") < 0.1 else None
+    noise, snr = None, None
+    if u("noise?") < 0.8:
+        noise = ("white", "pink", "brown")[int(3 * u("color"))]
+        snr = round(5 + 25 * u("snr"), 1)
+    return Augment(reverb=reverb, bandpass=bandpass, noise=noise, snr_db=snr, gain_db=round(-1 - 11 * u("gain"), 1))
+
+
+def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float]:
+    """Make one file unless it exists; (manifest record, error, seconds spent synthesizing)."""
+    job, out_dir = task
+    path = Path(out_dir) / job.relpath
+    seconds = 0.0
+    try:
+        if not (path.is_file() and path.stat().st_size > 44):
+            start = time.perf_counter()
+            audio = synth_audio(job)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
+            os.close(fd)
+            try:
+                sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            seconds = time.perf_counter() - start
+        duration = sf.info(str(path)).duration
+    except (OSError, RuntimeError, sf.LibsndfileError) as e:
+        return None, str(e), 0.0
+    return _record(job, duration), None, seconds
+
+
+def _record(job: SynthJob, duration_s: float) -> dict:
+    """The NeMo manifest line of one utterance."""
+    record = {
+        "audio_filepath": job.relpath,
+        "duration": round(duration_s, 4),
+        "text": job.text,
+        "target_lang": job.locale,
+        "lang": job.locale,
+        "split": job.split,
+        "voice": job.espeak_voice,
+        "rate_wpm": job.rate_wpm,
+        "pitch": job.pitch,
+        "source": job.source,
+    }
+    if job.augment:
+        record["augment"] = {k: v for k, v in asdict(job.augment).items() if v is not None}
+    return record
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _tool_version(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else None
