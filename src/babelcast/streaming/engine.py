@@ -86,6 +86,7 @@ class _Stream:
     last_partial: str = ""
     offset_s: float = 0.0  # stream time at the start of the current utterance
     flush_time: float = 0.0
+    ready_since: float | None = None  # when the next chunk's audio was complete (partial latency)
 
 
 class Engine:
@@ -142,6 +143,8 @@ class Engine:
             mel, s.feat = self.model.features.step(x.to(self.device), s.feat)
             s.mel = torch.cat([s.mel, mel.T])
             s.n_samples += x.numel()
+            if s.ready_since is None and s.mel.shape[0] >= chunking.chunk_mel(s.right, self.factor):
+                s.ready_since = time.monotonic()
         self._wake.set()
 
     def finish(self, sid: str, close: bool = False) -> None:
@@ -245,6 +248,9 @@ class Engine:
             if labels:
                 s.last_token_frame = frames[-1]
             s.enc_done += right + 1
+            if s.ready_since is not None:
+                self.metrics.chunk_latency_s.append(now - s.ready_since)
+                s.ready_since = now if s.mel.shape[0] >= chunking.chunk_mel(right, self.factor) else None
             events += self._after_step(s, now)
         return events
 
@@ -291,7 +297,7 @@ class Engine:
         s.offset_s += s.n_samples / sr
         self.pool.reset(torch.tensor([s.slot], device=self.device))
         s.feat, s.mel = self.model.features.init_state(self.device), self._lead_in()
-        s.enc_done, s.n_samples, s.mel_end, s.last_token_frame = 0, 0, None, -1
+        s.enc_done, s.n_samples, s.mel_end, s.last_token_frame, s.ready_since = 0, 0, None, -1, None
 
     def _lead_in(self) -> Tensor:
         return torch.zeros(chunking.lead_in_mel(self.factor), self.model.cfg.encoder.feat_in, device=self.device)
@@ -341,6 +347,7 @@ class EngineMetrics:
         self.batch_sizes: deque[int] = deque(maxlen=window)
         self.step_s: deque[float] = deque(maxlen=window)
         self.final_latency_s: deque[float] = deque(maxlen=window)
+        self.chunk_latency_s: deque[float] = deque(maxlen=window)  # chunk audio complete → its tokens
 
     def record_step(self, batch: int, seconds: float, audio_ms: float) -> None:
         self.steps += 1
