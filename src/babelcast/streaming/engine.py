@@ -96,7 +96,7 @@ class Engine:
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
         self.cfg, self.tok = cfg, tokenizer
-        self.model = _runtime_model(model, cfg.precision)
+        self.model = runtime_model(model, cfg.precision)
         enc = self.model.cfg.encoder
         self.left = enc.left_context_frames
         self.factor = enc.subsampling_factor
@@ -316,7 +316,7 @@ def _take(s: _Stream, n: int) -> Tensor:
     return chunk
 
 
-def _runtime_model(model: AsrModel, precision: str) -> AsrModel:
+def runtime_model(model: AsrModel, precision: str) -> AsrModel:
     """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32."""
     if precision == "fp32":
         return model.eval()

@@ -1,0 +1,138 @@
+"""Peers measured in the same run as babelcast, on the same checkpoint, in lockstep (every stream steps
+together, the peers' best case): how many streams each keeps in real time at a latency.
+
+- babelcast: Engine-equivalent batched `encoder.step` + prompt + greedy, per precision;
+- NeMo 3.0.0 cache-aware streaming: `conformer_stream_step` on batched caches (needs nemo-toolkit);
+- buffered streaming with the same weights: every chunk re-encodes a window of left context + chunk
+  through the offline forward (what a model without caches must do), batched over streams.
+
+A configuration sustains B streams when one lockstep step for B streams takes at most one chunk.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+import babelcast
+from babelcast import chunking
+from babelcast.decoding.greedy import greedy_rnnt
+from babelcast.streaming.engine import runtime_model
+
+StepFn = Callable[[int], Callable[[], None]]  # batch → a function doing one lockstep step
+
+
+def _timed(step: Callable[[], None], warmup: int = 2, repeats: int = 4) -> float:
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t0) / repeats
+
+
+def max_streams(make_step: StepFn, chunk_s: float, limit: int = 256, log=print) -> tuple[int, dict[int, float]]:
+    """Largest batch whose lockstep step fits in one chunk: doubling, then bisection."""
+    times: dict[int, float] = {}
+
+    def fits(b: int) -> bool:
+        times[b] = _timed(make_step(b))
+        log(f"    batch {b:>4}: {1000 * times[b]:8.1f} ms per {1000 * chunk_s:.0f} ms chunk")
+        return times[b] <= chunk_s
+
+    good, b = 0, 1
+    while b <= limit and fits(b):
+        good, b = b, b * 2
+    bad = b
+    while bad - good > 1 and good:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good, times
+
+
+def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str) -> StepFn:
+    model = runtime_model(rec.model, precision)
+    left, right, _ = rec.context(latency_ms, "streaming")
+    enc = model.encoder
+    n = chunking.chunk_mel(right, enc.cfg.subsampling_factor)
+    pos = enc.positions(left + right + 1, enc.device)
+
+    def make(b: int) -> Callable[[], None]:
+        state = enc.init_state(b, left, enc.device, enc.dtype)
+        pred = model.decoder.init_state(b)
+        mel = torch.randn(b, n, enc.cfg.feat_in)
+        prompts = torch.full((b,), 101) if model.prompt_kernel is not None else None
+
+        @torch.no_grad()
+        def step() -> None:
+            nonlocal state, pred
+            out = enc.step(mel, state, left, right, None, pos)
+            frames = model.apply_prompt(out.frames.float(), prompts)
+            em, pred = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred,
+                                   model.cfg.transducer.max_symbols)
+            em.to_lists()
+            state = out.state
+        return step
+    return make
+
+
+def buffered_step(rec: babelcast.Recognizer, latency_ms: int) -> StepFn:
+    """Re-encode left context + chunk (+ lookahead) per chunk with the offline forward, fp32."""
+    model = rec.model
+    left, right, _ = rec.context(latency_ms, "streaming")
+    f = model.cfg.encoder.subsampling_factor
+    window_mel = (left + 2 * (right + 1)) * f  # history, the chunk, and its lookahead
+
+    def make(b: int) -> Callable[[], None]:
+        mel = torch.randn(b, model.cfg.encoder.feat_in, window_mel)
+        lengths = torch.full((b,), window_mel)
+        prompts = torch.full((b,), 101) if model.prompt_kernel is not None else None
+
+        @torch.no_grad()
+        def step() -> None:
+            frames, enc_len = model.encoder(mel, lengths, left, right)
+            keep = frames[:, left: left + right + 1]  # the chunk's frames
+            keep = model.apply_prompt(keep, prompts)
+            em, _ = greedy_rnnt(model.decoder, model.joint, keep, torch.full((b,), right + 1),
+                                model.decoder.init_state(b), model.cfg.transducer.max_symbols)
+            em.to_lists()
+        return step
+    return make
+
+
+def nemo_step(nemo_path: str, latency_ms: int) -> StepFn:
+    """NeMo's own cache-aware streaming step on B streams in lockstep (fp32, eval, no grad)."""
+    import logging
+
+    from nemo.collections.asr.models import ASRModel
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.ERROR)
+    model = ASRModel.restore_from(nemo_path, map_location="cpu").eval()
+    contexts = [list(c) for c in model.encoder.att_context_size_all]
+    r = latency_ms // 80 - 1
+    ctx = next(c for c in contexts if c[1] == r)
+    model.encoder.set_default_att_context_size(ctx)
+    scfg = model.encoder.streaming_cfg
+    if hasattr(model, "set_inference_prompt"):
+        model.set_inference_prompt("auto")
+    feat = model.cfg.preprocessor.features
+    t_chunk = scfg.chunk_size[1] + scfg.pre_encode_cache_size[1]
+
+    def make(b: int) -> Callable[[], None]:
+        cache = list(model.encoder.get_initial_cache_state(batch_size=b))
+        chunk = torch.randn(b, feat, t_chunk)
+        lengths = torch.full((b,), t_chunk)
+        hyps, pred = [None], [None]
+
+        @torch.no_grad()
+        def step() -> None:
+            out = model.conformer_stream_step(
+                processed_signal=chunk, processed_signal_length=lengths, cache_last_channel=cache[0],
+                cache_last_time=cache[1], cache_last_channel_len=cache[2], keep_all_outputs=False,
+                previous_hypotheses=hyps[0], previous_pred_out=pred[0],
+                drop_extra_pre_encoded=scfg.drop_extra_pre_encoded, return_transcription=True)
+            pred[0], _, cache[0], cache[1], cache[2], hyps[0] = out
+        return step
+    return make

@@ -1,0 +1,282 @@
+"""How many live streams one process sustains in real time, per latency (issue 3).
+
+N simulated clients send audio in 40 ms pieces on a wall-clock schedule (staggered starts), ask for
+a final at the end of each utterance, and measure time-to-final (from the flush to the final) and
+partial latency (from the moment a chunk's audio is complete to its partial). A run is real time
+when every stream kept up: no stream fell more than one chunk + 300 ms behind and every final came.
+
+    python bench/streams.py --model M.nemo --latency 80 --streams 2 --seconds 20 [--json]
+    python bench/streams.py --model M.nemo --search --latencies 80,320,560,1120 --out bench/results
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import babelcast
+from babelcast.streaming.engine import EngineConfig
+
+PIECE_MS = 40  # clients send audio in 40 ms packets, like a WebRTC/phone stream
+SAMPLE_RATE_HZ = 16000
+SLACK_MS = 300.0  # a stream keeps up when it is never more than one chunk + this behind
+
+
+@dataclass
+class RunResult:
+    streams: int
+    latency_ms: int
+    precision: str
+    seconds: float
+    realtime: bool
+    p50_final_ms: float
+    p95_final_ms: float
+    p50_partial_ms: float
+    max_lag_ms: float
+    finals: int
+    finals_expected: int
+    cpu_percent: float
+    rss_mb: float
+    mean_batch: float
+    rtf: float
+
+
+def utterances(seconds: float, seed: int, utt_s: float = 4.0) -> list[np.ndarray]:
+    """Speech-like audio (harmonic tones with a syllable-rate envelope) cut into utterances."""
+    rng = np.random.default_rng(seed)
+    out, left = [], seconds
+    while left > 0.5:
+        n = int(min(utt_s, left) * SAMPLE_RATE_HZ)
+        t = np.arange(n) / SAMPLE_RATE_HZ
+        f0 = 110 + 60 * rng.random() + 20 * np.sin(2 * np.pi * 0.7 * t)
+        voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE_HZ) / k for k in range(1, 6))
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * (3 + rng.random()) * t)
+        out.append((0.2 * voiced * env + 0.01 * rng.standard_normal(n)).astype(np.float32))
+        left -= n / SAMPLE_RATE_HZ
+    return out
+
+
+class Client:
+    """One simulated stream: a schedule of packets and flushes, and what came back."""
+
+    def __init__(self, sid: str, utts: list[np.ndarray], start_s: float):
+        self.sid = sid
+        piece = SAMPLE_RATE_HZ * PIECE_MS // 1000
+        self.packets: list[tuple[float, np.ndarray | None]] = []  # (send time, samples | None = flush)
+        t = start_s
+        for u in utts:
+            for i in range(0, len(u), piece):
+                t += len(u[i:i + piece]) / SAMPLE_RATE_HZ
+                self.packets.append((t, u[i:i + piece]))
+            self.packets.append((t, None))
+        self.sent = 0
+        self.flush_times: list[float] = []
+        self.final_times: list[float] = []
+
+
+def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
+        seed: int = 0) -> RunResult:
+    """Simulate n_streams clients for `seconds` of audio each against one Engine."""
+    engine = rec.engine(EngineConfig(max_sessions=n_streams, precision=precision, endpoint_ms=0,
+                                     max_lag_ms=1e9))
+    chunk_ms = latency_ms
+    clients = []
+    for i in range(n_streams):
+        sid = engine.open(rec.stream_options("auto", latency_ms))
+        clients.append(Client(sid, utterances(seconds, seed + i), start_s=i * chunk_ms / 1000 / n_streams))
+    by_sid = {c.sid: c for c in clients}
+    stop = threading.Event()
+    max_lag = [0.0]
+    t0 = time.monotonic()
+    cpu0 = time.process_time()
+
+    def feeder() -> None:
+        while not stop.is_set():
+            now = time.monotonic() - t0
+            nxt = None
+            for c in clients:
+                while c.sent < len(c.packets) and c.packets[c.sent][0] <= now:
+                    _, samples = c.packets[c.sent]
+                    if samples is None:
+                        engine.finish(c.sid, close=c.sent == len(c.packets) - 1)
+                        c.flush_times.append(time.monotonic())
+                    else:
+                        engine.feed(c.sid, samples)
+                    c.sent += 1
+                if c.sent < len(c.packets):
+                    nxt = min(nxt or 1e9, c.packets[c.sent][0])
+            max_lag[0] = max(max_lag[0], engine.lag_ms())
+            if nxt is None:
+                return
+            time.sleep(max(0.0, min(0.01, nxt - (time.monotonic() - t0))))
+
+    thread = threading.Thread(target=feeder, daemon=True)
+    thread.start()
+    deadline = t0 + seconds + 30 + n_streams
+    while (engine.n_sessions or thread.is_alive()) and time.monotonic() < deadline:
+        for e in engine.step():
+            if e.kind == "final":
+                by_sid[e.session_id].final_times.append(e.time)
+        engine.wait_for_work(0.005)
+    stop.set()
+    wall = time.monotonic() - t0
+    cpu = time.process_time() - cpu0
+    finals = [f - s for c in clients for s, f in zip(c.flush_times, c.final_times)]
+    expected = sum(sum(1 for _, p in c.packets if p is None) for c in clients)
+    got = sum(len(c.final_times) for c in clients)
+    m = engine.metrics
+    partial = list(m.chunk_latency_s)
+    realtime = got == expected and max_lag[0] <= chunk_ms + SLACK_MS
+    return RunResult(
+        streams=n_streams, latency_ms=latency_ms, precision=precision, seconds=seconds, realtime=realtime,
+        p50_final_ms=_pct(finals, 50), p95_final_ms=_pct(finals, 95), p50_partial_ms=_pct(partial, 50),
+        max_lag_ms=round(max_lag[0], 1), finals=got, finals_expected=expected,
+        cpu_percent=round(100 * cpu / wall, 1), rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        mean_batch=round(statistics.fmean(m.batch_sizes), 2) if m.batch_sizes else 0.0,
+        rtf=round(m.real_time_factor, 3))
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(1000 * float(np.percentile(values, q)), 1) if values else float("nan")
+
+
+def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
+           log=print) -> tuple[int, list[RunResult]]:
+    """Most streams sustained: double until a run fails, then bisect."""
+    results, good, bad, n = [], 0, None, start
+    while bad is None or bad - good > 1:
+        r = run(rec, n, latency_ms, seconds, precision)
+        results.append(r)
+        log(json.dumps(asdict(r)))
+        if r.realtime and r.p95_final_ms <= latency_ms + SLACK_MS:
+            good = n
+            n = n * 2 if bad is None else (good + bad) // 2
+            if n > limit:
+                break
+        else:
+            bad = n
+            if good == 0 and n == 1:
+                break
+            n = (good + bad) // 2 if good else max(1, n // 2)
+            if n == good:
+                break
+    return good, results
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "torch_threads": __import__("torch").get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--latency", type=int, default=80)
+    ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--search", action="store_true", help="find the most streams per latency")
+    ap.add_argument("--latencies", default="80,320,560,1120")
+    ap.add_argument("--out", help="folder for results JSON and the PNG (with --search)")
+    ap.add_argument("--peers", action="store_true",
+                    help="also measure NeMo cache-aware streaming and buffered streaming, lockstep, same checkpoint")
+    args = ap.parse_args(argv)
+    rec = babelcast.load_model(args.model)
+    if not args.search:
+        r = run(rec, args.streams, args.latency, args.seconds, args.precision)
+        print(json.dumps(asdict(r)) if args.json else _table([r]))
+        return 0 if r.realtime else 1
+    summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision, "runs": [],
+               "max_streams": {}}
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    for lat in [int(x) for x in args.latencies.split(",")]:
+        best, runs = search(rec, lat, args.seconds, args.precision, log=log)
+        summary["max_streams"][lat] = best
+        summary["runs"] += [asdict(r) for r in runs]
+        if args.peers:
+            summary.setdefault("lockstep", {})[lat] = lockstep_peers(rec, args.model, lat, args.precision, log)
+    print(json.dumps({k: summary[k] for k in ("max_streams", "lockstep") if k in summary}))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        stem = os.path.join(args.out, f"streams-{args.precision}")
+        with open(stem + ".json", "w") as f:
+            json.dump(summary, f, indent=1)
+        plot(summary, stem + ".png")
+    return 0
+
+
+def lockstep_peers(rec, model_path: str, latency_ms: int, precision: str, log) -> dict:
+    """Lockstep capacity of babelcast, NeMo and buffered streaming at one latency, same weights."""
+    from . import baselines
+
+    chunk_s = latency_ms / 1000
+    out = {}
+    makers = {f"babelcast-{precision}": lambda: baselines.babelcast_step(rec, latency_ms, precision),
+              "buffered-fp32": lambda: baselines.buffered_step(rec, latency_ms),
+              "nemo-fp32": lambda: baselines.nemo_step(model_path, latency_ms)}
+    for name, make in makers.items():
+        log(f"  lockstep {name} at {latency_ms} ms")
+        try:
+            best, times = baselines.max_streams(make(), chunk_s, log=log)
+        except Exception as err:  # a peer that cannot run here is reported, not hidden
+            log(f"    {name} could not run: {type(err).__name__}: {err}")
+            out[name] = {"max_streams": None, "error": f"{type(err).__name__}: {err}"}
+            continue
+        out[name] = {"max_streams": best, "step_ms": {b: round(1000 * t, 1) for b, t in times.items()}}
+    base = out.get(f"babelcast-{precision}", {}).get("max_streams", 0)
+    for name in list(out):
+        peer = out[name]["max_streams"]
+        if peer is None:
+            continue
+        out[name]["babelcast_ratio"] = round(base / peer, 2) if peer else None
+    return out
+
+
+def plot(summary: dict, path: str) -> None:
+    """Time-to-final (p50/p95) against concurrency, one line per latency, like the model card's figure."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed; no PNG (pip install babelcast[bench])", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for lat in sorted({r["latency_ms"] for r in summary["runs"]}):
+        runs = sorted((r for r in summary["runs"] if r["latency_ms"] == lat), key=lambda r: r["streams"])
+        xs = [r["streams"] for r in runs]
+        line, = ax.plot(xs, [r["p95_final_ms"] for r in runs], marker="o", label=f"{lat} ms chunks (p95)")
+        ax.plot(xs, [r["p50_final_ms"] for r in runs], marker=".", ls="--", color=line.get_color(), alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent streams")
+    ax.set_ylabel("time to final after end of speech (ms)")
+    m = summary["machine"]
+    ax.set_title(f"babelcast {summary['precision']} — {m['cores']} cores, {m['date']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _table(rows: list[RunResult]) -> str:
+    keys = ["streams", "latency_ms", "precision", "realtime", "p50_final_ms", "p95_final_ms", "p50_partial_ms",
+            "max_lag_ms", "cpu_percent", "rss_mb", "mean_batch", "rtf"]
+    lines = [" | ".join(keys)] + [" | ".join(str(getattr(r, k)) for k in keys) for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
