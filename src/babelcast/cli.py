@@ -347,6 +347,13 @@ def _print_error(message: str) -> None:
     tqdm.write(f"error: {message}", file=sys.stderr)
 
 
+from babelcast.data.cli import add_data_arguments, run_data  # noqa: E402  (light: no torch at import)
+from babelcast.eval.cli import add_eval_arguments, run_eval  # noqa: E402
+
 COMMANDS: tuple[Command, ...] = (
     Command("transcribe", "transcribe audio files or NeMo manifests", _add_transcribe_arguments, _cmd_transcribe),
+    Command("eval", "WER tables per language and latency, and streaming metrics, on NeMo manifests",
+            add_eval_arguments, run_eval),
+    Command("data", "make evaluation/training sets: synthesize with espeak-ng, or index a local FLEURS copy",
+            add_data_arguments, run_data),
 )

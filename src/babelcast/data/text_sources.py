@@ -24,12 +24,16 @@ and punctuation as written.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
+FILTER_VERSION = 3  # bump when the cleaning or filtering changes (invalidates the sentence cache)
 
 # English files of fortunes-min and fortunes (the top-level folder also holds symlinks into it/,
 # so English is an explicit list); files of mostly jargon, dialogue or verse layout are left out.
@@ -75,9 +79,15 @@ MIN_HAN, MAX_HAN = 6, 40  # han script, in characters
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ATTRIBUTION = re.compile(r"^\s*(--|—|–|~)\s*\S")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”»“’]?\s+(?=[\"'„“«‘¡¿]?[^\W\d_])")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”»“’]?\s+")
+_OPENING = "\"'„“«‘¡¿"
 _HAN_END = re.compile(r"(?<=[。！？])")
-_LATIN_PUNCT = set(" ,.;:!?'\"-–—’‘“”„«»¡¿…")
+_PUNCT = r" ,.;:!?'\"\-–—’‘“”„«»¡¿…"
+# Letters of the script (Latin: Basic, Latin-1, Extended-A/B and Additional; Cyrillic block) and punctuation.
+_ALLOWED = {
+    "latin": re.compile(rf"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff{_PUNCT}]+"),
+    "cyrillic": re.compile(rf"[\u0400-\u04ff{_PUNCT}]+"),
+}
 _HAN_PUNCT = set("，。！？、；：“”‘’《》「」")
 _ENGLISH_WORDS = {"the", "and", "you", "is", "of", "to", "that", "it", "with", "are", "was", "what", "this", "be"}
 _SPEAKER_LABEL = re.compile(r"^\s*[\w.]{1,20}\s*:")
@@ -104,11 +114,35 @@ def missing_package(locale: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def load_sentences(locale: str) -> tuple[Sentence, ...]:
-    """Every usable sentence of the locale, deduplicated (case-insensitively), in file order."""
+    """Every usable sentence of the locale, deduplicated (case-insensitively), in file order.
+
+    The result is cached on disk (keyed by the files' sizes and times and FILTER_VERSION), since
+    reading and filtering a language's fortunes takes a few seconds.
+    """
+    source = SOURCES[locale]
+    files = _source_files(source)
+    stamp = json.dumps([FILTER_VERSION, locale] + [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    cache = _cache_dir() / f"{locale}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.json"
+    try:
+        return tuple(Sentence(*pair) for pair in json.loads(cache.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass
+    sentences = _extract_sentences(locale, files)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([[s.text, s.source] for s in sentences], ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home: no cache
+    return sentences
+
+
+def _extract_sentences(locale: str, files: list[Path]) -> tuple[Sentence, ...]:
     source = SOURCES[locale]
     seen: set[str] = set()
     out: list[Sentence] = []
-    for path in _source_files(source):
+    for path in files:
         label = f"{source.package}:{path.relative_to(FORTUNE_DIR)}"
         for entry in read_fortune_file(path):
             for sentence in split_sentences(entry, source.script):
@@ -140,7 +174,14 @@ def split_sentences(entry: str, script: str) -> list[str]:
     """Cut a cleaned entry into sentences at terminal punctuation."""
     if script == "han":
         return [s.strip() for s in _HAN_END.split(entry) if s.strip()]
-    return [s.strip() for s in _SENTENCE_END.split(entry) if s.strip()]
+    pieces, start = [], 0
+    for match in _SENTENCE_END.finditer(entry):
+        following = entry[match.end():].lstrip(_OPENING)
+        if following[:1].isupper():  # a new sentence starts with a capital
+            pieces.append(entry[start : match.end()])
+            start = match.end()
+    pieces.append(entry[start:])
+    return [p.strip() for p in pieces if p.strip()]
 
 
 def is_usable(sentence: str, script: str, english: bool = True) -> bool:
@@ -152,7 +193,7 @@ def is_usable(sentence: str, script: str, english: bool = True) -> bool:
     words = sentence.split()
     if not MIN_WORDS <= len(words) <= MAX_WORDS:
         return False
-    if not all(c in _LATIN_PUNCT or _in_script(c, script) for c in sentence):
+    if not _ALLOWED[script].fullmatch(sentence):
         return False
     stripped = sentence.strip("\"'„“”«»‘’¡¿")
     if not stripped or not stripped[0].isupper() or stripped[-1] not in ".!?":
@@ -168,9 +209,13 @@ def is_usable(sentence: str, script: str, english: bool = True) -> bool:
     return True
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "babelcast" / "sentences"
+
+
 def _tail_has_capital(word: str) -> bool:
     """A capital after the first letter of a word (opening quotes ignored)."""
-    tail = word.lstrip("\"'„“«‘¡¿")[1:]
+    tail = word.lstrip(_OPENING)[1:]
     return tail != tail.lower()
 
 
@@ -201,16 +246,6 @@ def _source_files(source: LocaleSource) -> list[Path]:
 
 def _is_text_file(path: Path) -> bool:
     return path.is_file() and path.suffix not in (".dat", ".u8") and not path.name.startswith(".")
-
-
-@functools.lru_cache(maxsize=65536)
-def _in_script(c: str, script: str) -> bool:
-    if c.isspace():
-        return True
-    if not c.isalpha():
-        return False
-    name = unicodedata.name(c, "")
-    return name.startswith("LATIN" if script == "latin" else "CYRILLIC")
 
 
 def _simplified(text: str) -> bool:
