@@ -44,6 +44,7 @@ def test_split_sentences():
     ('He said "hello and left.', False),  # unbalanced quote
     ("Q: What is this thing?", False),  # speaker label
     ("This (aside) is bracketed.", False),
+    ("Soy el único que lo tiene. ¡¡ Y lo pierdo !!", False),  # doubled and detached punctuation
 ])
 def test_is_usable_latin(sentence, ok):
     assert ts.is_usable(sentence, "latin") is ok
@@ -57,6 +58,8 @@ def test_is_usable_rejects_english_in_other_languages_and_checks_scripts():
     assert not ts.is_usable("從孫子仲，平陳與宋。", "han")  # traditional characters: not GB 2312
     assert not ts.is_usable("子曰：“学而时习之，不亦说乎？", "han")  # unbalanced quote
     assert not ts.is_usable("短句。", "han")
+    assert not ts.is_usable("Vide le luci e penso' alle notti.", "latin", english=False, language="it")
+    assert ts.is_usable("Aspetta un po' qui con me.", "latin", english=False, language="it")
 
 
 def test_sentence_split_is_a_function_of_the_text_only():

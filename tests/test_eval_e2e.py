@@ -18,6 +18,7 @@ from babelcast.data import synth
 from babelcast.data.text_sources import missing_package
 from babelcast.eval import report
 from babelcast.eval.cli import parse_latencies
+from babelcast.eval.streaming import decode_partials
 
 LOCALES = ["en-US", "de-DE", "bg-BG"]  # the tiny model knows en and de; bg runs in auto mode only
 LATENCIES = "560,1120"
@@ -97,6 +98,8 @@ def test_eval_end_to_end(dataset, tiny_model, one_thread, tmp_path, capsys):
         if r["hypothesis"]:
             assert r["ttft_algo_ms"] is not None and r["ttft_algo_ms"] >= 0
         assert r["partials"] == sorted(r["partials"], key=lambda p: p[0])
+        events = decode_partials(r["partials"])
+        assert all(a[1] != b[1] for a, b in zip(events, events[1:]))  # only changes are recorded
 
     # CSV and JSON carry the same cells
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
@@ -183,3 +186,24 @@ def test_summary_averages_and_confusions():
         100 / 3, abs=0.01)
     md = report.to_markdown(summary)
     assert "| zh-CN (CER)" in md and "de-DE->en-US ×1" in md
+
+
+def test_language_resolution_and_models_without_prompt():
+    from babelcast.eval.runner import resolve_language
+
+    class Rec:
+        supported_languages = ["auto", "de", "de-DE", "en-US", "es", "es-US"]
+
+    assert resolve_language(Rec(), "de-DE") == "de-DE"
+    assert resolve_language(Rec(), "es-ES") == "es"  # the alias: the model's es-US prompt
+    assert resolve_language(Rec(), "es_419") == "es"
+    assert resolve_language(Rec(), "bg-BG") is None
+    assert resolve_language(Rec(), None) is None
+    Rec.supported_languages = ["auto"]
+    assert resolve_language(Rec(), "en-US") is None
+
+    records = [{"lang_mode": "auto", "language": "en-US", "latency_ms": 80, "reference": "a b", "hypothesis": "a b",
+                "detected_language": None, "duration_s": 1.0, "mode": "offline"}]
+    summary = report.summarize(records, ["en-US"], [80], ["auto"], "offline", language_id=False)
+    assert summary["cells"][0]["lid_accuracy_pct"] is None
+    assert "Language ID" not in report.to_markdown(summary)

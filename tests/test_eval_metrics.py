@@ -7,7 +7,7 @@ import pytest
 from babelcast.eval.metrics import (
     Counts, align, base_language, error_rate, normalize, partial_changes, same_language, score, units, uses_cer,
 )
-from babelcast.eval.streaming import simulate, speech_onset_ms
+from babelcast.eval.streaming import decode_partials, encode_partials, simulate, speech_onset_ms
 
 
 # ---------------------------------------------------------------- normalization and units
@@ -186,4 +186,12 @@ def test_simulate_clocks_and_stability():
     assert run.final.text.endswith("end.")
     assert run.words_shown > 0 and 0 < run.words_changed < run.words_shown  # the 'wo' words changed
     record = run.to_record()
-    assert record["partials"][0] == [160.0, "w0"] and record["partial_words_changed"] == run.words_changed
+    assert record["partials"][0] == [160.0, 0, "w0"] and record["partial_words_changed"] == run.words_changed
+    assert decode_partials(record["partials"]) == run.events
+
+
+def test_partials_encoding_round_trip():
+    events = [(80.0, "Hel"), (160.0, "Hello wor"), (240.0, "Hello world."), (320.0, "Hello")]
+    encoded = encode_partials(events)
+    assert encoded == [[80.0, 0, "Hel"], [160.0, 3, "lo wor"], [240.0, 9, "ld."], [320.0, 5, ""]]
+    assert decode_partials(encoded) == events

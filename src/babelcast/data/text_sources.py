@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
-FILTER_VERSION = 3  # bump when the cleaning or filtering changes (invalidates the sentence cache)
+FILTER_VERSION = 5  # bump when the cleaning or filtering changes (invalidates the sentence cache)
 
 # English files of fortunes-min and fortunes (the top-level folder also holds symlinks into it/,
 # so English is an explicit list); files of mostly jargon, dialogue or verse layout are left out.
@@ -91,6 +91,8 @@ _ALLOWED = {
 _HAN_PUNCT = set("，。！？、；：“”‘’《》「」")
 _ENGLISH_WORDS = {"the", "and", "you", "is", "of", "to", "that", "it", "with", "are", "was", "what", "this", "be"}
 _SPEAKER_LABEL = re.compile(r"^\s*[\w.]{1,20}\s*:")
+_ODD_PUNCTUATION = re.compile(r"[!?¡¿]{2}|\s[.,;:!?]")  # "!!", "¡¡ ", "word !"
+_APOSTROPHE_ACCENT = re.compile(r"\b(?!po')\w*[aeiouAEIOU]'(?=[\s.,;:!?]|$)")  # Italian "penso'" for "pensò"
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def _extract_sentences(locale: str, files: list[Path]) -> tuple[Sentence, ...]:
         for entry in read_fortune_file(path):
             for sentence in split_sentences(entry, source.script):
                 key = sentence.casefold()
-                if key not in seen and is_usable(sentence, source.script, english=locale.startswith("en")):
+                if key not in seen and is_usable(sentence, source.script, english=locale.startswith("en"),
+                                                 language=locale.split("-")[0]):
                     seen.add(key)
                     out.append(Sentence(sentence, label))
     return tuple(out)
@@ -184,7 +187,7 @@ def split_sentences(entry: str, script: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
-def is_usable(sentence: str, script: str, english: bool = True) -> bool:
+def is_usable(sentence: str, script: str, english: bool = True, language: str = "") -> bool:
     """Whether a sentence is clean enough to be spoken and used as a reference transcript."""
     if script == "han":
         return (MIN_HAN <= len(sentence) <= MAX_HAN and sentence[-1] in "。！？"
@@ -199,6 +202,8 @@ def is_usable(sentence: str, script: str, english: bool = True) -> bool:
     if not stripped or not stripped[0].isupper() or stripped[-1] not in ".!?":
         return False
     if _SPEAKER_LABEL.match(sentence) or "--" in sentence or sentence.count('"') % 2:
+        return False
+    if _ODD_PUNCTUATION.search(sentence) or (language == "it" and _APOSTROPHE_ACCENT.search(sentence)):
         return False
     if any(_tail_has_capital(w) for w in words):  # acronyms, shouting, CamelCase
         return False

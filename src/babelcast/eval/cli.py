@@ -99,7 +99,10 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     lang_modes = ("given", "auto") if args.lang_mode == "both" else (args.lang_mode,)
     languages = sorted({it.language or "unknown" for it in items})
     unsupported = sorted({it.language or "unknown" for it in items if resolve_language(recognizer, it.language) is None})
-    if "given" in lang_modes and unsupported:
+    has_prompt = not set(getattr(recognizer, "supported_languages", None) or ["auto"]) <= {"auto"}
+    if "given" in lang_modes and not has_prompt:
+        print("warning: the model has no language prompt: the language-given block is n/a", file=sys.stderr)
+    elif "given" in lang_modes and unsupported:
         print(f"warning: language given: n/a for {', '.join(unsupported)} (not in the model's languages)",
               file=sys.stderr)
     cer_langs = tuple(s.strip() for s in args.cer_langs.split(",") if s.strip())
@@ -131,7 +134,8 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
         "seconds": round(time.perf_counter() - start, 2),
         "results_reused": sum(1 for r in records if r["key"] in done_before),
     }
-    summary = report.summarize(records, languages, latencies, list(lang_modes), args.mode, cer_langs, info)
+    summary = report.summarize(records, languages, latencies, list(lang_modes), args.mode, cer_langs, info,
+                               language_id=has_prompt)
     markdown = report.to_markdown(summary)
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     (out_dir / "summary.csv").write_text(report.to_csv(summary), encoding="utf-8")

@@ -70,8 +70,11 @@ class Cell:
 
 
 def summarize(records: list[dict], languages: list[str], latencies: list[int], lang_modes: list[str],
-              mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None) -> dict:
-    """The JSON summary: per-cell metrics, averages, confusions, definitions."""
+              mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None, language_id: bool = True) -> dict:
+    """The JSON summary: per-cell metrics, averages, confusions, definitions.
+
+    language_id=False (a model without a language prompt detects nothing) leaves LID out.
+    """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["lang_mode"], r["language"] or "unknown", r["latency_ms"])].append(r)
@@ -83,11 +86,11 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
             for language in languages:
                 members = groups.get((lang_mode, language, latency), [])
                 members_all += members
-                cell = _cell(members, language, lang_mode, cer_langs)
+                cell = _cell(members, language, lang_mode, cer_langs, language_id)
                 per_language.append(cell)
                 cells.append(_cell_json(lang_mode, language, latency, mode, cell))
             averages.append(_average_json(lang_mode, latency, mode, per_language,
-                                          _cell(members_all, None, lang_mode, cer_langs)))
+                                          _cell(members_all, None, lang_mode, cer_langs, language_id)))
     return {
         "info": info or {},
         "mode": mode,
@@ -96,6 +99,7 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
         "untrained_latencies_ms": sorted({r["latency_ms"] for r in records if r.get("trained_latency") is False}),
         "lang_modes": lang_modes,
         "cer_languages": list(cer_langs),
+        "language_id": language_id,
         "cells": cells,
         "averages": averages,
         "definitions": DEFINITIONS,
@@ -133,7 +137,7 @@ def to_markdown(summary: dict) -> str:
     lines += _rate_table(summary, "error_rate_pct", f"WER % (Whisper-normalized; CER % for {cer})")
     lines += _rate_table(summary, "raw_error_rate_pct", "Raw WER % (case and punctuation sensitive; CER % for "
                                                        f"{cer})")
-    if "auto" in summary["lang_modes"]:
+    if "auto" in summary["lang_modes"] and summary.get("language_id", True):
         lines += _lid_table(summary)
     if summary["mode"] == "streaming":
         lines += _streaming_table(summary)
@@ -149,7 +153,7 @@ def to_markdown(summary: dict) -> str:
 # ---------------------------------------------------------------- internals
 
 
-def _cell(members: list[dict], language: str | None, lang_mode: str, cer_langs) -> Cell:
+def _cell(members: list[dict], language: str | None, lang_mode: str, cer_langs, language_id: bool = True) -> Cell:
     counts, raw = Counts(), Counts()
     for r in members:
         locale = r["language"]
@@ -157,7 +161,7 @@ def _cell(members: list[dict], language: str | None, lang_mode: str, cer_langs) 
         raw = raw + score(r["reference"], r["hypothesis"], locale, cer_langs, raw=True)
     lid = lid_locale = None
     confusions: Counter = Counter()
-    if lang_mode == "auto" and members:
+    if lang_mode == "auto" and members and language_id:
         hits = [same_language(r.get("detected_language"), r["language"]) for r in members]
         lid = 100 * sum(hits) / len(members)
         lid_locale = 100 * sum((r.get("detected_language") or "") == (r["language"] or "") for r in members) / len(

@@ -15,6 +15,7 @@ silence).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -57,8 +58,30 @@ class StreamRun:
             "compute_s": round(self.compute_s, 4),
             "partial_words_shown": self.words_shown,
             "partial_words_changed": self.words_changed,
-            "partials": [[round(ms, 1), text] for ms, text in self.events],
+            "partials": encode_partials(self.events),
         }
+
+
+def encode_partials(events: list[tuple[float, str]]) -> list[list]:
+    """Partials as [audio ms, kept, added]: each text is the previous one's first `kept` characters + `added`.
+
+    Linear in the text length (full texts would grow with the square of the utterance length).
+    """
+    out, previous = [], ""
+    for ms, text in events:
+        kept = len(os.path.commonprefix([previous, text]))
+        out.append([round(ms, 1), kept, text[kept:]])
+        previous = text
+    return out
+
+
+def decode_partials(encoded: list[list]) -> list[tuple[float, str]]:
+    """The (audio ms, text) events back from encode_partials."""
+    events, previous = [], ""
+    for ms, kept, added in encoded:
+        previous = previous[:kept] + added
+        events.append((ms, previous))
+    return events
 
 
 def speech_onset_ms(audio: np.ndarray, threshold_db: float = ONSET_DB) -> float:
