@@ -349,6 +349,8 @@ def _print_error(message: str) -> None:
 
 from babelcast.data.cli import add_data_arguments, run_data  # noqa: E402  (light: no torch at import)
 from babelcast.eval.cli import add_eval_arguments, run_eval  # noqa: E402
+from babelcast.server.client import add_stream_arguments, run_stream  # noqa: E402
+from babelcast.server.serve import add_serve_arguments, run_serve  # noqa: E402
 
 COMMANDS: tuple[Command, ...] = (
     Command("transcribe", "transcribe audio files or NeMo manifests", _add_transcribe_arguments, _cmd_transcribe),
@@ -356,4 +358,8 @@ COMMANDS: tuple[Command, ...] = (
             add_eval_arguments, run_eval),
     Command("data", "make evaluation/training sets: synthesize with espeak-ng, or index a local FLEURS copy",
             add_data_arguments, run_data),
+    Command("serve", "run the speech service: streaming WebSocket, OpenAI-compatible API, live captions",
+            add_serve_arguments, run_serve),
+    Command("stream", "stream a file in real time (or the microphone) to a server and print captions",
+            add_stream_arguments, run_stream),
 )

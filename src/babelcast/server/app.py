@@ -1,0 +1,177 @@
+"""The ASGI application: routes, the HTTP middleware (size limit, request log, metrics) and the
+lifespan that starts the engine thread and drains it on shutdown."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from . import auth
+from .config import ServerConfig
+from .errors import ApiError
+from .hub import EngineHub
+from .listen import listen_endpoint
+from .metrics import ServerMetrics
+from .openai_http import error_response, models_endpoint, transcriptions_endpoint
+from .realtime import realtime_endpoint
+
+if TYPE_CHECKING:
+    from ..recognizer import Recognizer
+
+log = logging.getLogger("babelcast.server")
+WEB_DIR = resources.files("babelcast") / "web"
+QUIET_PATHS = ("/health", "/ready", "/metrics")
+
+
+def create_app(rec: "Recognizer", cfg: ServerConfig = ServerConfig()) -> Starlette:
+    """An app serving `rec`; the engine thread starts with the app's lifespan."""
+    cfg.validate()
+    metrics = ServerMetrics()
+    hub = EngineHub(rec, cfg, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await hub.start()
+        metrics.ready.set(1)
+        log.info("server ready", extra={"event": "ready", "model": cfg.model_name, "max_sessions": cfg.max_sessions,
+                                        "precision": cfg.precision, "auth": bool(cfg.api_keys)})
+        try:
+            yield
+        finally:
+            if not hub.draining:
+                await hub.drain(cfg.drain_timeout_s)
+            await hub.stop()
+            log.info("server stopped", extra={"event": "stopped"})
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v1/info", info, methods=["GET"]),
+        Route("/v1/models", models_endpoint, methods=["GET"]),
+        Route("/v1/audio/transcriptions", transcriptions_endpoint, methods=["POST"]),
+        WebSocketRoute("/v1/listen", listen_endpoint),
+        WebSocketRoute("/v1/realtime", realtime_endpoint),
+        Mount("/static", app=StaticFiles(directory=str(WEB_DIR)), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.hub = hub
+    app.state.metrics = metrics
+    app.state.cfg = cfg
+    app.add_middleware(HttpMiddleware, cfg=cfg, metrics=metrics)
+    return app
+
+
+# ---- routes -----------------------------------------------------------------------------------
+async def index(request: Request) -> Response:
+    return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")
+
+
+async def health(request: Request) -> Response:
+    hub = request.app.state.hub
+    alive = hub.alive
+    body = {"status": "ok" if alive else "unhealthy", "sessions": hub.engine.n_sessions}
+    return JSONResponse(body, status_code=200 if alive else 503)
+
+
+async def ready(request: Request) -> Response:
+    hub = request.app.state.hub
+    problem = hub.ready_problem()
+    hub.metrics.ready.set(0 if problem else 1)
+    body = {"status": "not_ready" if problem else "ready", "sessions": hub.engine.n_sessions,
+            "max_sessions": hub.cfg.max_sessions}
+    if problem:
+        body["reason"] = problem
+    return JSONResponse(body, status_code=503 if problem else 200)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    hub = request.app.state.hub
+    try:
+        auth.check(hub.cfg.api_keys, request.headers, request.query_params)
+    except ApiError as e:
+        return error_response(e)
+    return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def info(request: Request) -> Response:
+    """What a client needs to offer choices: languages, latencies, limits, whether a key is needed."""
+    hub = request.app.state.hub
+    rec, cfg = hub.rec, hub.cfg
+    return JSONResponse({
+        "model": cfg.model_name, "languages": rec.supported_languages, "latencies_ms": rec.latencies_ms,
+        "default_latency_ms": rec.stream_options().latency_ms, "auth_required": bool(cfg.api_keys),
+        "encodings": ["pcm_s16le", "f32le"],
+        "limits": {"max_sessions": cfg.max_sessions, "max_session_s": cfg.max_session_s,
+                   "idle_timeout_s": cfg.idle_timeout_s, "max_frame_bytes": cfg.max_frame_bytes,
+                   "max_upload_bytes": cfg.max_upload_bytes, "max_upload_s": cfg.max_upload_s}})
+
+
+# ---- middleware ---------------------------------------------------------------------------------
+class HttpMiddleware:
+    """Pure ASGI: refuse bodies over the limit (declared or streamed), log and count requests."""
+
+    def __init__(self, app, cfg: ServerConfig, metrics: ServerMetrics):
+        self.app, self.cfg, self.metrics = app, cfg, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [0]
+        limit = self.cfg.max_upload_bytes
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            declared = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            await self._too_large(send_wrapper, declared)
+        else:
+            received = [0]
+
+            async def receive_wrapper():
+                message = await receive()
+                if message["type"] == "http.request":
+                    received[0] += len(message.get("body", b""))
+                    if received[0] > limit:
+                        raise ApiError("request_too_large", f"request body over the limit of {limit} bytes")
+                return message
+
+            await self.app(scope, receive_wrapper, send_wrapper)
+        route = _route(scope["path"])
+        self.metrics.http_requests.labels(route, str(status[0])).inc()
+        level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
+        client = scope.get("client")
+        log.log(level, "http request", extra={
+            "event": "http", "method": scope["method"], "path": scope["path"], "status": status[0],
+            "ms": round(1000 * (time.perf_counter() - t0), 1), "peer": f"{client[0]}:{client[1]}" if client else ""})
+
+    async def _too_large(self, send, size: int) -> None:
+        e = ApiError("request_too_large", f"request body of {size} bytes is over the limit of "
+                                          f"{self.cfg.max_upload_bytes} bytes", "file")
+        self.metrics.errors.labels(e.code).inc()
+        await error_response(e, headers={"Connection": "close"})({"type": "http"}, None, send)
+
+
+def _route(path: str) -> str:
+    known = ("/", "/health", "/ready", "/metrics", "/v1/info", "/v1/models", "/v1/audio/transcriptions")
+    if path in known:
+        return path
+    return "/static" if path.startswith("/static/") else "other"

@@ -1,0 +1,58 @@
+"""One error type for every API: a stable code, a message naming the problem, and how to send it."""
+from __future__ import annotations
+
+# WebSocket close codes (RFC 6455 §7.4.1 and the IANA registry)
+WS_NORMAL = 1000
+WS_GOING_AWAY = 1001  # server shutting down
+WS_INVALID_DATA = 1007  # e.g. audio that does not match the declared encoding
+WS_POLICY = 1008  # protocol misuse, bad settings, authentication, limits
+WS_TOO_BIG = 1009
+WS_INTERNAL = 1011
+WS_TRY_LATER = 1013  # server full or behind real time
+
+# code -> (HTTP status, WebSocket close code)
+CODES: dict[str, tuple[int, int]] = {
+    "unauthorized": (401, WS_POLICY),
+    "invalid_settings": (400, WS_POLICY),
+    "unsupported_language": (400, WS_POLICY),
+    "invalid_latency": (400, WS_POLICY),
+    "invalid_audio": (400, WS_INVALID_DATA),
+    "invalid_message": (400, WS_POLICY),
+    "unknown_message": (400, WS_POLICY),
+    "invalid_request": (400, WS_POLICY),
+    "input_audio_buffer_commit_empty": (400, WS_POLICY),
+    "frame_too_large": (413, WS_TOO_BIG),
+    "request_too_large": (413, WS_TOO_BIG),
+    "audio_too_long": (400, WS_POLICY),
+    "session_too_long": (400, WS_POLICY),
+    "idle_timeout": (408, WS_POLICY),
+    "backlog_full": (429, WS_POLICY),
+    "server_full": (503, WS_TRY_LATER),
+    "server_busy": (503, WS_TRY_LATER),
+    "shutting_down": (503, WS_GOING_AWAY),
+    "internal_error": (500, WS_INTERNAL),
+}
+
+
+class ApiError(Exception):
+    """A client-facing failure. `param` names the offending field when there is one."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
+        if code not in CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+    @property
+    def status(self) -> int:
+        return CODES[self.code][0]
+
+    @property
+    def close_code(self) -> int:
+        return CODES[self.code][1]
+
+    def openai_body(self) -> dict:
+        """The OpenAI error object: {"error": {"message", "type", "param", "code"}}."""
+        kind = {401: "authentication_error", 503: "server_error", 500: "server_error"}.get(
+            self.status, "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}

@@ -1,0 +1,148 @@
+"""OpenAI-compatible `POST /v1/audio/transcriptions` and `GET /v1/models`.
+
+The upload is decoded and transcribed offline (padded batches, the model's largest trained
+context unless `latency_ms` is given) on the hub's worker thread.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from ..audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio
+from ..decoding.result import Transcript
+from ..formats import build_cues, to_srt, to_text, to_vtt
+from . import auth
+from .errors import ApiError
+
+log = logging.getLogger("babelcast.server")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def error_response(e: ApiError, headers: dict | None = None) -> JSONResponse:
+    if e.status == 503 and headers is None:
+        headers = {"Retry-After": "1"}
+    return JSONResponse(e.openai_body(), status_code=e.status, headers=headers)
+
+
+async def models_endpoint(request: Request) -> Response:
+    hub = request.app.state.hub
+    try:
+        auth.check(hub.cfg.api_keys, request.headers, request.query_params)
+    except ApiError as e:
+        return error_response(e)
+    name = hub.cfg.model_name
+    return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
+                                                      "owned_by": "babelcast"}]})
+
+
+async def transcriptions_endpoint(request: Request) -> Response:
+    hub = request.app.state.hub
+    t0 = time.perf_counter()
+    try:
+        auth.check(hub.cfg.api_keys, request.headers, request.query_params)
+        form = await _form(request)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError("invalid_request", "missing the audio file: send it as the multipart field 'file'",
+                           "file")
+        fmt = str(form.get("response_format") or "json")
+        if fmt not in RESPONSE_FORMATS:
+            raise ApiError("invalid_request", f"unsupported response_format {fmt!r}; use one of "
+                                              f"{', '.join(RESPONSE_FORMATS)}", "response_format")
+        if str(form.get("stream") or "false").lower() in ("true", "1"):
+            raise ApiError("invalid_request", "stream=true is not supported here; stream over the "
+                                              "/v1/listen or /v1/realtime WebSocket instead", "stream")
+        language = str(form.get("language") or "auto")
+        latency = _latency(form.get("latency_ms") or form.get("latency"))
+        keep_tags = str(form.get("keep_lang_tags") or "false").lower() in ("true", "1")
+        _check_options(hub.rec, language, latency)
+        data = await upload.read()
+        name = upload.filename or "file"
+        t = await hub.offline(_transcribe, hub, data, name, language, latency, keep_tags)
+    except ApiError as e:
+        hub.metrics.errors.labels(e.code).inc()
+        log.info("transcription refused", extra={"event": "transcription_error", "code": e.code,
+                                                  "error": e.message})
+        return error_response(e)
+    hub.metrics.transcription_seconds.observe(time.perf_counter() - t0)
+    log.info("transcribed", extra={"event": "transcription", "audio_s": round(t.duration_s, 2),
+                                   "seconds": round(time.perf_counter() - t0, 3), "format": fmt})
+    return render(t, fmt, hub.cfg.model_name)
+
+
+async def _form(request: Request):
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ApiError("invalid_request", f"expected a multipart/form-data body with the audio in 'file', "
+                                          f"got content type {ctype or 'none'!r}")
+    try:
+        return await request.form(max_files=1, max_fields=32, max_part_size=1 << 20)
+    except MultiPartException as e:
+        raise ApiError("invalid_request", f"malformed multipart body: {e.message}") from None
+
+
+def _latency(raw) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise ApiError("invalid_latency", f"latency_ms must be an integer, got {raw!r}", "latency_ms") from None
+
+
+def _check_options(rec, language: str, latency: int | None) -> None:
+    try:
+        rec.prompt_id(language)
+    except ValueError as e:
+        raise ApiError("unsupported_language", str(e), "language") from None
+    try:
+        rec.context(latency, "offline")
+    except ValueError as e:
+        raise ApiError("invalid_latency", f"{e}; this model supports latencies "
+                                          f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
+
+
+def _transcribe(hub, data: bytes, name: str, language: str, latency: int | None, keep_tags: bool) -> Transcript:
+    """Worker thread: decode, check the duration, transcribe."""
+    try:
+        audio = decode_audio(data, name=name)
+    except AudioError as e:
+        raise ApiError("invalid_audio", f"file {e}", "file") from None
+    seconds = len(audio) / SAMPLE_RATE_HZ
+    if seconds > hub.cfg.max_upload_s:
+        raise ApiError("audio_too_long", f"file {name}: {seconds:.0f} s of audio is over the limit of "
+                                         f"{hub.cfg.max_upload_s:g} s", "file")
+    return hub.rec.transcribe([audio], language=language, latency_ms=latency, keep_lang_tags=keep_tags)[0]
+
+
+def render(t: Transcript, fmt: str, model: str) -> Response:
+    if fmt == "text":
+        return PlainTextResponse(to_text(t) + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(t), media_type="application/x-subrip")
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(t), media_type="text/vtt")
+    usage = {"type": "duration", "seconds": math.ceil(t.duration_s)}
+    if fmt == "json":
+        return JSONResponse({"text": t.text, "language": t.language, "duration": round(t.duration_s, 3),
+                             "usage": usage})
+    words = [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
+              "confidence": round(w.confidence, 4)} for w in t.words]
+    segments = []
+    for i, cue in enumerate(build_cues(t)):
+        inside = [w for w in t.words if cue.start_s <= w.start and w.end <= cue.end_s + 1e-6]
+        conf = [max(w.confidence, 1e-6) for w in inside] or [max(t.confidence, 1e-6)]
+        segments.append({"id": i, "seek": 0, "start": round(cue.start_s, 3), "end": round(cue.end_s, 3),
+                         "text": cue.text, "tokens": [], "temperature": 0.0,
+                         "avg_logprob": round(float(np.mean(np.log(conf))), 4), "compression_ratio": 1.0,
+                         "no_speech_prob": 0.0})
+    return JSONResponse({"task": "transcribe", "language": t.language or "auto",
+                         "duration": round(t.duration_s, 3), "text": t.text, "words": words,
+                         "segments": segments, "usage": usage, "model": model})

@@ -1,0 +1,110 @@
+"""Stream settings of a live session: parsed from a query string or a JSON message, validated, named."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..audio.io import PCM_ENCODINGS
+from .errors import ApiError
+
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 96000
+
+# setting -> accepted spellings (query string and JSON alike)
+ALIASES = {
+    "language": ("language", "lang"),
+    "latency_ms": ("latency_ms", "latency"),
+    "sample_rate": ("sample_rate", "sample_rate_hz", "rate"),
+    "encoding": ("encoding",),
+    "interim_results": ("interim_results", "interim"),
+    "endpoint_ms": ("endpoint_ms", "endpointing"),
+    "keep_lang_tags": ("keep_lang_tags",),
+}
+_BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
+NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    language: str = "auto"
+    latency_ms: int | None = None  # None: the model's first trained latency
+    sample_rate: int = 16000
+    encoding: str = "pcm_s16le"
+    interim_results: bool = True
+    endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
+    keep_lang_tags: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_settings(values: Mapping[str, Any], base: StreamSettings = StreamSettings()) -> StreamSettings:
+    """Overlay `values` (strings from a query string, or JSON values) on `base`; ApiError names the
+    first unknown key or bad value."""
+    changes: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key in NOT_SETTINGS:
+            continue
+        name = _BY_SPELLING.get(key)
+        if name is None:
+            known = ", ".join(ALIASES)
+            raise ApiError("invalid_settings", f"unknown setting {key!r}; settings are: {known}", key)
+        changes[name] = _convert(name, key, raw)
+    return dataclasses.replace(base, **changes)
+
+
+def _convert(name: str, key: str, raw: Any) -> Any:
+    if name == "language":
+        if not isinstance(raw, str) or not raw.strip():
+            raise ApiError("invalid_settings", f"{key} must be a locale such as en-US, or auto; got {raw!r}", key)
+        return raw.strip()
+    if name == "encoding":
+        if raw not in PCM_ENCODINGS:
+            raise ApiError("invalid_settings",
+                           f"unsupported encoding {raw!r}; use one of {', '.join(PCM_ENCODINGS)}", key)
+        return raw
+    if name in ("interim_results", "keep_lang_tags"):
+        return _bool(key, raw)
+    if name == "endpoint_ms":
+        if raw is False or (isinstance(raw, str) and raw.lower() in ("false", "off", "none")):
+            return 0
+        value = _int(key, raw)
+        if value < 0:
+            raise ApiError("invalid_settings", f"{key} must be >= 0 ms (0 disables endpointing), got {value}", key)
+        return value
+    if name == "latency_ms":
+        if raw is None or raw == "":
+            return None
+        return _int(key, raw)
+    if name == "sample_rate":
+        value = _int(key, raw)
+        if not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
+            raise ApiError("invalid_settings", f"unsupported sample rate {value} Hz; send audio at "
+                                               f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz (16000 avoids resampling)", key)
+        return value
+    raise AssertionError(name)
+
+
+def _bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ApiError("invalid_settings", f"{key} must be true or false, got {raw!r}", key)
+
+
+def _int(key: str, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ApiError("invalid_settings", f"{key} must be an integer, got {raw!r}", key)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    raise ApiError("invalid_settings", f"{key} must be an integer, got {raw!r}", key)

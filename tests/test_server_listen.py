@@ -1,0 +1,180 @@
+"""/v1/listen against a real server on 127.0.0.1: events, settings, finalize, and bad input beside
+good sessions (which must still get exactly their own transcript)."""
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from server_util import (expected_text, frames, kinds, load_tiny, pcm16, read_until_closed, speech,
+                         start_server, stream_session)
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return load_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(rec):
+    s = start_server(rec)
+    yield s
+    s.__exit__(None, None, None)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_events_ready_partial_final_closed(rec, server):
+    audio = speech(2.0, seed=1)
+    events, code = run(stream_session(server.ws_url, audio, "language=en-US&latency_ms=80&endpoint_ms=0"))
+    assert code == 1000
+    k = kinds(events)
+    assert k[0] == "ready" and k[-1] == "closed" and "partial" in k
+    ready = events[0]
+    assert ready["settings"]["language"] == "en-US" and ready["settings"]["latency_ms"] == 80
+    assert ready["settings"]["endpoint_ms"] == 0 and ready["model"] == "tiny"
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 1
+    final = finals[0]
+    assert final["text"] == expected_text(rec, audio, "en-US", 80) != ""
+    assert final["segment"] == 0 and final["from_finalize"] and final["language"] == "en-US"
+    assert 0 < final["confidence"] <= 1
+    assert final["words"] and all(0 <= w["start"] <= w["end"] <= 2.0 + 0.1 for w in final["words"])
+    assert " ".join(w["word"] for w in final["words"]).split() == final["text"].split()
+    assert events[-1] == {"type": "closed", "reason": "client", "segments": 1, "audio_s": 2.0}
+    partials = [e["text"] for e in events if e["type"] == "partial"]
+    assert final["text"].startswith(partials[-1])
+
+
+def test_settings_in_first_message(server):
+    async def go():
+        async with connect(f"{server.ws_url}/v1/listen") as ws:
+            first = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "configure", "language": "de", "latency": 160,
+                                      "interim_results": False, "sample_rate": 8000, "encoding": "f32le"}))
+            second = json.loads(await ws.recv())
+            x = speech(1.0, seed=2)[::2].astype("<f4")  # 8 kHz f32le
+            for i in range(0, len(x), 320):
+                await ws.send(x[i:i + 320].tobytes())
+            await ws.send(json.dumps({"type": "close"}))
+            events, _ = await read_until_closed(ws)
+            return first, second, events
+
+    first, second, events = run(go())
+    assert first["type"] == second["type"] == "ready"
+    assert first["settings"]["language"] == "auto"
+    s = second["settings"]
+    assert (s["language"], s["latency_ms"], s["sample_rate"], s["encoding"], s["interim_results"]) == \
+        ("de", 160, 8000, "f32le", False)
+    assert second["trained_latency"] is False  # 160 ms is not in the tiny model's trained list
+    assert "partial" not in kinds(events)
+    assert kinds(events)[-2:] == ["final", "closed"] and events[-2]["text"]
+    assert events[-2]["language"] == "de-DE"
+
+
+def test_finalize_mid_stream_loses_nothing(rec, server):
+    """finalize, then more audio at once (while the final is being computed), then close."""
+    a, b = speech(1.5, seed=3), speech(1.2, seed=4)
+
+    async def go():
+        async with connect(f"{server.ws_url}/v1/listen?latency=80&endpointing=false") as ws:
+            for f in frames(a):
+                await ws.send(f)
+            await ws.send(json.dumps({"type": "finalize"}))
+            for f in frames(b):
+                await ws.send(f)
+            await ws.send(json.dumps({"type": "close"}))
+            return await read_until_closed(ws)
+
+    events, code = run(go())
+    finals = [e for e in events if e["type"] == "final"]
+    assert [f["segment"] for f in finals] == [0, 1]
+    assert [f["text"] for f in finals] == [expected_text(rec, a), expected_text(rec, b)]
+    assert all(f["from_finalize"] for f in finals)
+    assert finals[1]["words"][0]["start"] >= 1.5 - 0.01  # stream time goes on across utterances
+    assert events[-1]["audio_s"] == pytest.approx(2.7, abs=0.01) and code == 1000
+
+
+BAD = [  # (query, what to send, expected error code, words the message must contain, close code)
+    ("sample_rate=1000", None, "invalid_settings", ["1000 Hz"], 1008),
+    ("encoding=mp3", None, "invalid_settings", ["mp3", "pcm_s16le"], 1008),
+    ("language=xx-XX", None, "unsupported_language", ["xx-XX", "en-US"], 1008),
+    ("latency=333", None, "invalid_latency", ["333"], 1008),
+    ("langauge=en", None, "invalid_settings", ["langauge"], 1008),
+    ("", [b"\x01\x02\x03"], "invalid_audio", ["3 bytes", "pcm_s16le"], 1007),
+    ("", ["{not json"], "invalid_message", ["JSON"], 1008),
+    ("", ['["finalize"]'], "invalid_message", ["object"], 1008),
+    ("", ['{"type": "dance"}'], "unknown_message", ["dance", "finalize"], 1008),
+    ("encoding=f32le", "s16-as-f32", "invalid_audio", ["pcm_s16le"], 1007),
+    ("", "configure-after-audio", "invalid_message", ["before audio"], 1008),
+    ("", [b"\x00" * ((1 << 20) + 2)], "frame_too_large", ["limit"], 1009),
+]
+
+
+async def bad_session(url: str, query: str, send, audio: np.ndarray):
+    async with connect(f"{url}/v1/listen?{query}", max_size=None) as ws:
+        if send == "s16-as-f32":
+            send = [pcm16(audio[:3200])]
+        elif send == "configure-after-audio":
+            send = [pcm16(audio[:1600]), json.dumps({"type": "configure", "language": "de"})]
+        for item in send or []:
+            await ws.send(item)
+        return await read_until_closed(ws)
+
+
+def test_bad_input_beside_good_sessions(rec, server):
+    good = [speech(3.0, seed=10), speech(2.5, seed=11)]
+
+    async def go():
+        goods = [stream_session(server.ws_url, a, "latency=80&endpoint_ms=0", pause_s=0.01) for a in good]
+        bads = [bad_session(server.ws_url, q, send, good[0]) for q, send, *_ in BAD]
+        return await asyncio.gather(*goods, *bads)
+
+    results = run(go())
+    for (events, code), audio in zip(results[:2], good):
+        assert kinds(events)[0] == "ready" and kinds(events)[-1] == "closed" and code == 1000
+        assert "error" not in kinds(events)
+        assert [e["text"] for e in events if e["type"] == "final"] == [expected_text(rec, audio)]
+    for (events, code), (query, send, err, words, close_code) in zip(results[2:], BAD):
+        errors = [e for e in events if e["type"] == "error"]
+        assert len(errors) == 1, (query, send, events)
+        assert errors[0]["code"] == err, (query, send, errors)
+        for w in words:
+            assert w in errors[0]["message"], (w, errors[0])
+        assert kinds(events)[-1] == "closed" and events[-1]["reason"] == "error"
+        assert code == close_code, (query, send)
+    # audio accepted before a mistake still gets its final (the session closes cleanly)
+    late = results[2 + [b[1] for b in BAD].index("configure-after-audio")][0]
+    assert kinds(late)[-3:] == ["error", "final", "closed"]
+    assert server.hub.engine.n_sessions == 0 and not server.hub.live
+
+
+def test_limits_and_admission(rec):
+    server = start_server(rec, max_sessions=2, idle_timeout_s=0.5, max_session_s=1.0)
+    try:
+        async def go():
+            a = await connect(f"{server.ws_url}/v1/listen")
+            b = await connect(f"{server.ws_url}/v1/listen")
+            await a.recv(), await b.recv()
+            full = await read_until_closed(await connect(f"{server.ws_url}/v1/listen"))
+            await a.close(), await b.close()
+            await asyncio.sleep(0.2)
+            idle = await read_until_closed(await connect(f"{server.ws_url}/v1/listen"))
+            too_long = await stream_session(server.ws_url, speech(1.5, seed=5), close=False)
+            return full, idle, too_long
+
+        (full, full_code), (idle, idle_code), (long_, long_code) = run(go())
+    finally:
+        server.__exit__(None, None, None)
+    assert kinds(full) == ["error", "closed"] and full[0]["code"] == "server_full"
+    assert "limit of 2" in full[0]["message"] and full_code == 1013
+    assert kinds(idle) == ["ready", "error", "final", "closed"] and idle[1]["code"] == "idle_timeout"
+    assert idle_code == 1008
+    assert long_[0]["type"] == "ready"
+    errors = [e for e in long_ if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["session_too_long"] and "1 s" in errors[0]["message"]
+    finals = [e for e in long_ if e["type"] == "final"]
+    assert finals and finals[-1]["from_finalize"] and long_[-1]["audio_s"] <= 1.0 and long_code == 1008

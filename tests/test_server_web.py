@@ -1,0 +1,138 @@
+"""The live-caption page end to end: headless Chromium (Debian's) with a fake microphone playing a
+wav file, the AudioWorklet, the WebSocket, and captions on the page.
+
+Chromium is driven over the DevTools protocol with the `websockets` client the server extra already
+brings: no browser download, no driver whose version must match the browser.
+"""
+import base64
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from websockets.sync.client import connect
+
+from server_util import load_tiny, speech, start_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Cdp:
+    """A minimal DevTools protocol client on one page target."""
+
+    def __init__(self, ws_url: str):
+        self.ws = connect(ws_url, max_size=None, open_timeout=10)
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params):
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.ws.recv(timeout=20))
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def js(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait(self, expression: str, timeout_s: float = 20.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {expression}; page state: "
+                             f"{self.js('JSON.stringify(window.babelcast)')}")
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (a user gesture, as the browser sees it)."""
+        box = self.js(f"(() => {{ const r = document.querySelector('{selector}').getBoundingClientRect();"
+                      " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (scripts/setup.sh --test installs it)")
+        pytest.skip("chromium is not installed")
+    wav = tmp_path / "mic.wav"
+    sf.write(wav, np.concatenate([speech(3.0, seed=41), np.zeros(8000, np.float32)]), 16000, subtype="PCM_16")
+    profile = tmp_path / "profile"
+    proc = subprocess.Popen([
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--mute-audio", f"--user-data-dir={profile}", "--window-size=1100,680",
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail("chromium did not start")
+            time.sleep(0.05)
+        port = int(port_file.read_text().splitlines()[0])
+        import httpx
+
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+        page = next(t for t in targets if t["type"] == "page")
+        cdp = Cdp(page["webSocketDebuggerUrl"])
+        yield cdp
+        cdp.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_live_captions_page(tmp_path_factory, browser, tmp_path):
+    rec = load_tiny(tmp_path_factory)
+    server = start_server(rec)
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=server.http_url + "/")
+        browser.wait("document.querySelectorAll('#latency-select option').length > 0")
+        assert browser.js("document.title").startswith("babelcast")
+        options = browser.js("[...document.querySelectorAll('#latency-select option')].map(o => o.value)")
+        assert options == [str(ms) for ms in rec.latencies_ms]
+        browser.js("document.querySelector('#latency-select').value = '80';"
+                   "document.querySelector('#lang-select').value = 'en-US'")
+        browser.click("#start")
+        browser.wait("document.querySelector('#status').textContent === 'live'")
+        partial = browser.wait("window.babelcast.partial || window.babelcast.finals[0]")
+        assert partial.strip()
+        browser.wait("document.querySelector('#language').textContent.includes('en-US')")
+        time.sleep(1.0)  # let captions accumulate for the screenshot
+        assert browser.js("document.querySelector('#key-field').offsetParent") is None  # no key needed: hidden
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        browser.click("#start")  # Stop: the server sends the last final, then closed
+        browser.wait("window.babelcast.finals.length > 0 && document.querySelector('#status').textContent === "
+                     "'stopped'")
+        finals = browser.js("[...document.querySelectorAll('#finals .final')].map(p => p.textContent)")
+        assert finals and all(f.strip() for f in finals)
+        assert browser.js("window.babelcast.error") in (None, "")
+        assert browser.js("window.babelcast.framesSent") > 10
+    finally:
+        server.__exit__(None, None, None)
+    path = Path(os.environ.get("BABELCAST_SCREENSHOT", tmp_path / "live-captions.png"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(shot)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
