@@ -58,6 +58,7 @@ class Event:
     text: str = ""
     transcript: Transcript | None = None
     time: float = 0.0  # time.monotonic() when emitted
+    reason: str = ""  # for finals: "endpoint" (model-detected) or "flush" (finish() was called)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Engine:
         self._wake = threading.Event()
         self._ids = itertools.count()
         self._positions: dict[int, list[Tensor]] = {}  # per-latency rel-pos projections, made once
+        self._thread_state = threading.local()
         self.metrics = EngineMetrics()
 
     # ---- sessions (any thread) -----------------------------------------------------------
@@ -171,6 +173,12 @@ class Engine:
     def n_sessions(self) -> int:
         return len(self._streams)
 
+    def backlog_ms(self, sid: str) -> float:
+        """Audio of one session waiting for the model, beyond the chunk being filled."""
+        with self._lock:
+            s = self._get(sid)
+            return max(0, s.mel.shape[0] - chunking.chunk_mel(s.right, self.factor)) * self.model.cfg.features.frame_ms
+
     def lag_ms(self) -> float:
         """How far the most-behind stream is: buffered features beyond one chunk."""
         with self._lock:
@@ -179,7 +187,10 @@ class Engine:
 
     # ---- the engine loop -----------------------------------------------------------------
     def step(self) -> list[Event]:
-        """One scheduling round: every ready group runs one batched step."""
+        """One scheduling round: every ready group runs one batched step. Call from one thread."""
+        if self.cfg.threads and not getattr(self._thread_state, "threads_set", False):
+            torch.set_num_threads(self.cfg.threads)  # intra-op threads of the calling (engine) thread
+            self._thread_state.threads_set = True
         groups, finished = self._schedule()
         now = time.monotonic()
         with self._lock:
@@ -257,7 +268,7 @@ class Engine:
     def _after_step(self, s: _Stream, now: float) -> list[Event]:
         stages = self.model.cfg.encoder.n_subsampling_stages
         if s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) == 0:
-            events = [self._final(s, now)]
+            events = [self._final(s, now, "flush")]
             self.metrics.record_final(now - s.flush_time)
             if s.closing:
                 self._streams.pop(s.id)
@@ -266,7 +277,7 @@ class Engine:
             self._restart(s)
             return events
         if is_endpoint(self.tok, s.ids, s.last_token_frame, s.enc_done, s.window_frames):
-            return [self._final(s, now), Event(s.id, "endpoint", s.segment - 1, time=now)]
+            return [self._final(s, now, "endpoint"), Event(s.id, "endpoint", s.segment - 1, time=now)]
         if s.interim:
             t = self._transcript(s, partial=True)
             if t.text != s.last_partial:
@@ -274,9 +285,9 @@ class Engine:
                 return [Event(s.id, "partial", s.segment, t.text, t, now)]
         return []
 
-    def _final(self, s: _Stream, now: float) -> Event:
+    def _final(self, s: _Stream, now: float, reason: str) -> Event:
         t = self._transcript(s, partial=False)
-        event = Event(s.id, "final", s.segment, t.text, t, now)
+        event = Event(s.id, "final", s.segment, t.text, t, now, reason)
         s.ids, s.frames, s.probs, s.last_partial = [], [], [], ""
         s.segment += 1
         return event
