@@ -351,9 +351,12 @@ from babelcast.data.cli import add_data_arguments, run_data  # noqa: E402  (ligh
 from babelcast.eval.cli import add_eval_arguments, run_eval  # noqa: E402
 from babelcast.server.client import add_stream_arguments, run_stream  # noqa: E402
 from babelcast.server.serve import add_serve_arguments, run_serve  # noqa: E402
+from babelcast.train.commands import add_finetune_arguments, add_train_arguments, run_finetune, run_train  # noqa: E402
 
 COMMANDS: tuple[Command, ...] = (
     Command("transcribe", "transcribe audio files or NeMo manifests", _add_transcribe_arguments, _cmd_transcribe),
+    Command("train", "train a model from scratch from a YAML config", add_train_arguments, run_train),
+    Command("finetune", "fine-tune a .nemo model on NeMo manifests", add_finetune_arguments, run_finetune),
     Command("eval", "WER tables per language and latency, and streaming metrics, on NeMo manifests",
             add_eval_arguments, run_eval),
     Command("data", "make evaluation/training sets: synthesize with espeak-ng, or index a local FLEURS copy",

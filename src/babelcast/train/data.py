@@ -118,6 +118,18 @@ def _duration_s(entry: ManifestEntry) -> float:
     return max(0.0, info.frames / info.samplerate - entry.offset_s)
 
 
+def tagged_text(entry: ManifestEntry, prompt: PromptConfig | None, default_lang: str | None,
+                where: str) -> tuple[str, str | None]:
+    """(transcript as trained, its canonical locale): prompt models get ' <xx-XX>' appended."""
+    if prompt is None:
+        return (entry.text or "").strip(), None
+    try:
+        locale = canonical_locale(prompt, entry.language or default_lang)
+    except ValueError as err:
+        raise ValueError(f"{where}:{entry.line}: {err}") from None
+    return with_language_tag(entry.text or "", locale), locale
+
+
 def load_utterances(sources: tuple[ManifestSource, ...], tokenizer: Tokenizer, prompt: PromptConfig | None,
                     cfg: DataConfig) -> list[Utterance]:
     """Read, filter by duration, tag and tokenize every utterance of the manifests."""
@@ -131,13 +143,7 @@ def load_utterances(sources: tuple[ManifestSource, ...], tokenizer: Tokenizer, p
             duration_s = _duration_s(entry)
             if not cfg.min_duration_s <= duration_s <= cfg.max_duration_s:
                 continue
-            locale = None
-            if prompt is not None:
-                try:
-                    locale = canonical_locale(prompt, entry.language or cfg.default_lang)
-                except ValueError as err:
-                    raise ValueError(f"{source.path}:{entry.line}: {err}") from None
-            text = with_language_tag(entry.text, locale)
+            text, locale = tagged_text(entry, prompt, cfg.default_lang, source.path)
             out.append(Utterance(entry, duration_s, text, tuple(tokenizer.encode(text)), locale, source.prompt_mode))
     return out
 
@@ -215,8 +221,11 @@ def epoch_loader(utts: list[Utterance], cfg: DataConfig, prompt: PromptConfig | 
     """(batches in the epoch, loader over batches start_batch…); the plan depends only on (seed, epoch)."""
     plan = plan_batches([u.duration_s for u in utts], cfg, random.Random(seed * 1_000_003 + epoch))
     dataset = BatchDataset(utts, plan, prompt, augment, cfg.unified_auto_ratio, (seed, epoch))
+    # Its own generator: creating a loader must not draw from the global RNG (dropout), or a resumed
+    # run would diverge from an uninterrupted one. Batches take their randomness from (seed, epoch, i).
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start_batch, len(plan)),
-                                         num_workers=cfg.num_workers, collate_fn=_as_is)
+                                         num_workers=cfg.num_workers, collate_fn=_as_is,
+                                         generator=torch.Generator().manual_seed(seed + epoch))
     return len(plan), loader
 
 

@@ -17,13 +17,13 @@ LOG_ZERO = -1e30
 
 
 def rnnt_arc_log_probs(logits: Tensor, targets: Tensor, blank: int) -> tuple[Tensor, Tensor]:
-    """Log-softmax of the joint at the two arcs leaving every lattice cell, in fp32.
+    """Log-softmax of the joint at the two arcs leaving every lattice cell, in fp32 (or fp64).
 
     logits [B, T, U+1, V+1] raw joint output, targets [B, U] → (blank [B, T, U+1], label [B, T, U])
     where label[b, t, u] = log p(targets[b, u] | frame t, u labels emitted).
     """
     b, t, u1, _ = logits.shape
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 → fp32, fp64 stays
     norm = torch.logsumexp(logits, dim=-1)  # [B, T, U+1]
     blank_lp = logits[..., blank] - norm
     index = targets[:, None, :, None].expand(b, t, u1 - 1, 1)
@@ -57,7 +57,7 @@ def rnnt_log_likelihood(blank_lp: Tensor, label_lp: Tensor, logit_lens: Tensor, 
         label_in = _skew(label_lp, t, u - 1, inside & (u >= 1))  # arc (t, u-1) → (t, u)
     else:
         label_in = torch.full_like(blank_in, LOG_ZERO)
-    diag = torch.full((b, u1), LOG_ZERO, device=device).index_fill(1, torch.tensor([0], device=device), 0.0)
+    diag = torch.full((b, u1), LOG_ZERO, device=device, dtype=blank_lp.dtype).index_fill(1, torch.tensor([0], device=device), 0.0)
     diagonals = [diag]
     for n in range(1, n_diag):
         stay = diag + blank_in[:, n]
@@ -81,7 +81,7 @@ def rnnt_loss(logits: Tensor, targets: Tensor, logit_lens: Tensor, target_lens: 
 def ctc_loss(logits: Tensor, targets: Tensor, logit_lens: Tensor, target_lens: Tensor, blank: int,
              reduction: str = "mean_batch") -> Tensor:
     """CTC negative log-likelihood from raw head logits [B, T, V+1] (impossible alignments give 0)."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, V+1]
+    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).transpose(0, 1)  # [T, B, V+1]
     nll = F.ctc_loss(log_probs, targets.long(), logit_lens.long(), target_lens.long(), blank=blank,
                      reduction="none", zero_infinity=True)
     return _reduce(nll, reduction)

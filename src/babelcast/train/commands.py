@@ -1,0 +1,69 @@
+"""`babelcast train CONFIG.yaml` and `babelcast finetune --model BASE …` (argparse side; the heavy
+imports happen when a command runs, so `babelcast --help` stays fast)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training YAML: model (NeMo model_config format), tokenizer, data, "
+                                       "augment, optim, trainer")
+    parser.add_argument("--out-dir", help="override trainer.out_dir (checkpoints, tokenizer, model.nemo, log.jsonl)")
+    parser.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), help="override trainer.precision")
+    parser.add_argument("--threads", type=int, help="override trainer.threads (1 is faster on a busy machine)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start from scratch even if OUT_DIR/last.pt exists (it is overwritten)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train from scratch, or continue OUT_DIR/last.pt; exports OUT_DIR/model.nemo."""
+    from .config import load_train_config
+    from .run import trainer_from_scratch
+
+    cfg = load_train_config(args.config)
+    overrides = {k: v for k, v in (("out_dir", args.out_dir), ("max_steps", args.max_steps),
+                                   ("precision", args.precision), ("threads", args.threads)) if v is not None}
+    if overrides:
+        cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
+    return _fit(trainer_from_scratch(cfg), resume=not args.no_resume)
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="base model: a .nemo path or a hub id")
+    parser.add_argument("--train", required=True, action="append", help="training manifest (repeatable)")
+    parser.add_argument("--val", action="append", default=[], help="validation manifest (repeatable)")
+    parser.add_argument("--out", required=True, help="the fine-tuned .nemo to write (checkpoints go to OUT.train/)")
+    parser.add_argument("--lang", help="locale of manifest lines without target_lang, e.g. de-DE")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate, cosine schedule (default 1e-4)")
+    parser.add_argument("--batch-duration", type=float, default=120.0, help="padded seconds of audio per batch")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--prompt-mode", choices=("langID", "auto", "unified"), default="unified",
+                        help="prompt of training utterances: their language, auto, or auto half of the time")
+    parser.add_argument("--val-latency", type=int, help="validation latency in ms (default: the largest trained)")
+    parser.add_argument("--no-augment", action="store_true", help="no SpecAugment, speed perturbation or noise")
+    parser.add_argument("--no-resume", action="store_true", help="ignore OUT.train/last.pt")
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a .nemo on manifests and write OUT (same config and tokenizer as the base)."""
+    from .run import FinetuneOptions, trainer_for_finetune
+
+    opts = FinetuneOptions(model=args.model, train=tuple(args.train), val=tuple(args.val), out=args.out,
+                           lang=args.lang, steps=args.steps, lr=args.lr, batch_duration_s=args.batch_duration,
+                           precision=args.precision, prompt_mode=args.prompt_mode, val_latency_ms=args.val_latency,
+                           augment=not args.no_augment)
+    return _fit(trainer_for_finetune(opts), resume=not args.no_resume)
+
+
+def _fit(trainer, resume: bool) -> int:
+    if resume and trainer.resume():
+        print(f"resuming {trainer.cfg.out_dir} at step {trainer.progress.step}", file=sys.stderr)
+    progress = trainer.fit()
+    rate = progress.audio_s / max(progress.train_s, 1e-9)
+    print(f"done: {progress.step} steps ({progress.skipped_steps} skipped), {progress.audio_s / 3600:.2f} h of "
+          f"audio at {rate:.1f} s/s; model: {trainer.export_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,144 @@
+"""Set up a training session: from scratch (`babelcast train`) or from a `.nemo` (`babelcast finetune`)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint.hub import resolve_model_path
+from ..checkpoint.load import _tokenizer, _with_state_dict_facts, load_state
+from ..checkpoint.nemo_archive import read_nemo
+from ..checkpoint.tokenizer import Tokenizer
+from ..config import ModelConfig, PromptConfig, parse_model_config
+from ..manifest import read_manifest
+from ..model.asr import AsrModel
+from .augment import AugmentConfig
+from .config import TrainConfig, parse_train_config
+from .data import load_utterances, tagged_text
+from .export import export_like, export_nemo
+from .loop import Trainer
+from .tokenizer import TokenizerFiles, tags_in, train_tokenizer
+
+
+def with_vocab(model_section: Mapping[str, Any], vocab_size: int) -> dict[str, Any]:
+    """The NeMo model section with the vocabulary size the tokenizer gives."""
+    out = copy.deepcopy(dict(model_section))
+    out.setdefault("decoder", {})["vocab_size"] = vocab_size
+    out.setdefault("joint", {})["num_classes"] = vocab_size
+    return out
+
+
+def training_texts(cfg: TrainConfig, prompt: PromptConfig | None) -> list[str]:
+    """Every training transcript as it will be trained (language tag appended on prompt models)."""
+    return [tagged_text(entry, prompt, cfg.data.default_lang, source.path)[0]
+            for source in cfg.data.train for entry in read_manifest(source.path)]
+
+
+def prepare_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
+    """The run's tokenizer: kept in OUT_DIR/tokenizer once made, so a resumed run reuses it."""
+    folder = cfg.out_dir / "tokenizer"
+    if (folder / "tokenizer.model").is_file():
+        return TokenizerFiles.load(folder)
+    if cfg.tokenizer.model_path:
+        files = TokenizerFiles.from_model(Path(cfg.tokenizer.model_path).read_bytes())
+    else:
+        prompt = parse_model_config(with_vocab(cfg.model, 1)).prompt
+        texts = training_texts(cfg, prompt)
+        tags = [t for t in tags_in(texts) if prompt is None or t[1:-1] in prompt.dictionary]
+        files = train_tokenizer(texts, cfg.tokenizer.vocab_size, tags, cfg.tokenizer.character_coverage,
+                                cfg.trainer.seed)
+    files.save(folder)
+    return files
+
+
+def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
+    """Fresh weights: PyTorch's default inits, LSTM forget-gate bias 1 (NeMo's forget_gate_bias)."""
+    torch.manual_seed(seed)
+    model = AsrModel(model_cfg)
+    lstm = model.decoder.prediction["dec_rnn"].lstm
+    with torch.no_grad():
+        for layer in range(lstm.num_layers):
+            getattr(lstm, f"bias_ih_l{layer}").chunk(4)[1].fill_(1.0)
+            getattr(lstm, f"bias_hh_l{layer}").chunk(4)[1].fill_(0.0)
+    return model
+
+
+def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
+    """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
+    files = prepare_tokenizer(cfg)
+    vocab = len(Tokenizer(files.model))
+    section = with_vocab(cfg.model, vocab)
+    cfg = replace(cfg, model=section)
+    model_cfg = parse_model_config(section)
+    model = init_model(model_cfg, cfg.trainer.seed)
+    tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
+    ctc_weight = cfg.trainer.ctc_weight
+    return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, ctc_weight))
+
+
+def _trainer(cfg: TrainConfig, model: AsrModel, tok: Tokenizer, export, export_path: Path | None = None) -> Trainer:
+    prompt = model.cfg.prompt
+    train = load_utterances(cfg.data.train, tok, prompt, cfg.data)
+    val = load_utterances(cfg.data.val, tok, prompt, cfg.data)
+    return Trainer(cfg, model, tok, train, val, export, export_path)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    model: str  # .nemo path or hub id
+    train: tuple[str, ...]
+    val: tuple[str, ...] = ()
+    out: str = "finetuned.nemo"
+    lang: str | None = None  # language of entries without target_lang (also their tag)
+    steps: int = 1000
+    lr: float = 1e-4
+    warmup_steps: int | None = None  # default: 10 % of the steps
+    batch_duration_s: float = 120.0
+    precision: str = "bf16"
+    prompt_mode: str = "unified"
+    val_latency_ms: int | None = None
+    joint_chunk: int = 2  # NeMo's fused_batch_size: a 13k-vocab joint is large
+    augment: bool = True
+    seed: int = 1234
+
+
+def finetune_config(opts: FinetuneOptions, base_config: Mapping[str, Any]) -> TrainConfig:
+    """The training config of a fine-tuning run: cosine LR, the base model's SpecAugment and dropout."""
+    out = Path(opts.out)
+    spec = {k: v for k, v in (base_config.get("spec_augment") or {}).items()
+            if k in ("freq_masks", "freq_width", "time_masks", "time_width")}
+    raw = {
+        "model": base_config,
+        "data": {"train": list(opts.train), "val": list(opts.val), "prompt_mode": opts.prompt_mode,
+                 "default_lang": opts.lang, "batch_duration_s": opts.batch_duration_s},
+        "augment": spec if opts.augment else _no_augment(),
+        "optim": {"lr": opts.lr, "schedule": "cosine", "min_lr": opts.lr / 100,
+                  "warmup_steps": opts.warmup_steps if opts.warmup_steps is not None else max(1, opts.steps // 10)},
+        "trainer": {"out_dir": str(out.with_name(out.stem + ".train")), "max_steps": opts.steps,
+                    "precision": opts.precision, "val_latency_ms": opts.val_latency_ms,
+                    "joint_chunk": opts.joint_chunk, "seed": opts.seed,
+                    "val_every": max(1, opts.steps // 5), "checkpoint_every": max(1, opts.steps // 5)},
+    }
+    return parse_train_config(raw)
+
+
+def _no_augment() -> dict[str, Any]:
+    off = AugmentConfig.off()
+    return {"freq_masks": off.freq_masks, "time_masks": off.time_masks, "speed_rates": list(off.speed_rates),
+            "noise_prob": off.noise_prob, "dither": off.dither}
+
+
+def trainer_for_finetune(opts: FinetuneOptions) -> Trainer:
+    """Base weights and tokenizer from the `.nemo`; the result keeps the base's config and artifacts."""
+    path = resolve_model_path(opts.model)
+    archive = read_nemo(path)
+    model_cfg = _with_state_dict_facts(parse_model_config(archive.config), archive.state_dict)
+    model = AsrModel(model_cfg)
+    load_state(model, archive.state_dict, str(path))
+    tok = _tokenizer(archive, model_cfg, path)
+    cfg = finetune_config(opts, archive.config)
+    base = replace(archive, state_dict={})  # exports need the config and artifacts, not the old weights
+    return _trainer(cfg, model, tok, lambda out: export_like(out, model, base), Path(opts.out))

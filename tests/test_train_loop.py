@@ -1,0 +1,126 @@
+"""The training loop on a tiny model: it learns, samples every lookahead, skips non-finite steps,
+resumes bit-exactly, and the CLI commands train, resume and fine-tune end to end."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+import torch
+
+import babelcast
+from babelcast.checkpoint.nemo_archive import read_nemo
+from babelcast.cli import main
+from babelcast.train.config import parse_train_config
+from babelcast.train.run import trainer_from_scratch
+
+from train_fixtures import one_thread, tiny_train_config, write_manifest  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_data")
+    return write_manifest(root / "train", 16, seed=1), write_manifest(root / "val", 4, seed=2)
+
+
+def make_trainer(manifests, out_dir, **trainer):
+    train, val = manifests
+    cfg = parse_train_config(tiny_train_config(train, val, out_dir, **trainer))
+    return trainer_from_scratch(cfg)
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_training_lowers_the_loss_and_samples_every_lookahead(manifests, tmp_path):
+    trainer = make_trainer(manifests, tmp_path / "run", max_steps=24)
+    seen = Counter()
+    trainer.model.encoder.register_forward_pre_hook(lambda m, args: seen.update([tuple(args[2:4])]))
+    progress = trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 24 and progress.step == 24 and progress.skipped_steps == 0
+    assert sum(losses[-6:]) / 6 < 0.8 * sum(losses[:6]) / 6
+    assert set(seen) == set(trainer.model.cfg.encoder.att_contexts)  # multi-lookahead training
+    assert babelcast.load_model(tmp_path / "run" / "model.nemo").tokenizer is not None
+
+
+def test_non_finite_gradients_skip_the_step(manifests, tmp_path):
+    trainer = make_trainer(manifests, tmp_path / "run", max_steps=1)
+    before = weights(trainer)
+    handle = trainer.model.joint.enc.weight.register_hook(lambda g: g * float("nan"))
+    stats = trainer.train_step(trainer._batches())
+    handle.remove()
+    assert stats.skipped and trainer.progress.skipped_steps == 1 and trainer.progress.step == 1
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert not trainer.train_step(trainer._batches()).skipped
+
+
+def test_resume_continues_bit_exactly(manifests, tmp_path):
+    straight = make_trainer(manifests, tmp_path / "a", max_steps=5, accumulate=2)
+    straight.fit()
+    first = make_trainer(manifests, tmp_path / "b", max_steps=2, accumulate=2)
+    first.fit()
+    second = make_trainer(manifests, tmp_path / "b", max_steps=5, accumulate=2)
+    assert second.resume() and second.progress.step == 2
+    second.fit()
+    assert second.progress.batch_in_epoch == straight.progress.batch_in_epoch
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_resume_refuses_another_model(manifests, tmp_path):
+    make_trainer(manifests, tmp_path / "run", max_steps=1).fit()
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path / "run", max_steps=2)
+    raw["model"]["encoder"]["n_layers"] = 3
+    with pytest.raises(ValueError, match="another model config"):
+        trainer_from_scratch(parse_train_config(raw)).resume()
+
+
+def test_bf16_hybrid_step_and_validation(manifests, tmp_path):
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path / "run", max_steps=1, precision="bf16", joint_chunk=2)
+    raw["model"]["aux_ctc"] = {"ctc_loss_weight": 0.3}
+    trainer = trainer_from_scratch(parse_train_config(raw))
+    assert trainer.model.ctc_decoder is not None
+    stats = trainer.train_step(trainer._batches())
+    assert torch.isfinite(torch.tensor(stats.loss)) and not stats.skipped
+    result = trainer.validate()
+    assert result.words > 0 and result.wer >= 0 and (tmp_path / "run" / "best.nemo").is_file()
+    assert read_nemo(tmp_path / "run" / "best.nemo").config["target"].endswith("HybridRNNTCTCBPEModelWithPrompt")
+
+
+def test_cli_train_resume_and_finetune(manifests, tmp_path, capsys):
+    import yaml
+
+    train, val = manifests
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_config(train, val, tmp_path / "run", max_steps=2)))
+    assert main(["train", str(config)]) == 0
+    assert main(["train", str(config), "--max-steps", "3"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    base = tmp_path / "run" / "model.nemo"
+    out = tmp_path / "ft.nemo"
+    assert main(["finetune", "--model", str(base), "--train", str(train), "--val", str(val), "--lang", "de-DE",
+                 "--steps", "2", "--lr", "1e-3", "--precision", "fp32", "--out", str(out)]) == 0
+    tuned, original = read_nemo(out), read_nemo(base)
+    assert tuned.config == original.config and tuned.artifacts == original.artifacts
+    changed = [k for k, v in tuned.state_dict.items() if not torch.equal(v, original.state_dict[k])]
+    assert changed and "encoder.layers.0.self_attn.linear_q.weight" in changed
+    assert (tmp_path / "ft.train" / "last.pt").is_file()
+    assert babelcast.load_model(out).transcribe([torch.zeros(8000).numpy()])[0].text is not None
+
+
+def test_config_errors_name_the_key(manifests, tmp_path):
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path)
+    with pytest.raises(ValueError, match="trainer: unknown key"):
+        parse_train_config({**raw, "trainer": {**raw["trainer"], "max_stepz": 3}})
+    with pytest.raises(ValueError, match="optim.schedule"):
+        parse_train_config({**raw, "optim": {"schedule": "linear"}})
+    cfg = parse_train_config(raw)
+    assert replace(cfg.trainer, max_steps=9).max_steps == 9
