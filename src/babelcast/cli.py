@@ -353,6 +353,18 @@ from babelcast.server.client import add_stream_arguments, run_stream  # noqa: E4
 from babelcast.server.serve import add_serve_arguments, run_serve  # noqa: E402
 from babelcast.train.commands import add_finetune_arguments, add_train_arguments, run_finetune, run_train  # noqa: E402
 
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benchmark", choices=["streams"], help="streams: concurrent real-time streams per latency")
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options (see --help)")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    """`babelcast bench streams ...` is bench/streams.py (imported lazily: it loads torch)."""
+    from babelcast.bench.streams import main as streams_main
+
+    return streams_main(args.options)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("transcribe", "transcribe audio files or NeMo manifests", _add_transcribe_arguments, _cmd_transcribe),
     Command("train", "train a model from scratch from a YAML config", add_train_arguments, run_train),
@@ -365,4 +377,6 @@ COMMANDS: tuple[Command, ...] = (
             add_serve_arguments, run_serve),
     Command("stream", "stream a file in real time (or the microphone) to a server and print captions",
             add_stream_arguments, run_stream),
+    Command("bench", "benchmarks: concurrent real-time streams per latency, against NeMo and buffered streaming",
+            _add_bench_arguments, _run_bench),
 )

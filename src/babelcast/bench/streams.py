@@ -22,9 +22,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 import babelcast
-from babelcast.streaming.engine import EngineConfig
+from babelcast.streaming.engine import Engine, EngineConfig, runtime_model
 
 PIECE_MS = 40  # clients send audio in 40 ms packets, like a WebRTC/phone stream
 SAMPLE_RATE_HZ = 16000
@@ -84,10 +85,12 @@ class Client:
 
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
-        seed: int = 0) -> RunResult:
-    """Simulate n_streams clients for `seconds` of audio each against one Engine."""
-    engine = rec.engine(EngineConfig(max_sessions=n_streams, precision=precision, endpoint_ms=0,
-                                     max_lag_ms=1e9))
+        seed: int = 0, runtime=None) -> RunResult:
+    """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
+    precision's model copy, made once per search instead of once per run)."""
+    model = runtime if runtime is not None else runtime_model(rec.model, precision)
+    engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, endpoint_ms=0, max_lag_ms=1e9,
+                                                       threads=torch.get_num_threads()))
     chunk_ms = latency_ms
     clients = []
     for i in range(n_streams):
@@ -153,8 +156,9 @@ def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1,
            log=print) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
     results, good, bad, n = [], 0, None, start
+    runtime = runtime_model(rec.model, precision)
     while bad is None or bad - good > 1:
-        r = run(rec, n, latency_ms, seconds, precision)
+        r = run(rec, n, latency_ms, seconds, precision, runtime=runtime)
         results.append(r)
         log(json.dumps(asdict(r)))
         if r.realtime and r.p95_final_ms <= latency_ms + SLACK_MS:
@@ -179,7 +183,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="babelcast bench streams", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--latency", type=int, default=80)
     ap.add_argument("--streams", type=int, default=1)
