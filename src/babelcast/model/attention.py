@@ -60,7 +60,8 @@ class RelPositionAttention(nn.Module):
     def project_positions(self, pos: Tensor, dtype: torch.dtype) -> Tensor:
         """pos [2Tk-1, D] → per-head projections [H, dh, 2Tk-1]; depends only on shapes and weights,
         so a runner can compute it once per latency instead of every step."""
-        return self.linear_pos(pos.to(dtype)).view(-1, self.n_heads, self.d_head).permute(1, 2, 0)
+        proj = self.linear_pos(pos.to(dtype)).view(-1, self.n_heads, self.d_head)
+        return proj.permute(1, 2, 0).contiguous()
 
     def forward(self, query: Tensor, keys: Tensor, pos_proj: Tensor, mask: Tensor) -> Tensor:
         """query [B, Tq, D] (the last Tq of keys), keys [B, Tk, D], pos_proj [H, dh, 2Tk-1] from

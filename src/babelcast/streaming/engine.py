@@ -48,6 +48,9 @@ class EngineConfig:
     endpoint_ms: int = 800  # blank run after a sentence end that closes a segment; 0 disables
     max_lag_ms: float = 2000.0  # refuse new sessions while some stream is this far behind
     threads: int | None = None  # torch intra-op threads for the engine (None: torch's default)
+    # A stream with several complete chunks waiting (the engine fell behind) runs up to this many in
+    # one step: the same tokens (multi-chunk steps keep the chunk grid), one weight read for all.
+    max_chunks_per_step: int = 4
 
 
 @dataclass(frozen=True)
@@ -195,12 +198,13 @@ class Engine:
         now = time.monotonic()
         with self._lock:
             events = [e for s in finished for e in self._after_step(s, now)]
-        for right, streams in groups.items():
+        for (right, k), streams in groups.items():
             t0 = time.perf_counter()
-            emissions = self._run(right, streams)
-            self.metrics.record_step(len(streams), time.perf_counter() - t0, len(streams) * (right + 1) * self.frame_ms)
+            emissions = self._run(right, k, streams)
+            self.metrics.record_step(len(streams), time.perf_counter() - t0,
+                                     len(streams) * k * (right + 1) * self.frame_ms)
             with self._lock:
-                events += self._update(right, streams, emissions)
+                events += self._update(right, k, streams, emissions)
         return events
 
     def wait_for_work(self, timeout_s: float) -> None:
@@ -208,10 +212,10 @@ class Engine:
         self._wake.wait(timeout_s)
         self._wake.clear()
 
-    def _schedule(self) -> tuple[dict[int, list[_Stream]], list[_Stream]]:
-        """Ready streams grouped by right context (one chunk each), and flushed streams that owe
+    def _schedule(self) -> tuple[dict[tuple[int, int], list[_Stream]], list[_Stream]]:
+        """Ready streams grouped by (right context, chunks this step), and flushed streams that owe
         no more frames (their final needs no model run)."""
-        groups: dict[int, list[_Stream]] = {}
+        groups: dict[tuple[int, int], list[_Stream]] = {}
         finished = []
         stages = self.model.cfg.encoder.n_subsampling_stages
         with self._lock:
@@ -219,21 +223,22 @@ class Engine:
                 n = chunking.chunk_mel(s.right, self.factor)
                 owed = s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) > 0
                 if s.mel.shape[0] >= n or owed:
-                    groups.setdefault(s.right, []).append(s)
+                    k = min(self.cfg.max_chunks_per_step, max(1, -(-s.mel.shape[0] // n) if owed else s.mel.shape[0] // n))
+                    groups.setdefault((s.right, k), []).append(s)
                 elif s.mel_end is not None:
                     finished.append(s)
         return groups, finished
 
     @torch.no_grad()
-    def _run(self, right: int, streams: list[_Stream]) -> list[tuple[list[int], list[int], list[float]]]:
-        """Batched encoder step + prompt + greedy decode for one latency group."""
-        n = chunking.chunk_mel(right, self.factor)
+    def _run(self, right: int, k: int, streams: list[_Stream]) -> list[tuple[list[int], list[int], list[float]]]:
+        """Batched encoder step (k chunks per stream) + prompt + greedy decode for one group."""
+        n = k * chunking.chunk_mel(right, self.factor)
         with self._lock:
             chunks = torch.stack([_take(s, n) for s in streams])  # [B, n, F]
         slots = torch.tensor([s.slot for s in streams], device=self.device)
         ends = torch.tensor([OPEN_END if s.mel_end is None else s.mel_end for s in streams], device=self.device)
         enc_state, pred_state = self.pool.gather(slots)
-        out = self.model.encoder.step(chunks, enc_state, self.left, right, ends, self._pos(right))
+        out = self.model.encoder.step(chunks, enc_state, self.left, right, ends, self._pos(k * (right + 1)))
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
@@ -243,12 +248,13 @@ class Engine:
         self.pool.scatter(slots, out.state, pred_state)
         return em.to_lists([s.enc_done for s in streams])
 
-    def _pos(self, right: int) -> list[Tensor]:
-        if right not in self._positions:
-            self._positions[right] = self.model.encoder.positions(self.left + right + 1, self.device)
-        return self._positions[right]
+    def _pos(self, n_frames: int) -> list[Tensor]:
+        """Relative-position projections for a step of n_frames new frames, computed once per shape."""
+        if n_frames not in self._positions:
+            self._positions[n_frames] = self.model.encoder.positions(self.left + n_frames, self.device)
+        return self._positions[n_frames]
 
-    def _update(self, right: int, streams: list[_Stream], emissions) -> list[Event]:
+    def _update(self, right: int, k: int, streams: list[_Stream], emissions) -> list[Event]:
         now, events = time.monotonic(), []
         for s, (labels, frames, probs) in zip(streams, emissions):
             if s.id not in self._streams:
@@ -258,7 +264,7 @@ class Engine:
             s.probs += probs
             if labels:
                 s.last_token_frame = frames[-1]
-            s.enc_done += right + 1
+            s.enc_done += k * (right + 1)
             if s.ready_since is not None:
                 self.metrics.chunk_latency_s.append(now - s.ready_since)
                 s.ready_since = now if s.mel.shape[0] >= chunking.chunk_mel(right, self.factor) else None
