@@ -80,14 +80,16 @@ def test_session_continues_after_finalize(rec):
     engine = rec.engine(EngineConfig(max_sessions=2))
     sid = engine.open(rec.stream_options("de-DE", 320, keep_lang_tags=True), endpoint_ms=0)
     a, b = synth_audio(16000, seed=1).numpy(), synth_audio(12000, seed=2).numpy()
+    engine.feed(sid, a)
+    engine.finish(sid)
+    engine.feed(sid, b)  # sent before the first final: held for the next utterance, not lost
     finals = []
-    for audio in (a, b):
-        engine.feed(sid, audio)
-        engine.finish(sid)
-        for _ in range(100):
-            finals += [e.transcript for e in engine.step() if e.kind == "final"]
-            if len(finals) == (1 if audio is a else 2):
-                break
+    for _ in range(200):
+        finals += [e.transcript for e in engine.step() if e.kind == "final"]
+        if len(finals) == 1:
+            engine.finish(sid)
+        if len(finals) == 2:
+            break
     assert [t.tokens for t in finals] == [alone(rec, "de-DE", 320, a), alone(rec, "de-DE", 320, b)]
     assert finals[1].words and finals[1].words[0].start >= 1.0  # second utterance starts after the first
 

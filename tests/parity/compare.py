@@ -154,5 +154,9 @@ def summary(cases: list[Case]) -> str:
 if __name__ == "__main__":
     import sys
 
+    from pathlib import Path
+
     ref = torch.load(sys.argv[1], weights_only=False)
+    for entry in ref["models"].values():  # the .nemo files sit beside reference.pt
+        entry["nemo_path"] = str(Path(sys.argv[1]).parent / Path(entry["nemo_path"]).name)
     print(summary(all_cases(ref)))

@@ -155,8 +155,10 @@ def _pct(values: list[float], q: float) -> float:
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
            log=print) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
+    from .baselines import _runtime
+
     results, good, bad, n = [], 0, None, start
-    runtime = runtime_model(rec.model, precision)
+    runtime = _runtime(rec, precision)
     while bad is None or bad - good > 1:
         r = run(rec, n, latency_ms, seconds, precision, runtime=runtime)
         results.append(r)

@@ -91,6 +91,7 @@ class _Stream:
     offset_s: float = 0.0  # stream time at the start of the current utterance
     flush_time: float = 0.0
     ready_since: float | None = None  # when the next chunk's audio was complete (partial latency)
+    held: list[Tensor] = field(default_factory=list)  # audio sent during a flush: the next utterance
 
 
 class Engine:
@@ -140,17 +141,22 @@ class Engine:
 
     def feed(self, sid: str, samples: np.ndarray | Tensor) -> None:
         """Append 16 kHz float samples; their features are computed now, the model runs in step()."""
-        x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1)
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1).to(self.device)
         with self._lock:
             s = self._get(sid)
             if s.mel_end is not None:
-                raise RuntimeError(f"session {sid} is finishing; wait for its final before sending audio")
-            mel, s.feat = self.model.features.step(x.to(self.device), s.feat)
-            s.mel = torch.cat([s.mel, mel.T])
-            s.n_samples += x.numel()
-            if s.ready_since is None and s.mel.shape[0] >= chunking.chunk_mel(s.right, self.factor):
-                s.ready_since = time.monotonic()
+                s.held.append(x)  # the utterance being flushed is closed; this starts the next one
+                return
+            self._accept(s, x)
         self._wake.set()
+
+    def _accept(self, s: _Stream, x: Tensor) -> None:
+        """Features of new samples into the stream's buffer."""
+        mel, s.feat = self.model.features.step(x, s.feat)
+        s.mel = torch.cat([s.mel, mel.T])
+        s.n_samples += x.numel()
+        if s.ready_since is None and s.mel.shape[0] >= chunking.chunk_mel(s.right, self.factor):
+            s.ready_since = time.monotonic()
 
     def finish(self, sid: str, close: bool = False) -> None:
         """End the current utterance: the last chunk is padded and decoded, its final emitted.
@@ -315,6 +321,9 @@ class Engine:
         self.pool.reset(torch.tensor([s.slot], device=self.device))
         s.feat, s.mel = self.model.features.init_state(self.device), self._lead_in()
         s.enc_done, s.n_samples, s.mel_end, s.last_token_frame, s.ready_since = 0, 0, None, -1, None
+        held, s.held = s.held, []
+        for x in held:
+            self._accept(s, x)
 
     def _lead_in(self) -> Tensor:
         return torch.zeros(chunking.lead_in_mel(self.factor), self.model.cfg.encoder.feat_in, device=self.device)
