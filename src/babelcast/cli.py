@@ -15,6 +15,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
 from babelcast.decoding.result import Transcript
 from babelcast.formats import to_json_dict, to_srt, to_text, to_vtt
@@ -324,17 +325,6 @@ def _default_model() -> str | None:
     import babelcast
 
     return getattr(babelcast, "DEFAULT_MODEL", None)
-
-
-def _positive_int(text: str) -> int:
-    """argparse type for a strictly positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _print_line(line: str) -> None:

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from babelcast.argtypes import positive_int as _positive_int
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LATENCIES = "all"
 
@@ -170,11 +172,3 @@ def default_out_dir(manifest: str | Path, model: str) -> Path:
     return Path("babelcast-eval") / re.sub(r"[^\w.-]+", "_", f"{name}-{model_name}")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
