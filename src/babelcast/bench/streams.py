@@ -239,14 +239,23 @@ def lockstep_peers(rec, model_path: str, latency_ms: int, precision: str, log) -
             log(f"    {name} could not run: {type(err).__name__}: {err}")
             out[name] = {"max_streams": None, "error": f"{type(err).__name__}: {err}"}
             continue
-        out[name] = {"max_streams": best, "step_ms": {b: round(1000 * t, 1) for b, t in times.items()}}
-    base = out.get(f"babelcast-{precision}", {}).get("max_streams", 0)
-    for name in list(out):
-        peer = out[name]["max_streams"]
-        if peer is None:
-            continue
-        out[name]["babelcast_ratio"] = round(base / peer, 2) if peer else None
-    return out
+        out[name] = {"max_streams": best, "step_ms": {b: round(1000 * t, 1) for b, t in times.items()},
+                     "capacity": capacity(times, chunk_s)}
+    return with_ratios(out, f"babelcast-{precision}")
+
+
+def capacity(times: dict[int, float], chunk_s: float) -> float:
+    """Fractional real-time streams: the best batch × chunk / step time measured (0.5 = half a stream)."""
+    return round(max(b * chunk_s / t for b, t in times.items()), 3)
+
+
+def with_ratios(peers: dict, base_name: str) -> dict:
+    """babelcast's capacity over each peer's, measured in the same run."""
+    base = peers.get(base_name, {}).get("capacity")
+    for entry in peers.values():
+        cap = entry.get("capacity")
+        entry["babelcast_ratio"] = round(base / cap, 2) if base and cap else None
+    return peers
 
 
 def plot(summary: dict, path: str) -> None:
