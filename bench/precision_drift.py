@@ -1,0 +1,72 @@
+"""Token agreement of the engine's bf16 and int8 runtimes with fp32, on the NeMo parity fixtures.
+
+    python bench/precision_drift.py ~/.cache/babelcast/parity/<hash>/
+
+For every checkpoint in the folder, every trained latency and the languages it knows, each clip is
+streamed through an Engine per precision; the share of clips whose tokens equal fp32's and the
+token-level edit rate against fp32 are printed (a random-weight model's logits are less decisive
+than a trained model's, so this is a pessimistic bound).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+import babelcast
+from babelcast.streaming.engine import EngineConfig
+
+
+def edits(a: list[int], b: list[int]) -> int:
+    """Levenshtein distance between token lists."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def stream_all(rec, precision: str, clips, language, latency: int) -> list[list[int]]:
+    engine = rec.engine(EngineConfig(max_sessions=len(clips), precision=precision, endpoint_ms=0))
+    sids = []
+    for clip in clips:
+        sid = engine.open(rec.stream_options(language, latency, keep_lang_tags=True))
+        engine.feed(sid, clip)
+        engine.finish(sid, close=True)
+        sids.append(sid)
+    tokens = {sid: [] for sid in sids}
+    while engine.n_sessions:
+        for e in engine.step():
+            if e.kind == "final":
+                tokens[e.session_id] += e.transcript.tokens
+    return [tokens[s] for s in sids]
+
+
+def main(folder: str) -> None:
+    ref = torch.load(Path(folder) / "reference.pt", weights_only=False)
+    print("| model | precision | cases | identical | token edit rate vs fp32 |\n|---|---|---|---|---|")
+    for name, entry in ref["models"].items():
+        rec = babelcast.load_model(Path(folder) / f"{name}.nemo")
+        clips = [c.numpy() for c in entry["clips"]]
+        langs = ["en-US", "de-DE", "auto"] if rec.cfg.prompt else ["auto"]
+        stats = {p: [0, 0, 0, 0] for p in ("bf16", "int8")}  # cases, identical, edits, tokens
+        for latency in rec.latencies_ms:
+            for lang in langs:
+                base = stream_all(rec, "fp32", clips, lang, latency)
+                for p in stats:
+                    got = stream_all(rec, p, clips, lang, latency)
+                    for a, b in zip(base, got):
+                        s = stats[p]
+                        s[0] += 1
+                        s[1] += a == b
+                        s[2] += edits(a, b)
+                        s[3] += max(1, len(a))
+        for p, (n, same, e, t) in stats.items():
+            print(f"| {name} | {p} | {n} | {same} | {100 * e / t:.1f}% |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
