@@ -30,7 +30,8 @@ def edits(a: list[int], b: list[int]) -> int:
 
 
 def stream_all(rec, precision: str, clips, language, latency: int) -> list[list[int]]:
-    engine = rec.engine(EngineConfig(max_sessions=len(clips), precision=precision, endpoint_ms=0))
+    engine = rec.engine(EngineConfig(max_sessions=len(clips), precision=precision, endpoint_ms=0,
+                                     max_lag_ms=float("inf")))  # whole clips at once, not real time
     sids = []
     for clip in clips:
         sid = engine.open(rec.stream_options(language, latency, keep_lang_tags=True))
