@@ -1,6 +1,6 @@
 """Token agreement of the engine's bf16 and int8 runtimes with fp32, on the NeMo parity fixtures.
 
-    python bench/precision_drift.py ~/.cache/babelcast/parity/<hash>/
+    python bench/precision_drift.py ~/.cache/babelcast/parity/<hash>/ [/tmp/n35.nemo ...]
 
 For every checkpoint in the folder, every trained latency and the languages it knows, each clip is
 streamed through an Engine per precision; the share of clips whose tokens equal fp32's and the
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import babelcast
-from babelcast.streaming.engine import EngineConfig
+from babelcast.streaming.engine import EngineConfig, runtime_model
 
 
 def edits(a: list[int], b: list[int]) -> int:
@@ -69,5 +69,24 @@ def main(folder: str) -> None:
             print(f"| {name} | {p} | {n} | {same} | {100 * e / t:.1f}% |")
 
 
+@torch.no_grad()
+def encoder_error(path: Path) -> str:
+    """Relative error ‖x − x_fp32‖ / ‖x_fp32‖ of encoder frames on 400 random mel frames."""
+    rec = babelcast.load_model(path)
+    torch.manual_seed(0)
+    mel = torch.randn(1, rec.cfg.encoder.feat_in, 400)
+    lengths = torch.tensor([400])
+    left, right = rec.cfg.encoder.att_contexts[0]
+    ref, _ = rec.model.encoder(mel, lengths, left, right)
+    errors = []
+    for precision in ("bf16", "int8"):
+        out, _ = runtime_model(rec.model, precision).encoder(mel, lengths, left, right)
+        errors.append(f"{((out.float() - ref).norm() / ref.norm()).item():.4f}")
+    return f"| {path.name} | " + " | ".join(errors) + " |"
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    print("\n| checkpoint | encoder rel. error bf16 | int8 |\n|---|---|---|")
+    for nemo in sorted(Path(sys.argv[1]).glob("*.nemo")) + [Path(p) for p in sys.argv[2:]]:
+        print(encoder_error(nemo))
