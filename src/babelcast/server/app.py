@@ -142,6 +142,8 @@ class HttpMiddleware:
         except ValueError:
             declared = 0
         if declared > limit:
+            if declared <= DRAIN_FACTOR * limit:
+                await _drain(receive)  # read the rest so the client gets the 413, not a connection reset
             await self._too_large(send_wrapper, declared)
         else:
             received = [0]
@@ -168,6 +170,17 @@ class HttpMiddleware:
                                           f"{self.cfg.max_upload_bytes} bytes", "file")
         self.metrics.errors.labels(e.code).inc()
         await error_response(e, headers={"Connection": "close"})({"type": "http"}, None, send)
+
+
+DRAIN_FACTOR = 16  # bodies up to this many times the limit are read and discarded before the 413
+
+
+async def _drain(receive) -> None:
+    """Consume a request body without keeping it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _route(path: str) -> str:
