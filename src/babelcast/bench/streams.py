@@ -85,12 +85,13 @@ class Client:
 
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
-        seed: int = 0, runtime=None) -> RunResult:
+        seed: int = 0, runtime=None, batch_window_ms: float = 0.0) -> RunResult:
     """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
     precision's model copy, made once per search instead of once per run)."""
     model = runtime if runtime is not None else runtime_model(rec.model, precision)
     engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, endpoint_ms=0, max_lag_ms=1e9,
-                                                       threads=torch.get_num_threads()))
+                                                       threads=torch.get_num_threads(),
+                                                       batch_window_ms=batch_window_ms))
     chunk_ms = latency_ms
     clients = []
     for i in range(n_streams):
@@ -153,14 +154,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
-           log=print) -> tuple[int, list[RunResult]]:
+           log=print, batch_window_ms: float = 0.0) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
     from .baselines import _runtime
 
     results, good, bad, n = [], 0, None, start
     runtime = _runtime(rec, precision)
     while bad is None or bad - good > 1:
-        r = run(rec, n, latency_ms, seconds, precision, runtime=runtime)
+        r = run(rec, n, latency_ms, seconds, precision, runtime=runtime, batch_window_ms=batch_window_ms)
         results.append(r)
         log(json.dumps(asdict(r)))
         if r.realtime and r.p95_final_ms <= latency_ms + SLACK_MS:
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--batch-window-ms", type=float, default=0.0,
+                    help="engine batching window (align staggered streams into shared steps)")
     ap.add_argument("--search", action="store_true", help="find the most streams per latency")
     ap.add_argument("--latencies", default="80,320,560,1120")
     ap.add_argument("--out", help="folder for results JSON and the PNG (with --search)")
@@ -200,14 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rec = babelcast.load_model(args.model)
     if not args.search:
-        r = run(rec, args.streams, args.latency, args.seconds, args.precision)
+        r = run(rec, args.streams, args.latency, args.seconds, args.precision, batch_window_ms=args.batch_window_ms)
         print(json.dumps(asdict(r)) if args.json else _table([r]))
         return 0 if r.realtime else 1
-    summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision, "runs": [],
+    summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision,
+               "batch_window_ms": args.batch_window_ms, "runs": [],
                "max_streams": {}}
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     for lat in [int(x) for x in args.latencies.split(",")]:
-        best, runs = search(rec, lat, args.seconds, args.precision, log=log)
+        best, runs = search(rec, lat, args.seconds, args.precision, log=log, batch_window_ms=args.batch_window_ms)
         summary["max_streams"][lat] = best
         summary["runs"] += [asdict(r) for r in runs]
         if args.peers:

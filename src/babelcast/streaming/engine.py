@@ -51,6 +51,9 @@ class EngineConfig:
     # A stream with several complete chunks waiting (the engine fell behind) runs up to this many in
     # one step: the same tokens (multi-chunk steps keep the chunk grid), one weight read for all.
     max_chunks_per_step: int = 4
+    # Hold a ready group up to this long for streams of its latency whose chunk is about to complete
+    # (aligns staggered streams into one batch; 0 = step as soon as anything is ready).
+    batch_window_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -219,20 +222,35 @@ class Engine:
         self._wake.clear()
 
     def _schedule(self) -> tuple[dict[tuple[int, int], list[_Stream]], list[_Stream]]:
-        """Ready streams grouped by (right context, chunks this step), and flushed streams that owe
-        no more frames (their final needs no model run)."""
-        groups: dict[tuple[int, int], list[_Stream]] = {}
+        """Ready streams grouped by right context, each group running k chunks per stream (the
+        fewest any of its streams has, up to max_chunks_per_step), and flushed streams that owe no
+        more frames (their final needs no model run). A group waits up to batch_window_ms for
+        streams of its latency whose chunk is about to complete, so that they share the step."""
+        by_right: dict[int, list[tuple[_Stream, int]]] = {}
+        almost: set[int] = set()
         finished = []
         stages = self.model.cfg.encoder.n_subsampling_stages
+        window_mel = int(self.cfg.batch_window_ms / self.model.cfg.features.frame_ms)
+        oldest: dict[int, float] = {}
         with self._lock:
             for s in self._streams.values():
                 n = chunking.chunk_mel(s.right, self.factor)
+                pending = s.mel.shape[0]
                 owed = s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) > 0
-                if s.mel.shape[0] >= n or owed:
-                    k = min(self.cfg.max_chunks_per_step, max(1, -(-s.mel.shape[0] // n) if owed else s.mel.shape[0] // n))
-                    groups.setdefault((s.right, k), []).append(s)
+                if pending >= n or owed:
+                    by_right.setdefault(s.right, []).append((s, -(-pending // n) if owed else pending // n))
+                    oldest[s.right] = min(oldest.get(s.right, np.inf), s.ready_since or 0.0)
                 elif s.mel_end is not None:
                     finished.append(s)
+                elif window_mel and pending >= n - window_mel:
+                    almost.add(s.right)
+        now = time.monotonic()
+        groups = {}
+        for right, members in by_right.items():
+            if right in almost and now - oldest[right] < self.cfg.batch_window_ms / 1000:
+                continue  # a partner's chunk completes within the window: step together
+            k = min(self.cfg.max_chunks_per_step, min(c for _, c in members))
+            groups[(right, k)] = [m for m, _ in members]
         return groups, finished
 
     @torch.no_grad()
