@@ -20,6 +20,7 @@ import babelcast
 from babelcast import chunking
 from babelcast.decoding.greedy import greedy_rnnt
 from babelcast.streaming.engine import runtime_model
+from babelcast.streaming.session import decode_chunks
 
 StepFn = Callable[[int], Callable[[], None]]  # batch → a function doing one lockstep step
 
@@ -83,15 +84,10 @@ def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str) -
         mel = torch.randn(b, n, enc.cfg.feat_in)
         prompts = torch.full((b,), 101) if model.prompt_kernel is not None else None
 
-        @torch.no_grad()
         def step() -> None:
             nonlocal state, pred
-            out = enc.step(mel, state, left, right, None, pos)
-            frames = model.apply_prompt(out.frames.float(), prompts)
-            em, pred = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred,
-                                   model.cfg.transducer.max_symbols)
+            em, state, pred = decode_chunks(model, mel, state, pred, left, right, prompts, None, pos)
             em.to_lists()
-            state = out.state
         return step
     return make
 

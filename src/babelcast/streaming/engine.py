@@ -25,14 +25,13 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import FeatureState
-from ..decoding.greedy import greedy_rnnt
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions, to_transcript
 from ..model.asr import AsrModel
 from ..model.encoder import OPEN_END
 from .cache_pool import CachePool
 from .endpoint import is_endpoint
-from .session import StreamOptions
+from .session import StreamOptions, decode_chunks
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -261,15 +260,13 @@ class Engine:
             chunks = torch.stack([_take(s, n) for s in streams])  # [B, n, F]
         slots = torch.tensor([s.slot for s in streams], device=self.device)
         ends = torch.tensor([OPEN_END if s.mel_end is None else s.mel_end for s in streams], device=self.device)
-        enc_state, pred_state = self.pool.gather(slots)
-        out = self.model.encoder.step(chunks, enc_state, self.left, right, ends, self._pos(k * (right + 1)))
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
-        frames = self.model.apply_prompt(out.frames.float(), prompts)
-        em, pred_state = greedy_rnnt(self.model.decoder, self.model.joint, frames, out.valid, pred_state,
-                                     self.model.cfg.transducer.max_symbols)
-        self.pool.scatter(slots, out.state, pred_state)
+        enc_state, pred_state = self.pool.gather(slots)
+        em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
+                                                  prompts, ends, self._pos(k * (right + 1)))
+        self.pool.scatter(slots, enc_state, pred_state)
         return em.to_lists([s.enc_done for s in streams])
 
     def _pos(self, n_frames: int) -> list[Tensor]:

@@ -14,10 +14,12 @@ from torch import Tensor
 
 from .. import chunking
 from ..checkpoint.tokenizer import Tokenizer
-from ..decoding.greedy import greedy_rnnt
+from ..decoding.greedy import Emissions, greedy_rnnt
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions, to_transcript
 from ..model.asr import AsrModel
+from ..model.encoder import EncoderState
+from ..model.transducer import PredictorState
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class Partial:
     text: str
     tokens: list[int]
     language: str | None
+
+
+@torch.no_grad()
+def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, pred_state: PredictorState,
+                  left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
+                  pos_proj: list[Tensor] | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
+    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT.
+
+    chunks [B, k*factor*(r+1), F]; the one sequence a Session, the Engine and the benchmarks run.
+    """
+    out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
+    frames = model.apply_prompt(out.frames.float(), prompts)
+    em, pred_state = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred_state,
+                                 model.cfg.transducer.max_symbols)
+    return em, out.state, pred_state
 
 
 class Session:
@@ -107,11 +124,9 @@ class Session:
     def _step(self, chunk: Tensor, total_mel: int | None) -> None:
         """Encoder step + prompt + greedy on one chunk [factor*(r+1), F]."""
         end = None if total_mel is None else torch.tensor([total_mel], device=self.device)
-        out = self.model.encoder.step(chunk[None], self.enc_state, self.opts.left, self.opts.right, end)
-        self.enc_state = out.state
-        frames = self.model.apply_prompt(out.frames, self.prompt)
-        em, self.pred_state = greedy_rnnt(self.model.decoder, self.model.joint, frames, out.valid,
-                                          self.pred_state, self.model.cfg.transducer.max_symbols)
+        em, self.enc_state, self.pred_state = decode_chunks(
+            self.model, chunk[None], self.enc_state, self.pred_state, self.opts.left, self.opts.right,
+            self.prompt, end)
         labels, at, probs = em.to_lists([self.enc_done])[0]
         self.ids += labels
         self.frames += at
