@@ -88,7 +88,7 @@ def calibrate(net: AsrModel, frames_per_token: float = 3.5) -> float:
     frames, enc_len = net.encode(audio, torch.tensor([audio.shape[1]]), 56, 3, torch.tensor([101]))
     enc = net.joint.enc
     enc.bias.copy_(-(enc.weight @ frames[0].mean(0)))
-    out = net.joint.joint_net[2]
+    out = net.joint.out
     out.weight.mul_(4.0)
     lo, hi = -50.0, 50.0
     for _ in range(20):  # bisection on the blank bias against the measured emission rate

@@ -56,8 +56,8 @@ def decisive_model(section: dict, seed: int = 0) -> AsrModel:
         for name, p in net.named_parameters():
             if "pos_bias" in name or (p.ndim == 1 and "norm" not in name):
                 p.normal_(0, 0.1)
-        net.joint.joint_net[2].weight.mul_(10)
-        net.joint.joint_net[2].bias.zero_()
+        net.joint.out.weight.mul_(10)
+        net.joint.out.bias.zero_()
         net.joint.pred.weight.mul_(0.5)
         if net.prompt_kernel is not None:
             net.prompt_kernel[0].weight[:, -128:].mul_(30)  # make the language change the tokens
@@ -151,6 +151,24 @@ def test_nemo_restores_export_and_decodes_the_same_tokens(variant, tokenizer_fil
     assert compared >= 3
 
 
+def test_hybrid_exported_without_ctc_is_the_plain_prompt_rnnt(tokenizer_files, nemo_asr, tmp_path):
+    """trainer.export_ctc: false — the CTC head trained beside the transducer is left out of the .nemo."""
+    from babelcast.checkpoint.tokenizer import Tokenizer
+
+    section = model_section("prompt_hybrid", len(Tokenizer(tokenizer_files.model)))
+    net = decisive_model(section)
+    path = export_nemo(tmp_path / "plain.nemo", net, section, tokenizer_files, with_ctc=False)
+    nemo_model = nemo_asr.restore_from(str(path), map_location="cpu").eval()
+    assert type(nemo_model).__name__ == "EncDecRNNTBPEModelWithPrompt"
+    reloaded = babelcast.load_model(path).model
+    assert reloaded.ctc_decoder is None
+    audio, lengths = clips()
+    prompt_ids = torch.full((len(CLIP_SAMPLES),), PROMPTS["de-DE"])
+    ours = babelcast_tokens(reloaded, audio, lengths, prompt_ids, (28, 3))[0]
+    assert ours == babelcast_tokens(net, audio, lengths, prompt_ids, (28, 3))[0]
+    assert ours == nemo_tokens(nemo_model, audio, lengths, prompt_ids, (28, 3))[0]
+
+
 def test_exported_config_is_complete(tokenizer_files):
     """Every section NeMo instantiates names its class; the tokenizer is carried as nemo: artifacts."""
     from babelcast.checkpoint.tokenizer import Tokenizer
@@ -201,8 +219,10 @@ def test_demo_config_is_3_5_shaped_fits_30_mb_and_restores_in_nemo(nemo_asr, tmp
     reference = normalized_model_section(parity)["model_defaults"]["prompt_dictionary"]
     assert dict(model_cfg.prompt.dictionary) == reference  # 3.5's prompt dictionary, as the parity tests use
     net = init_model(model_cfg, 0)
-    path = export_nemo(tmp_path / "demo.nemo", net, section, files)
+    assert not cfg.trainer.export_ctc  # the CTC head trains beside the transducer and is not shipped
+    path = export_nemo(tmp_path / "demo.nemo", net, section, files, with_ctc=cfg.trainer.export_ctc)
     assert path.stat().st_size <= DEMO_MAX_BYTES
     restored = nemo_asr.restore_from(str(path), map_location="cpu")
     assert type(restored).__name__ == "EncDecRNNTBPEModelWithPrompt"
-    assert sum(p.numel() for p in restored.parameters()) == sum(p.numel() for p in net.parameters())
+    shipped = sum(p.numel() for name, p in net.named_parameters() if not name.startswith("ctc_decoder."))
+    assert sum(p.numel() for p in restored.parameters()) == shipped

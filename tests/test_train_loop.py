@@ -124,3 +124,30 @@ def test_config_errors_name_the_key(manifests, tmp_path):
         parse_train_config({**raw, "optim": {"schedule": "linear"}})
     cfg = parse_train_config(raw)
     assert replace(cfg.trainer, max_steps=9).max_steps == 9
+
+
+def test_tokenizer_extra_texts_give_a_language_its_tag_without_training_on_it(manifests, tmp_path):
+    """tokenizer.extra_texts: a language to fine-tune later gets its letters and tag piece, while
+    the training utterances stay those of data.train."""
+    from babelcast.train.run import prepare_tokenizer, training_texts
+    from babelcast.checkpoint.tokenizer import Tokenizer
+    from babelcast.config import parse_model_config
+    from babelcast.train.run import with_vocab
+
+    extra = write_manifest(tmp_path / "pt", 6, seed=5, langs=("es-US",))
+    lines = [json.loads(x) for x in extra.read_text(encoding="utf-8").splitlines()]
+    for i, line in enumerate(lines):
+        line["text"] = f"Ação número {i}, coração."  # letters no training transcript has
+    extra.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    raw = tiny_train_config(manifests[0], None, tmp_path / "run")
+    raw["tokenizer"]["extra_texts"] = [str(extra)]
+    cfg = parse_train_config(raw)
+    prompt = parse_model_config(with_vocab(cfg.model, 1)).prompt
+    texts = training_texts(cfg, prompt)
+    assert sum("<es-US>" in t for t in texts) == 6 and sum("<en-US>" in t for t in texts) > 0
+    tok = Tokenizer(prepare_tokenizer(cfg).model, prompt.dictionary)
+    ids = tok.encode("Ação, coração. <es-US>")
+    assert 0 not in ids and tok.decode(ids) == "Ação, coração. <es-US>"  # id 0 is <unk>
+    assert tok.find_tags(ids)[-1].locale == "es-US"
+    trainer = trainer_from_scratch(cfg)
+    assert {u.language for u in trainer.train_utts} == {"en-US", "de-DE"}

@@ -41,7 +41,7 @@ def tiny_model(seed: int = 0, **encoder_overrides) -> AsrModel:
         for name, p in net.named_parameters():
             if "pos_bias" in name or (p.ndim == 1 and "norm" not in name):
                 p.normal_(0, 0.1)  # biases and rel-pos biases are zero at init; make them matter
-        out = net.joint.joint_net[2]
+        out = net.joint.out
         out.weight.mul_(10)  # decisive argmaxes: top-2 margins far above fp32 noise
         out.bias.zero_()
         net.joint.pred.weight.mul_(0.5)  # keep the prediction net from dominating the random joint
@@ -62,7 +62,7 @@ def _calibrate_blank(net: AsrModel, blank_share: float = 0.7) -> None:
     g = net.decoder.init_state(1)
     logits = net.joint.logits(net.joint.enc(frames[0]), net.joint.pred(g.out))  # [T, V+1]
     margin = logits[:, :-1].max(dim=-1).values - logits[:, -1]
-    net.joint.joint_net[2].bias[-1] = torch.quantile(margin, blank_share)
+    net.joint.out.bias[-1] = torch.quantile(margin, blank_share)
 
 
 def synth_audio(n_samples: int, seed: int = 0) -> torch.Tensor:

@@ -105,7 +105,9 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     """Load the model named by --model and transcribe the inputs."""
-    model = args.model or _default_model()
+    import babelcast
+
+    model = args.model or babelcast.default_model()
     if model is None:
         _print_error("no default model is configured; pass --model PATH_OR_HUB_ID")
         return EXIT_USAGE
@@ -318,13 +320,6 @@ def _json_record(item: _Input, transcript: Transcript) -> dict:
 
 
 # ---------------------------------------------------------------- helpers shared by subcommands
-
-
-def _default_model() -> str | None:
-    """babelcast.DEFAULT_MODEL when the package defines it."""
-    import babelcast
-
-    return getattr(babelcast, "DEFAULT_MODEL", None)
 
 
 def _print_line(line: str) -> None:

@@ -91,6 +91,9 @@ class TransducerConfig:
     joint_hidden: int
     activation: str
     max_symbols: int
+    # NeMo puts a Dropout between activation and output only when jointnet.dropout is non-zero, which
+    # shifts the output layer's state-dict key (joint_net.2 vs joint_net.1).
+    joint_dropout_slot: bool = True
 
     @property
     def blank_id(self) -> int:
@@ -227,6 +230,7 @@ def _transducer_config(cfg: Mapping[str, Any]) -> TransducerConfig:
         joint_hidden=int(_get(cfg, "joint.jointnet.joint_hidden")),
         activation=str(_get(cfg, "joint.jointnet.activation", "relu")),
         max_symbols=int(max_symbols) if max_symbols else 10,
+        joint_dropout_slot=bool(float(_get(cfg, "joint.jointnet.dropout", 0.0) or 0.0)),
     )
 
 

@@ -50,7 +50,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     import babelcast
 
-    model = args.model or getattr(babelcast, "DEFAULT_MODEL", None)
+    model = args.model or babelcast.default_model()
     if model is None:
         print("error: no default model is configured; pass --model PATH_OR_HUB_ID", file=sys.stderr)
         return EXIT_USAGE

@@ -71,7 +71,13 @@ class Joint(nn.Module):
         self.enc = nn.Linear(d_model, cfg.joint_hidden)
         self.pred = nn.Linear(cfg.pred_hidden, cfg.joint_hidden)
         act = _ACTIVATIONS[cfg.activation]()
-        self.joint_net = nn.Sequential(act, nn.Identity(), nn.Linear(cfg.joint_hidden, cfg.vocab_size + 1))
+        slot = [nn.Identity()] if cfg.joint_dropout_slot else []  # NeMo's Dropout, when it has one
+        self.joint_net = nn.Sequential(act, *slot, nn.Linear(cfg.joint_hidden, cfg.vocab_size + 1))
+
+    @property
+    def out(self) -> nn.Linear:
+        """The output layer (joint_net.2 or joint_net.1 in NeMo's keys)."""
+        return self.joint_net[-1]
 
     def logits(self, enc_proj: Tensor, pred_proj: Tensor) -> Tensor:
         """enc_proj [..., J] + pred_proj [..., J] (already projected) → logits [..., V+1]."""

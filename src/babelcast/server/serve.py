@@ -65,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.model is None:
         import babelcast
 
-        args.model = getattr(babelcast, "DEFAULT_MODEL", None)
+        args.model = babelcast.default_model()
         if args.model is None:
             print("error: no default model is configured; pass --model PATH_OR_HUB_ID", file=sys.stderr)
             return EXIT_USAGE

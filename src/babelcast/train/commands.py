@@ -45,6 +45,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt of training utterances: their language, auto, or auto half of the time")
     parser.add_argument("--val-latency", type=int, help="validation latency in ms (default: the largest trained)")
     parser.add_argument("--no-augment", action="store_true", help="no SpecAugment, speed perturbation or noise")
+    parser.add_argument("--joint-chunk", type=int, default=2,
+                        help="utterances per joint + loss sub-batch, recomputed in backward to bound memory with a "
+                             "large vocabulary (default 2); 0 = the whole batch at once (small vocabularies, faster)")
     parser.add_argument("--no-resume", action="store_true", help="ignore OUT.train/last.pt")
 
 
@@ -55,7 +58,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     opts = FinetuneOptions(model=args.model, train=tuple(args.train), val=tuple(args.val), out=args.out,
                            lang=args.lang, steps=args.steps, lr=args.lr, batch_duration_s=args.batch_duration,
                            precision=args.precision, prompt_mode=args.prompt_mode, val_latency_ms=args.val_latency,
-                           augment=not args.no_augment)
+                           augment=not args.no_augment, joint_chunk=args.joint_chunk)
     return _fit(trainer_for_finetune(opts), resume=not args.no_resume)
 
 

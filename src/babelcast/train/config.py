@@ -2,7 +2,8 @@
 
     model:      NeMo's model_config.yaml format (what `.nemo` files hold); decoder.vocab_size may be
                 left out, it follows the tokenizer
-    tokenizer:  vocab_size, character_coverage, or model_path of an existing SentencePiece model
+    tokenizer:  vocab_size, character_coverage, extra_texts (manifests read for text only), or
+                model_path of an existing SentencePiece model
     data:       train / val manifests (paths, or {manifest, prompt_mode}), bucketing, prompt modes
     augment:    SpecAugment, speed perturbation, noise, dither
     optim:      AdamW and the learning-rate schedule
@@ -29,6 +30,8 @@ class TokenizerConfig:
     vocab_size: int = 512
     character_coverage: float = 1.0
     model_path: str | None = None  # use this SentencePiece model instead of training one
+    extra_texts: tuple[str, ...] = ()  # manifests whose transcripts the tokenizer also learns (not trained on):
+    # languages to fine-tune later get their characters and tag pieces, as the released vocabulary has
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class TrainerConfig:
     accumulate: int = 1  # batches per optimizer step
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ctc_weight: float = 0.3  # hybrid models: loss = (1-w)·rnnt + w·ctc
+    export_ctc: bool = True  # False: the CTC head only helps training; exports are the plain (prompt) RNNT
     joint_chunk: int = 0  # utterances per joint+loss sub-batch, recomputed in backward (0 = whole batch)
     val_every: int = 500
     val_latency_ms: int | None = None  # None: the model's largest trained lookahead
@@ -128,6 +132,7 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
     tokenizer = _build(TokenizerConfig, raw.get("tokenizer"), "tokenizer")
     if tokenizer.model_path and not Path(tokenizer.model_path).is_absolute():
         tokenizer = replace(tokenizer, model_path=str(base / tokenizer.model_path))
+    tokenizer = replace(tokenizer, extra_texts=tuple(str(base / p) for p in tokenizer.extra_texts))
     return TrainConfig(model=normalized_model_section(raw["model"]), tokenizer=tokenizer, data=data_config(raw.get("data") or {}, base),
                        augment=_build(AugmentConfig, raw.get("augment"), "augment"), optim=optim,
                        trainer=trainer, raw=raw)

@@ -50,7 +50,7 @@ def _template(d_model: int, pred_hidden: int, joint_hidden: int, n_mels: int) ->
                     "random_state_sampling": False, "blank_as_pad": True,
                     "prednet": {"t_max": None, "dropout": 0.2}},
         "joint": {"_target_": f"{ASR}.modules.RNNTJoint", "log_softmax": None, "preserve_memory": False,
-                  "fuse_loss_wer": True, "fused_batch_size": 2, "jointnet": {"dropout": 0.2}},
+                  "fuse_loss_wer": True, "fused_batch_size": 2},
         "decoding": {"strategy": "greedy_batch", "greedy": {"max_symbols": 10}},
         "loss": {"loss_name": "default", "warprnnt_numba_kwargs": {"fastemit_lambda": 0.005, "clamp": -1.0}},
     }
@@ -111,10 +111,16 @@ def _weights(model: AsrModel) -> dict:
 
 
 def export_nemo(path: str | Path, model: AsrModel, model_section: Mapping[str, Any], tok: TokenizerFiles,
-                ctc_weight: float = 0.3) -> Path:
-    """Write `model` as a `.nemo` built from its NeMo-format config section and tokenizer files."""
+                ctc_weight: float = 0.3, with_ctc: bool = True) -> Path:
+    """Write `model` as a `.nemo` built from its NeMo-format config section and tokenizer files.
+    with_ctc=False leaves a hybrid's CTC head out: a plain (prompt) RNNT checkpoint, the auxiliary
+    CTC loss having served training only."""
+    weights = _weights(model)
+    if not with_ctc:
+        model_section = {k: v for k, v in model_section.items() if k != "aux_ctc"}
+        weights = {k: v for k, v in weights.items() if not k.startswith("ctc_decoder.")}
     config, artifacts = nemo_config(model_section, tok, ctc_weight)
-    return write_nemo(path, config, _weights(model), artifacts)
+    return write_nemo(path, config, weights, artifacts)
 
 
 def export_like(path: str | Path, model: AsrModel, base: NemoArchive) -> Path:

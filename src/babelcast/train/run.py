@@ -32,9 +32,11 @@ def with_vocab(model_section: Mapping[str, Any], vocab_size: int) -> dict[str, A
 
 
 def training_texts(cfg: TrainConfig, prompt: PromptConfig | None) -> list[str]:
-    """Every training transcript as it will be trained (language tag appended on prompt models)."""
-    return [tagged_text(entry, prompt, cfg.data.default_lang, source.path)[0]
-            for source in cfg.data.train for entry in read_manifest(source.path)]
+    """Every transcript the tokenizer learns from, as it will be trained (language tag appended on
+    prompt models): the training manifests' and those of tokenizer.extra_texts."""
+    paths = [source.path for source in cfg.data.train] + list(cfg.tokenizer.extra_texts)
+    return [tagged_text(entry, prompt, cfg.data.default_lang, path)[0]
+            for path in paths for entry in read_manifest(path)]
 
 
 def prepare_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
@@ -75,8 +77,8 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     model_cfg = parse_model_config(section)
     model = init_model(model_cfg, cfg.trainer.seed)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
-    ctc_weight = cfg.trainer.ctc_weight
-    return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, ctc_weight))
+    t = cfg.trainer
+    return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc))
 
 
 def _trainer(cfg: TrainConfig, model: AsrModel, tok: Tokenizer, export, export_path: Path | None = None) -> Trainer:
