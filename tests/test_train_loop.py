@@ -151,3 +151,21 @@ def test_tokenizer_extra_texts_give_a_language_its_tag_without_training_on_it(ma
     assert tok.find_tags(ids)[-1].locale == "es-US"
     trainer = trainer_from_scratch(cfg)
     assert {u.language for u in trainer.train_utts} == {"en-US", "de-DE"}
+
+
+def test_best_checkpoint_is_judged_by_loss_while_wer_is_above_100(manifests, tmp_path, monkeypatch):
+    """Early models emit garbage (WER > 100 %): best.nemo must follow the falling loss, then WER."""
+    import babelcast.train.loop as loop
+    from babelcast.train.validate import ValResult
+
+    trainer = make_trainer(manifests, tmp_path / "run")
+    exported = []
+    trainer.export = lambda path: exported.append(path.name) or path
+    results = iter([(5.0, 4.1), (9.0, 6.3), (2.0, 1.1), (2.5, 0.9), (1.5, 0.4), (3.0, 0.3)])  # (loss, wer)
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: ValResult(*next(results), 10, []))
+    kept = []
+    for _ in range(6):
+        before = len(exported)
+        trainer.validate()
+        kept.append(len(exported) > before)
+    assert kept == [True, False, True, True, True, True]

@@ -37,6 +37,7 @@ class Progress:
     batch_in_epoch: int = 0  # batches of `epoch` consumed
     skipped_steps: int = 0
     best_val_wer: float = math.inf
+    best_val_loss: float = math.inf
     audio_s: float = 0.0  # audio trained on, all sessions
     train_s: float = 0.0  # wall time in training steps, all sessions
 
@@ -173,12 +174,14 @@ class Trainer:
         return self._val_batches
 
     def validate(self) -> ValResult:
-        """Validation loss/WER; a better WER also exports best.nemo."""
+        """Validation loss/WER; a better one also exports best.nemo (by WER, capped at 100 % so that
+        a model still emitting garbage early in training is judged by its loss)."""
         result = validate(self.model, self.tokenizer, self.val_batches(), self.val_context)
         self._log({"step": self.progress.step, "val_loss": result.loss, "val_wer": result.wer,
                    "val_words": result.words, "val_latency_ms": self._val_latency_ms()})
-        if result.wer < self.progress.best_val_wer:
-            self.progress.best_val_wer = result.wer
+        p = self.progress
+        if (min(result.wer, 1.0), result.loss) < (min(p.best_val_wer, 1.0), p.best_val_loss):
+            p.best_val_wer, p.best_val_loss = result.wer, result.loss
             self.export(self.cfg.out_dir / "best.nemo")
         return result
 
