@@ -129,12 +129,11 @@ def test_config_errors_name_the_key(manifests, tmp_path):
 def test_tokenizer_extra_texts_give_a_language_its_tag_without_training_on_it(manifests, tmp_path):
     """tokenizer.extra_texts: a language to fine-tune later gets its letters and tag piece, while
     the training utterances stay those of data.train."""
-    from babelcast.train.run import prepare_tokenizer, training_texts
     from babelcast.checkpoint.tokenizer import Tokenizer
     from babelcast.config import parse_model_config
-    from babelcast.train.run import with_vocab
+    from babelcast.train.run import prepare_tokenizer, training_texts, with_vocab
 
-    extra = write_manifest(tmp_path / "pt", 6, seed=5, langs=("es-US",))
+    extra = write_manifest(tmp_path / "extra", 6, seed=5, langs=("es-US",))
     lines = [json.loads(x) for x in extra.read_text(encoding="utf-8").splitlines()]
     for i, line in enumerate(lines):
         line["text"] = f"Ação número {i}, coração."  # letters no training transcript has

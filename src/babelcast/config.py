@@ -93,7 +93,7 @@ class TransducerConfig:
     max_symbols: int
     # NeMo puts a Dropout between activation and output only when jointnet.dropout is non-zero, which
     # shifts the output layer's state-dict key (joint_net.2 vs joint_net.1).
-    joint_dropout_slot: bool = True
+    joint_dropout_slot: bool
 
     @property
     def blank_id(self) -> int:
