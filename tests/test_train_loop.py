@@ -92,6 +92,24 @@ def test_bf16_hybrid_step_and_validation(manifests, tmp_path):
     result = trainer.validate()
     assert result.words > 0 and result.wer >= 0 and (tmp_path / "run" / "best.nemo").is_file()
     assert read_nemo(tmp_path / "run" / "best.nemo").config["target"].endswith("HybridRNNTCTCBPEModelWithPrompt")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1]
+    assert len(logged["val_time_variation"]) == len(trainer.model.encoder.layers)
+    assert all(0 < v < 1 for v in logged["val_time_variation"]) and logged["val_examples"]
+
+
+def test_time_variation_sees_a_collapsed_encoder_and_ignores_padding():
+    """0 when every frame is the same vector, near 1 for frames independent over time; padding ignored."""
+    from babelcast.train.validate import time_variation
+
+    gen = torch.Generator().manual_seed(0)
+    constant = torch.randn(1, 1, 16, generator=gen).expand(1, 40, 16)
+    noise = torch.randn(1, 40, 16, generator=gen)
+    frames = torch.cat([constant, noise]).clone()
+    frames[:, 30:] = 1e3  # padding
+    lengths = torch.tensor([30, 30])
+    v = time_variation(frames, lengths)
+    assert v[0] < 1e-4 and 0.9 < v[1] <= 1.0
+    assert torch.allclose(v, time_variation(frames[:, :30], lengths))
 
 
 def test_cli_train_resume_and_finetune(manifests, tmp_path, capsys):

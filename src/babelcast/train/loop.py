@@ -135,7 +135,8 @@ class Trainer:
             result = self.validate()
             ref, hyp = result.examples[0] if result.examples else ("", "")
             bar.write(f"step {step}: val loss {result.loss:.3f}, WER {100 * result.wer:.1f}% at "
-                      f"{self._val_latency_ms()} ms; e.g. {ref[:80]!r} → {hyp[:80]!r}")
+                      f"{self._val_latency_ms()} ms, encoder time variation ≥ {min(result.time_variation, default=0):.2f}; "
+                      f"e.g. {ref[:80]!r} → {hyp[:80]!r}")
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
             self.save()
             self.export(self.export_path)
@@ -178,7 +179,9 @@ class Trainer:
         a model still emitting garbage early in training is judged by its loss)."""
         result = validate(self.model, self.tokenizer, self.val_batches(), self.val_context)
         self._log({"step": self.progress.step, "val_loss": result.loss, "val_wer": result.wer,
-                   "val_words": result.words, "val_latency_ms": self._val_latency_ms()})
+                   "val_words": result.words, "val_latency_ms": self._val_latency_ms(),
+                   "val_time_variation": [round(v, 4) for v in result.time_variation],
+                   "val_examples": result.examples})
         p = self.progress
         if (min(result.wer, 1.0), result.loss) < (min(p.best_val_wer, 1.0), p.best_val_loss):
             p.best_val_wer, p.best_val_loss = result.wer, result.loss

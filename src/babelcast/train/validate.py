@@ -1,9 +1,12 @@
 """Validation at one latency: loss and greedy-decoding WER of the in-memory model (no augmentation)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
+from torch import Tensor
 
 from ..checkpoint.tokenizer import Tokenizer
 from ..decoding.greedy import greedy_rnnt
@@ -19,6 +22,7 @@ class ValResult:
     wer: float
     words: int
     examples: list[tuple[str, str]]  # (reference, hypothesis) of the first utterances
+    time_variation: tuple[float, ...] = ()  # per encoder layer, see time_variation()
 
 
 def word_errors(reference: str, hypothesis: str) -> int:
@@ -30,6 +34,40 @@ def word_errors(reference: str, hypothesis: str) -> int:
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1]
+
+
+def time_variation(frames: Tensor, lengths: Tensor) -> Tensor:
+    """How much each utterance's frames [B, T, D] vary over time, relative to their size: the std of
+    x - mean_t(x) over std(x), on the first `lengths` [B] frames → [B].
+
+    Around 0.3 at initialisation. Training that collapses (a first demo run at a high learning rate:
+    every frame of the middle layers nearly the same vector, 0.02, and a CTC head stuck on blank)
+    drives it towards 0, long before the loss says anything is wrong.
+    """
+    valid = (torch.arange(frames.shape[1], device=frames.device) < lengths[:, None])[..., None]  # [B, T, 1]
+    n = valid.sum(1).clamp(min=1) * frames.shape[2]  # [B, 1] values per utterance
+    x = frames.float() * valid
+    mean_t = x.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)  # [B, 1, D]
+    centred = (x - mean_t) * valid
+    mean = x.sum((1, 2)) / n[:, 0]
+    total = (((x - mean[:, None, None]) * valid) ** 2).sum((1, 2)) / n[:, 0]
+    return ((centred ** 2).sum((1, 2)) / n[:, 0] / total.clamp(min=1e-12)).sqrt()
+
+
+@contextmanager
+def layer_outputs(model: AsrModel) -> Iterator[list[Tensor]]:
+    """While inside, the list fills with each encoder layer's output [B, T, D] of the forwards run."""
+    outputs: list[Tensor] = []
+
+    def keep(module, args, out) -> None:
+        outputs.append(out[0] if isinstance(out, tuple) else out)
+
+    handles = [layer.register_forward_hook(keep) for layer in model.encoder.layers]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def decode_batch(model: AsrModel, tok: Tokenizer, batch: Batch, frames: torch.Tensor, enc_len: torch.Tensor) -> list[str]:
@@ -48,9 +86,13 @@ def validate(model: AsrModel, tok: Tokenizer, batches: list[Batch], context: tup
     was_training = model.training
     model.eval()
     loss_sum, n_utts, errors, words, examples = 0.0, 0, 0, 0, []
+    variation = [0.0] * len(model.encoder.layers)
     try:
         for batch in batches:
-            frames, enc_len = encode(model, batch, *context, None, None)
+            with layer_outputs(model) as layers:
+                frames, enc_len = encode(model, batch, *context, None, None)
+            for i, out in enumerate(layers):
+                variation[i] += float(time_variation(out, enc_len).sum())
             loss_sum += float(transducer_nll(model, frames, enc_len, batch)) * len(batch.references)
             n_utts += len(batch.references)
             for ref, hyp in zip(batch.references, decode_batch(model, tok, batch, frames, enc_len)):
@@ -60,4 +102,5 @@ def validate(model: AsrModel, tok: Tokenizer, batches: list[Batch], context: tup
                     examples.append((ref, hyp))
     finally:
         model.train(was_training)
-    return ValResult(loss_sum / max(1, n_utts), errors / max(1, words), words, examples)
+    n = max(1, n_utts)
+    return ValResult(loss_sum / n, errors / max(1, words), words, examples, tuple(v / n for v in variation))
