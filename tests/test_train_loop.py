@@ -44,6 +44,10 @@ def test_training_lowers_the_loss_and_samples_every_lookahead(manifests, tmp_pat
     assert len(losses) == 24 and progress.step == 24 and progress.skipped_steps == 0
     assert sum(losses[-6:]) / 6 < 0.8 * sum(losses[:6]) / 6
     assert set(seen) == set(trainer.model.cfg.encoder.att_contexts)  # multi-lookahead training
+    steps = [r for r in log if "loss" in r]
+    assert all("ctc_per_token" not in r for r in steps)  # no CTC head
+    # The loss per utterance over the transcripts' tokens, whatever the batch (one per step here).
+    assert all(0 < r["rnnt_per_token"] < r["loss"] for r in steps)
     assert babelcast.load_model(tmp_path / "run" / "model.nemo").tokenizer is not None
 
 
@@ -89,6 +93,7 @@ def test_bf16_hybrid_step_and_validation(manifests, tmp_path):
     assert trainer.model.ctc_decoder is not None
     stats = trainer.train_step(trainer._batches())
     assert torch.isfinite(torch.tensor(stats.loss)) and not stats.skipped
+    assert stats.ctc_per_token > 0 and stats.rnnt_per_token > 0
     result = trainer.validate()
     assert result.words > 0 and result.wer >= 0 and (tmp_path / "run" / "best.nemo").is_file()
     assert read_nemo(tmp_path / "run" / "best.nemo").config["target"].endswith("HybridRNNTCTCBPEModelWithPrompt")

@@ -49,6 +49,8 @@ class StepStats:
     skipped: bool
     audio_s: float
     wall_s: float
+    rnnt_per_token: float = math.nan  # comparable across batches, unlike the per-utterance loss
+    ctc_per_token: float | None = None
 
 
 class Trainer:
@@ -96,7 +98,7 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         set_lr(self.optimizer, self._lr(p.step + 1))
-        loss_sum, audio_s = 0.0, 0.0
+        loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = 0.0, 0.0, 0.0, 0.0, 0
         for _ in range(t.accumulate):
             batch = next(batches)
             context = self.rng.choice(self.contexts)  # one lookahead per batch (spec §7.2)
@@ -105,6 +107,10 @@ class Trainer:
             (parts.total / t.accumulate).backward()
             loss_sum += float(parts.total.detach())
             audio_s += batch.audio_s
+            n = len(batch.references)  # the parts are means over the batch's utterances
+            rnnt_sum += parts.rnnt * n
+            ctc_sum += (parts.ctc or 0.0) * n
+            tokens += int(batch.target_len.sum())
         grad_norm = self._clip()
         skipped = not math.isfinite(grad_norm)
         if skipped:
@@ -116,7 +122,8 @@ class Trainer:
         wall_s = time.perf_counter() - start
         p.audio_s += audio_s
         p.train_s += wall_s
-        return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s)
+        ctc = ctc_sum / max(1, tokens) if self.model.ctc_decoder is not None and t.ctc_weight > 0 else None
+        return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s, rnnt_sum / max(1, tokens), ctc)
 
     def _clip(self) -> float:
         """Global grad norm (clipped to grad_clip when set); inf/nan when any gradient is not finite."""
@@ -128,7 +135,10 @@ class Trainer:
         """Logging, validation and checkpoints at their intervals."""
         t, step = self.cfg.trainer, self.progress.step
         record = {"step": step, "loss": stats.loss, "loss_ema": ema, "lr": self._lr(), "grad_norm": stats.grad_norm,
-                  "skipped": stats.skipped, "audio_s": round(stats.audio_s, 2), "wall_s": round(stats.wall_s, 3)}
+                  "skipped": stats.skipped, "audio_s": round(stats.audio_s, 2), "wall_s": round(stats.wall_s, 3),
+                  "rnnt_per_token": round(stats.rnnt_per_token, 4)}
+        if stats.ctc_per_token is not None:
+            record["ctc_per_token"] = round(stats.ctc_per_token, 4)
         if step % t.log_every == 0 or stats.skipped:
             self._log(record)
         if self.val_utts and t.val_every and step % t.val_every == 0:
