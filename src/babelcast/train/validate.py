@@ -40,9 +40,9 @@ def time_variation(frames: Tensor, lengths: Tensor) -> Tensor:
     """How much each utterance's frames [B, T, D] vary over time, relative to their size: the std of
     x - mean_t(x) over std(x), on the first `lengths` [B] frames → [B].
 
-    Around 0.3 at initialisation. Training that collapses (a first demo run at a high learning rate:
-    every frame of the middle layers nearly the same vector, 0.02, and a CTC head stuck on blank)
-    drives it towards 0, long before the loss says anything is wrong.
+    Training that collapses (a first demo run at a high learning rate: every frame of the middle
+    layers nearly the same vector, and a CTC head stuck on blank) drives it towards 0, long before
+    the loss says anything is wrong.
     """
     valid = (torch.arange(frames.shape[1], device=frames.device) < lengths[:, None])[..., None]  # [B, T, 1]
     n = valid.sum(1).clamp(min=1) * frames.shape[2]  # [B, 1] values per utterance
