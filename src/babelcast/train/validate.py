@@ -45,13 +45,12 @@ def time_variation(frames: Tensor, lengths: Tensor) -> Tensor:
     the loss says anything is wrong.
     """
     valid = (torch.arange(frames.shape[1], device=frames.device) < lengths[:, None])[..., None]  # [B, T, 1]
-    n = valid.sum(1).clamp(min=1) * frames.shape[2]  # [B, 1] values per utterance
     x = frames.float() * valid
-    mean_t = x.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)  # [B, 1, D]
-    centred = (x - mean_t) * valid
-    mean = x.sum((1, 2)) / n[:, 0]
-    total = (((x - mean[:, None, None]) * valid) ** 2).sum((1, 2)) / n[:, 0]
-    return ((centred ** 2).sum((1, 2)) / n[:, 0] / total.clamp(min=1e-12)).sqrt()
+    mean_t = x.sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)  # [B, 1, D] per dimension
+    mean = mean_t.mean(2, keepdim=True)  # [B, 1, 1] of all values (every dimension has T frames)
+    over_time = (((x - mean_t) * valid) ** 2).sum((1, 2))  # the value counts cancel in the ratio
+    total = (((x - mean) * valid) ** 2).sum((1, 2))
+    return (over_time / total.clamp(min=1e-12)).sqrt()
 
 
 @contextmanager
