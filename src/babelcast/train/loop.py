@@ -98,7 +98,7 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         set_lr(self.optimizer, self._lr(p.step + 1))
-        loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = 0.0, 0.0, 0.0, 0.0, 0
+        loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = 0.0, 0.0, 0.0, None, 0
         for _ in range(t.accumulate):
             batch = next(batches)
             context = self.rng.choice(self.contexts)  # one lookahead per batch (spec §7.2)
@@ -109,7 +109,7 @@ class Trainer:
             audio_s += batch.audio_s
             n = len(batch.references)  # the parts are means over the batch's utterances
             rnnt_sum += parts.rnnt * n
-            ctc_sum += (parts.ctc or 0.0) * n
+            ctc_sum = None if parts.ctc is None else (ctc_sum or 0.0) + parts.ctc * n
             tokens += int(batch.target_len.sum())
         grad_norm = self._clip()
         skipped = not math.isfinite(grad_norm)
@@ -122,7 +122,7 @@ class Trainer:
         wall_s = time.perf_counter() - start
         p.audio_s += audio_s
         p.train_s += wall_s
-        ctc = ctc_sum / max(1, tokens) if self.model.ctc_decoder is not None and t.ctc_weight > 0 else None
+        ctc = None if ctc_sum is None else ctc_sum / max(1, tokens)
         return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s, rnnt_sum / max(1, tokens), ctc)
 
     def _clip(self) -> float:
