@@ -49,8 +49,8 @@ class StepStats:
     skipped: bool
     audio_s: float
     wall_s: float
-    rnnt_per_token: float = math.nan  # comparable across batches, unlike the per-utterance loss
-    ctc_per_token: float | None = None
+    rnnt_per_token: float  # comparable across batches, unlike the per-utterance loss
+    ctc_per_token: float | None  # None without a CTC objective
 
 
 class Trainer:
