@@ -15,13 +15,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import auth
 from .config import ServerConfig
 from .errors import ApiError
 from .hub import EngineHub
 from .listen import listen_endpoint
 from .metrics import ServerMetrics
-from .openai_http import error_response, models_endpoint, transcriptions_endpoint
+from .openai_http import error_response, models_endpoint, requires_key, transcriptions_endpoint
 from .realtime import realtime_endpoint
 
 if TYPE_CHECKING:
@@ -95,13 +94,9 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body, status_code=503 if problem else 200)
 
 
+@requires_key
 async def metrics_endpoint(request: Request) -> Response:
-    hub = request.app.state.hub
-    try:
-        auth.check(hub.cfg.api_keys, request.headers, request.query_params)
-    except ApiError as e:
-        return error_response(e)
-    return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def info(request: Request) -> Response:

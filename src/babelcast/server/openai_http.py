@@ -5,9 +5,11 @@ context unless `latency_ms` is given) on the hub's worker thread.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from typing import Awaitable, Callable
 
 import numpy as np
 from starlette.datastructures import UploadFile
@@ -31,13 +33,23 @@ def error_response(e: ApiError, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(e.openai_body(), status_code=e.status, headers=headers)
 
 
+def requires_key(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """An HTTP endpoint that answers 401 (OpenAI error body) unless a valid API key is presented."""
+
+    @functools.wraps(endpoint)
+    async def checked(request: Request) -> Response:
+        try:
+            auth.check(request.app.state.hub.cfg.api_keys, request.headers, request.query_params)
+        except ApiError as e:
+            return error_response(e)
+        return await endpoint(request)
+
+    return checked
+
+
+@requires_key
 async def models_endpoint(request: Request) -> Response:
-    hub = request.app.state.hub
-    try:
-        auth.check(hub.cfg.api_keys, request.headers, request.query_params)
-    except ApiError as e:
-        return error_response(e)
-    name = hub.cfg.model_name
+    name = request.app.state.hub.cfg.model_name
     return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
                                                       "owned_by": "babelcast"}]})
 
