@@ -314,3 +314,12 @@ def test_no_progress_bar_when_not_a_tty(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "babelcast", "transcribe", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--latency" in done.stdout
+
+
+def test_cli_and_package_import_without_torch():
+    """`babelcast --help`, `data` and `stream` stay quick: torch loads only when a model does."""
+    code = ("import sys, babelcast, babelcast.cli; assert 'torch' not in sys.modules, 'torch imported'; "
+            "babelcast.Transcript; assert 'torch' not in sys.modules; babelcast.Recognizer; "
+            "assert 'torch' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

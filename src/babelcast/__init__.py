@@ -1,9 +1,17 @@
 """babelcast: real-time multilingual speech recognition (Nemotron 3.5 ASR) in plain PyTorch."""
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .decoding.result import Transcript, Word
-from .recognizer import Recognizer, load_model
-from .streaming.session import Partial, Session
+if TYPE_CHECKING:
+    from .decoding.result import Transcript, Word
+    from .recognizer import Recognizer, load_model
+    from .streaming.session import Partial, Session
+
+# The public names, imported on first use (PEP 562): `import babelcast` and the CLI's --help stay
+# quick, and the light commands (data, stream) never load torch.
+_LAZY = {"Transcript": ".decoding.result", "Word": ".decoding.result", "Recognizer": ".recognizer",
+         "load_model": ".recognizer", "Partial": ".streaming.session", "Session": ".streaming.session"}
 
 __version__ = "0.1.0"
 # The small multilingual demo model babelcast trains itself (configs/demo.yaml, README "Demo model"):
@@ -20,3 +28,11 @@ def default_model() -> str | None:
     if model and model.endswith(".nemo") and not Path(model).is_file():
         return None
     return model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'babelcast' has no attribute {name!r}")

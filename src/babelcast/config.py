@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 AUTO = "auto"
+PRECISIONS = ("fp32", "bf16", "int8")  # inference weight copies (streaming/engine.py, spec §8.9)
 
 
 class ConfigError(ValueError):

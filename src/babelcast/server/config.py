@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..streaming.engine import PRECISIONS
+from ..config import PRECISIONS
 
 
 @dataclass(frozen=True)

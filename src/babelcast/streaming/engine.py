@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import FeatureState
+from ..config import PRECISIONS
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions, to_transcript
 from ..model.asr import AsrModel
@@ -32,8 +33,6 @@ from ..model.encoder import OPEN_END
 from .cache_pool import CachePool
 from .endpoint import is_endpoint
 from .session import StreamOptions, decode_chunks
-
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class EngineFull(RuntimeError):
