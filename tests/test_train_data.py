@@ -2,6 +2,7 @@
 augmentation, and the tokenizer trainer."""
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 
@@ -64,6 +65,19 @@ def test_buckets_respect_the_padded_duration_budget_and_cover_every_utterance():
     assert np.median(spread) < 2.5  # batches hold similar durations
     assert batches == plan_batches(durations, cfg, random.Random(1))
     assert batches != plan_batches(durations, cfg, random.Random(2))
+
+
+def test_data_parallel_plan_pairs_batches_of_one_bucket():
+    """With 2 processes, batches 2k and 2k+1 (one per process in a step) come from one bucket."""
+    rng = random.Random(0)
+    durations = [rng.uniform(0.5, 15.0) for _ in range(500)]
+    cfg = DataConfig(train=(), batch_duration_s=60.0, max_batch_size=16, buckets=6)
+    rank = {i: r for r, i in enumerate(sorted(range(500), key=durations.__getitem__))}
+    bucket = lambda b: bisect.bisect_right([round(k * 500 / 6) for k in range(1, 6)], rank[b[0]])  # noqa: E731
+    alone, paired = plan_batches(durations, cfg, random.Random(1)), plan_batches(durations, cfg, random.Random(1), 2)
+    assert len(paired) % 2 == 0 and len(alone) - len(paired) < 6  # at most one batch dropped per bucket
+    assert all(bucket(paired[k]) == bucket(paired[k + 1]) for k in range(0, len(paired), 2))
+    assert sum(bucket(alone[k]) != bucket(alone[k + 1]) for k in range(0, len(alone) - 1, 2)) > len(alone) // 4
 
 
 @pytest.fixture(scope="module")

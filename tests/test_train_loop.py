@@ -191,3 +191,9 @@ def test_best_checkpoint_is_judged_by_loss_while_wer_is_above_100(manifests, tmp
         trainer.validate()
         kept.append(len(exported) > before)
     assert kept == [True, False, True, True, True, True]
+
+
+def test_a_step_larger_than_every_bucket_is_an_error(manifests, tmp_path):
+    trainer = make_trainer(manifests, tmp_path / "run", max_steps=1, accumulate=50)
+    with pytest.raises(ValueError, match="no duration bucket holds the 50 batches"):
+        trainer.train_step(trainer._batches())

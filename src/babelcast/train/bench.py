@@ -3,6 +3,7 @@ utterance-seconds trained per wall second (and per CPU second, which other jobs 
 machine disturb less), so a real run can be planned.
 
     python -m babelcast.train.bench configs/demo.yaml --seconds 60 --precision bf16
+    python -m babelcast.train.bench configs/demo.yaml --seconds 60 --processes 2 --threads 1  # data parallel
 
 The step measured is the real one (Trainer.train_step: augmentation, multi-lookahead, dropout,
 backward, clipping, AdamW); only data loading is left out.
@@ -20,11 +21,14 @@ from dataclasses import replace
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from ..config import parse_model_config
 from .config import TrainConfig, load_train_config
 from .data import SAMPLE_RATE_HZ, Batch
 from .loop import Trainer
+from .parallel import free_port, join
 from .run import init_model, with_vocab
 
 
@@ -59,7 +63,7 @@ def measure(cfg: TrainConfig, seconds: float, tokens_per_s: float) -> dict:
         for _ in range(2):
             trainer.train_step(batches)
         audio_s, steps, start, cpu_start = 0.0, 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
+        while _keep_going(start, seconds):
             audio_s += trainer.train_step(batches).audio_s
             steps += 1
         wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
@@ -72,18 +76,53 @@ def measure(cfg: TrainConfig, seconds: float, tokens_per_s: float) -> dict:
             "load_avg": os.getloadavg()}
 
 
+def _keep_going(start: float, seconds: float) -> bool:
+    """Until `seconds` have passed; data-parallel processes stop together (they step in lockstep)."""
+    done = torch.tensor(float(time.perf_counter() - start >= seconds))
+    if dist.is_initialized():
+        dist.all_reduce(done, op=dist.ReduceOp.MAX)
+    return not bool(done)
+
+
+def _measure_in_process(rank: int, world: int, port: int, cfg: TrainConfig, seconds: float, tokens_per_s: float,
+                        results) -> None:
+    join(rank, world, port)
+    try:
+        results.put(measure(cfg, seconds, tokens_per_s))
+    finally:
+        dist.destroy_process_group()
+
+
+def measure_processes(cfg: TrainConfig, seconds: float, tokens_per_s: float) -> dict:
+    """measure() in trainer.processes data-parallel processes (gradients all-reduced every step); the
+    audio of a step is every process's batch together."""
+    world = cfg.trainer.processes
+    if world == 1:
+        return measure(cfg, seconds, tokens_per_s)
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    mp.start_processes(_measure_in_process, args=(world, free_port(), cfg, seconds, tokens_per_s, results),
+                       nprocs=world, start_method="spawn")
+    each = [results.get() for _ in range(world)]  # the same audio_s in each: a step's is summed over processes
+    slowest, cpu_s = max(each, key=lambda r: r["wall_s"]), sum(r["cpu_s"] for r in each)
+    return {**slowest, "processes": world, "cpu_s": round(cpu_s, 1),
+            "audio_s_per_cpu_s": round(slowest["audio_s"] / cpu_s, 2)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--precision", choices=("bf16", "fp32"))
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--processes", type=int, help="data-parallel processes (train/parallel.py)")
     parser.add_argument("--tokens-per-s", type=float, default=6.0, help="target tokens per second of audio")
     args = parser.parse_args(argv)
     cfg = load_train_config(args.config)
-    overrides = {k: v for k, v in (("precision", args.precision), ("threads", args.threads)) if v is not None}
+    overrides = {k: v for k, v in (("precision", args.precision), ("threads", args.threads),
+                                   ("processes", args.processes)) if v is not None}
     cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
-    print(json.dumps(measure(cfg, args.seconds, args.tokens_per_s)))
+    print(json.dumps(measure_processes(cfg, args.seconds, args.tokens_per_s)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ imports happen when a command runs, so `babelcast --help` stays fast)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 
 
@@ -14,6 +13,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="override trainer.max_steps")
     parser.add_argument("--precision", choices=("bf16", "fp32"), help="override trainer.precision")
     parser.add_argument("--threads", type=int, help="override trainer.threads (1 is faster on a busy machine)")
+    parser.add_argument("--processes", type=int, help="override trainer.processes (data parallel on this machine)")
     parser.add_argument("--no-resume", action="store_true",
                         help="start from scratch even if OUT_DIR/last.pt exists (it is overwritten)")
 
@@ -21,14 +21,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train from scratch, or continue OUT_DIR/last.pt; exports OUT_DIR/model.nemo."""
     from .config import load_train_config
+    from .parallel import fit, train_in_processes
     from .run import trainer_from_scratch
 
     cfg = load_train_config(args.config)
     overrides = {k: v for k, v in (("out_dir", args.out_dir), ("max_steps", args.max_steps),
-                                   ("precision", args.precision), ("threads", args.threads)) if v is not None}
+                                   ("precision", args.precision), ("threads", args.threads),
+                                   ("processes", args.processes)) if v is not None}
     if overrides:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
-    return _fit(trainer_from_scratch(cfg), resume=not args.no_resume)
+    if cfg.trainer.processes > 1:
+        train_in_processes(cfg, resume=not args.no_resume)
+    else:
+        fit(trainer_from_scratch(cfg), resume=not args.no_resume)
+    return 0
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,20 +59,12 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a .nemo on manifests and write OUT (same config and tokenizer as the base)."""
+    from .parallel import fit
     from .run import FinetuneOptions, trainer_for_finetune
 
     opts = FinetuneOptions(model=args.model, train=tuple(args.train), val=tuple(args.val), out=args.out,
                            lang=args.lang, steps=args.steps, lr=args.lr, batch_duration_s=args.batch_duration,
                            precision=args.precision, prompt_mode=args.prompt_mode, val_latency_ms=args.val_latency,
                            augment=not args.no_augment, joint_chunk=args.joint_chunk)
-    return _fit(trainer_for_finetune(opts), resume=not args.no_resume)
-
-
-def _fit(trainer, resume: bool) -> int:
-    if resume and trainer.resume():
-        print(f"resuming {trainer.cfg.out_dir} at step {trainer.progress.step}", file=sys.stderr)
-    progress = trainer.fit()
-    rate = progress.audio_s / max(progress.train_s, 1e-9)
-    print(f"done: {progress.step} steps ({progress.skipped_steps} skipped), {progress.audio_s / 3600:.2f} h of "
-          f"audio at {rate:.1f} s/s; model: {trainer.export_path}", file=sys.stderr)
+    fit(trainer_for_finetune(opts), resume=not args.no_resume)
     return 0

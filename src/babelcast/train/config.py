@@ -60,7 +60,8 @@ class TrainerConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     seed: int = 1234
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    processes: int = 1  # > 1: data parallel on this machine (train/parallel.py), batches split between processes
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
         raise ValueError(f"optim.schedule {optim.schedule!r}; use one of {SCHEDULES}")
     if trainer.precision not in PRECISIONS:
         raise ValueError(f"trainer.precision {trainer.precision!r}; use one of {PRECISIONS}")
+    if trainer.processes < 1:
+        raise ValueError(f"trainer.processes {trainer.processes}: at least 1")
     out_dir = Path(trainer.out_dir)
     trainer = replace(trainer, out_dir=str(out_dir if out_dir.is_absolute() else base / out_dir))
     tokenizer = _build(TokenizerConfig, raw.get("tokenizer"), "tokenizer")

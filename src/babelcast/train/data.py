@@ -148,19 +148,22 @@ def load_utterances(sources: tuple[ManifestSource, ...], tokenizer: Tokenizer, p
     return out
 
 
-def plan_batches(durations_s: list[float], cfg: DataConfig, rng: random.Random) -> list[list[int]]:
+def plan_batches(durations_s: list[float], cfg: DataConfig, rng: random.Random, group: int = 1) -> list[list[int]]:
     """Shuffled batches of utterance indices: quantile buckets by duration, shuffled inside, cut so
-    that (longest in batch × batch size) stays within batch_duration_s."""
+    that (longest in batch × batch size) stays within batch_duration_s. With group > 1 the plan is
+    runs of `group` batches of one bucket (a bucket's last incomplete run is dropped), so that
+    data-parallel processes, which take one batch of a run each, step in about the same time."""
     order = sorted(range(len(durations_s)), key=lambda i: durations_s[i])
     n_buckets = max(1, min(cfg.buckets, len(order)))
     bounds = [round(k * len(order) / n_buckets) for k in range(n_buckets + 1)]
-    batches = []
+    runs = []
     for lo, hi in zip(bounds, bounds[1:]):
         bucket = order[lo:hi]
         rng.shuffle(bucket)
-        batches += _cut(bucket, durations_s, cfg)
-    rng.shuffle(batches)
-    return batches
+        batches = _cut(bucket, durations_s, cfg)
+        runs += [batches[i:i + group] for i in range(0, len(batches) - group + 1, group)]
+    rng.shuffle(runs)
+    return [batch for run in runs for batch in run]
 
 
 def _cut(indices: list[int], durations_s: list[float], cfg: DataConfig) -> list[list[int]]:
@@ -217,13 +220,16 @@ class BatchDataset(torch.utils.data.Dataset):
 
 
 def epoch_loader(utts: list[Utterance], cfg: DataConfig, prompt: PromptConfig | None, augment: AugmentConfig | None,
-                 seed: int, epoch: int, start_batch: int = 0) -> tuple[int, torch.utils.data.DataLoader]:
-    """(batches in the epoch, loader over batches start_batch…); the plan depends only on (seed, epoch)."""
-    plan = plan_batches([u.duration_s for u in utts], cfg, random.Random(seed * 1_000_003 + epoch))
+                 seed: int, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1,
+                 group: int = 1) -> tuple[int, torch.utils.data.DataLoader]:
+    """(batches in the epoch, loader over batches start_batch + rank, + world, …); the plan depends
+    only on (seed, epoch, group), runs of `group` batches of one bucket (one optimizer step's:
+    processes × accumulate), so every process takes as many steps and they take about as long."""
+    plan = plan_batches([u.duration_s for u in utts], cfg, random.Random(seed * 1_000_003 + epoch), group)
     dataset = BatchDataset(utts, plan, prompt, augment, cfg.unified_auto_ratio, (seed, epoch))
     # Its own generator: creating a loader must not draw from the global RNG (dropout), or a resumed
     # run would diverge from an uninterrupted one. Batches take their randomness from (seed, epoch, i).
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start_batch, len(plan)),
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start_batch + rank, len(plan), world),
                                          num_workers=cfg.num_workers, collate_fn=_as_is,
                                          generator=torch.Generator().manual_seed(seed + epoch))
     return len(plan), loader

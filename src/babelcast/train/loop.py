@@ -1,5 +1,10 @@
 """The training loop: multi-lookahead batches, bf16 autocast, accumulation, clipping, skipped
-non-finite steps, validation, checkpoints that resume across sessions, `.nemo` exports."""
+non-finite steps, validation, checkpoints that resume across sessions, `.nemo` exports.
+
+Data parallel when torch.distributed is initialized (`trainer.processes`, train/parallel.py): every
+process takes its own batches of the same epoch plan (batch i goes to process i mod world), the
+gradients are averaged with one all-reduce, and process 0 alone logs, validates and writes files.
+"""
 from __future__ import annotations
 
 import json
@@ -12,6 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import chunking
@@ -61,8 +67,12 @@ class Trainer:
         self.export_path = export_path or cfg.out_dir / "model.nemo"  # the latest weights, rewritten at checkpoints
         self.progress = Progress()
         self.optimizer = build_optimizer(model, cfg.optim)
-        self.rng = random.Random(cfg.trainer.seed)  # lookahead choice
-        self.gen = torch.Generator().manual_seed(cfg.trainer.seed)  # dither, SpecAugment
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        seed = cfg.trainer.seed + self.rank  # the weights are seeded before: the same in every process
+        if self.world > 1:
+            torch.manual_seed(seed)  # dropout masks differ between processes
+        self.rng = random.Random(seed)  # lookahead choice
+        self.gen = torch.Generator().manual_seed(seed)  # dither, SpecAugment
         self.dropout_hooks = add_dropout(model, DropoutRates.from_nemo(cfg.model))
         # The strided subsampling convs dominate a CPU training step; with channels-last weights
         # oneDNN runs them (forward and backward) about 1.5× faster. Values and keys are unchanged.
@@ -79,7 +89,8 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         batches = self._batches()
-        bar = tqdm(total=t.max_steps, initial=self.progress.step, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=t.max_steps, initial=self.progress.step, unit="step", dynamic_ncols=True,
+                   disable=self.rank != 0)
         ema = None
         while self.progress.step < t.max_steps:
             stats = self.train_step(batches)
@@ -89,7 +100,8 @@ class Trainer:
             self._after_step(stats, ema, bar)
         bar.close()
         self.save()
-        self.export(self.export_path)
+        if self.rank == 0:
+            self.export(self.export_path)
         return self.progress
 
     def train_step(self, batches: Iterator[Batch]) -> StepStats:
@@ -111,6 +123,10 @@ class Trainer:
             rnnt_sum += parts.rnnt * n
             ctc_sum = None if parts.ctc is None else (ctc_sum or 0.0) + parts.ctc * n
             tokens += int(batch.target_len.sum())
+        if self.world > 1:
+            self._average_gradients()
+            loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = self._sum_over_processes(
+                loss_sum / self.world, audio_s, rnnt_sum, ctc_sum, tokens)
         grad_norm = self._clip()
         skipped = not math.isfinite(grad_norm)
         if skipped:
@@ -124,6 +140,29 @@ class Trainer:
         p.train_s += wall_s
         ctc = None if ctc_sum is None else ctc_sum / max(1, tokens)
         return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s, rnnt_sum / max(1, tokens), ctc)
+
+    def _average_gradients(self) -> None:
+        """Every process gets the mean of all processes' gradients (one all-reduce of one buffer)."""
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        present = torch.tensor([float(q.grad is not None) for q in params])
+        flat = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1) for q in params])
+        dist.all_reduce(present, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flat)
+        flat /= self.world
+        for q, grad, used in zip(params, flat.split([q.numel() for q in params]), present.tolist()):
+            q.grad = grad.view_as(q) if used else None  # None where no process had one, as alone
+
+    def _sum_over_processes(self, loss: float, audio_s: float, rnnt: float, ctc: float | None,
+                            tokens: int) -> tuple[float, float, float, float | None, int]:
+        """The step's statistics summed over processes (loss comes pre-divided by the world size)."""
+        totals = torch.tensor([loss, audio_s, rnnt, ctc or 0.0, tokens], dtype=torch.float64)
+        dist.all_reduce(totals)
+        loss, audio_s, rnnt, ctc_total, tokens = totals.tolist()
+        return loss, audio_s, rnnt, None if ctc is None else ctc_total, int(tokens)
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
     def _clip(self) -> float:
         """Global grad norm (clipped to grad_clip when set); inf/nan when any gradient is not finite."""
@@ -139,17 +178,22 @@ class Trainer:
                   "rnnt_per_token": round(stats.rnnt_per_token, 4)}
         if stats.ctc_per_token is not None:
             record["ctc_per_token"] = round(stats.ctc_per_token, 4)
-        if step % t.log_every == 0 or stats.skipped:
+        lead = self.rank == 0
+        if lead and (step % t.log_every == 0 or stats.skipped):
             self._log(record)
         if self.val_utts and t.val_every and step % t.val_every == 0:
-            result = self.validate()
-            ref, hyp = result.examples[0] if result.examples else ("", "")
-            bar.write(f"step {step}: val loss {result.loss:.3f}, WER {100 * result.wer:.1f}% at "
-                      f"{self._val_latency_ms()} ms, encoder time variation ≥ {min(result.time_variation, default=0):.2f}; "
-                      f"e.g. {ref[:80]!r} → {hyp[:80]!r}")
+            if lead:
+                result = self.validate()
+                ref, hyp = result.examples[0] if result.examples else ("", "")
+                bar.write(f"step {step}: val loss {result.loss:.3f}, WER {100 * result.wer:.1f}% at "
+                          f"{self._val_latency_ms()} ms, encoder time variation ≥ "
+                          f"{min(result.time_variation, default=0):.2f}; e.g. {ref[:80]!r} → {hyp[:80]!r}")
+            self._barrier()
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
             self.save()
-            self.export(self.export_path)
+            if lead:
+                self.export(self.export_path)
+            self._barrier()
 
     # ---- data -----------------------------------------------------------------------------
     def _batches(self) -> Iterator[Batch]:
@@ -157,11 +201,17 @@ class Trainer:
         p = self.progress
         if not self.train_utts:
             raise ValueError("no training utterances (check the manifests and data.min/max_duration_s)")
+        p.batch_in_epoch += -p.batch_in_epoch % self.world  # a run resumed with more processes
         while True:
-            _, loader = epoch_loader(self.train_utts, self.cfg.data, self.model.cfg.prompt, self.cfg.augment,
-                                     self.cfg.trainer.seed, p.epoch, p.batch_in_epoch)
+            group = self.world * self.cfg.trainer.accumulate
+            n_batches, loader = epoch_loader(self.train_utts, self.cfg.data, self.model.cfg.prompt, self.cfg.augment,
+                                             self.cfg.trainer.seed, p.epoch, p.batch_in_epoch, self.rank, self.world,
+                                             group)
+            if n_batches == 0:
+                raise ValueError(f"no duration bucket holds the {group} batches one step takes (processes × "
+                                 "accumulate); use fewer data.buckets or a smaller data.batch_duration_s")
             for batch in loader:
-                p.batch_in_epoch += 1
+                p.batch_in_epoch += self.world  # batches of the epoch consumed by all processes
                 yield batch
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
 
@@ -209,14 +259,20 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         """Everything a later session needs to continue exactly: weights, AdamW moments, progress,
-        every random generator, and the configs (written atomically)."""
+        every random generator (each process's), and the configs (written atomically, by process 0)."""
         path = path or self.cfg.out_dir / CHECKPOINT_NAME
+        rng = {"python": self.rng.getstate(), "torch_gen": self.gen.get_state(),
+               "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+        rng_ranks = [rng]
+        if self.world > 1:
+            rng_ranks = [None] * self.world
+            dist.all_gather_object(rng_ranks, rng)
+        if self.rank != 0:
+            return path
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress), "model_config": dict(self.cfg.model),
-            "train_config": dict(self.cfg.raw),
-            "rng": {"python": self.rng.getstate(), "torch_gen": self.gen.get_state(),
-                    "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()},
+            "train_config": dict(self.cfg.raw), "rng": rng, "rng_ranks": rng_ranks,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -234,7 +290,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-        rng = state["rng"]
+        ranks = state.get("rng_ranks", [state["rng"]])
+        if len(ranks) != self.world and self.rank > 0:
+            return True  # another number of processes than saved: the others keep their fresh seeds
+        rng = ranks[self.rank] if len(ranks) == self.world else state["rng"]
         self.rng.setstate(rng["python"])
         self.gen.set_state(rng["torch_gen"])
         torch.set_rng_state(rng["torch"])

@@ -1,0 +1,72 @@
+"""Data-parallel training on one machine: `trainer.processes` processes joined by torch.distributed
+(gloo over loopback), each with trainer.threads intra-op threads and its own batches (train/loop.py).
+Each optimizer step averages `processes` batches, like `accumulate`, in the time of about one.
+
+On this 2-core VM it is about as fast as one process with two threads (bench/README.md, "Training
+throughput"): a step's small, memory-bound operations share two cores no better between processes
+than between threads. It is the way to use more cores, or more machines, than one process can.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .config import TrainConfig
+from .loop import Trainer
+from .run import prepare_tokenizer, trainer_from_scratch
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join(rank: int, world: int, port: int) -> None:
+    """Join this process to the others as `rank` of `world`; it ends when the launching process does."""
+    _end_with_parent()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+
+
+def _end_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent exits (PR_SET_PDEATHSIG). torch's spawn asks for a
+    SIGINT, which a command started in the background (`nohup babelcast train … &`) ignores, and its
+    processes went on training, and writing checkpoints, after `babelcast train` was stopped."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent was gone before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def train_in_processes(cfg: TrainConfig, resume: bool) -> None:
+    """`babelcast train` with trainer.processes > 1; an error in any process ends them all."""
+    prepare_tokenizer(cfg)  # once, before the processes would race to train it
+    world = cfg.trainer.processes
+    mp.start_processes(_train, args=(world, free_port(), cfg, resume), nprocs=world, start_method="spawn")
+
+
+def _train(rank: int, world: int, port: int, cfg: TrainConfig, resume: bool) -> None:
+    join(rank, world, port)
+    try:
+        fit(trainer_from_scratch(cfg), resume)
+    finally:
+        dist.destroy_process_group()
+
+
+def fit(trainer: Trainer, resume: bool) -> None:
+    """Resume when asked and possible, train to max_steps, report on stderr (process 0)."""
+    if resume and trainer.resume() and trainer.rank == 0:
+        print(f"resuming {trainer.cfg.out_dir} at step {trainer.progress.step}", file=sys.stderr)
+    progress = trainer.fit()
+    if trainer.rank == 0:
+        rate = progress.audio_s / max(progress.train_s, 1e-9)
+        print(f"done: {progress.step} steps ({progress.skipped_steps} skipped), {progress.audio_s / 3600:.2f} h of "
+              f"audio at {rate:.1f} s/s; model: {trainer.export_path}", file=sys.stderr)
