@@ -28,7 +28,7 @@ from ..config import parse_model_config
 from .config import TrainConfig, load_train_config
 from .data import SAMPLE_RATE_HZ, Batch
 from .loop import Trainer
-from .parallel import free_port, join
+from .parallel import run_in_processes
 from .run import init_model, with_vocab
 
 
@@ -84,13 +84,8 @@ def _keep_going(start: float, seconds: float) -> bool:
     return not bool(done)
 
 
-def _measure_in_process(rank: int, world: int, port: int, cfg: TrainConfig, seconds: float, tokens_per_s: float,
-                        results) -> None:
-    join(rank, world, port)
-    try:
-        results.put(measure(cfg, seconds, tokens_per_s))
-    finally:
-        dist.destroy_process_group()
+def _measure_into(results, cfg: TrainConfig, seconds: float, tokens_per_s: float) -> None:
+    results.put(measure(cfg, seconds, tokens_per_s))
 
 
 def measure_processes(cfg: TrainConfig, seconds: float, tokens_per_s: float) -> dict:
@@ -99,10 +94,8 @@ def measure_processes(cfg: TrainConfig, seconds: float, tokens_per_s: float) -> 
     world = cfg.trainer.processes
     if world == 1:
         return measure(cfg, seconds, tokens_per_s)
-    ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
-    mp.start_processes(_measure_in_process, args=(world, free_port(), cfg, seconds, tokens_per_s, results),
-                       nprocs=world, start_method="spawn")
+    results = mp.get_context("spawn").SimpleQueue()
+    run_in_processes(_measure_into, world, results, cfg, seconds, tokens_per_s)
     each = [results.get() for _ in range(world)]  # the same audio_s in each: a step's is summed over processes
     slowest, cpu_s = max(each, key=lambda r: r["wall_s"]), sum(r["cpu_s"] for r in each)
     return {**slowest, "processes": world, "cpu_s": round(cpu_s, 1),

@@ -272,7 +272,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress), "model_config": dict(self.cfg.model),
-            "train_config": dict(self.cfg.raw), "rng": rng, "rng_ranks": rng_ranks,
+            "train_config": dict(self.cfg.raw), "rng_ranks": rng_ranks,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -290,10 +290,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-        ranks = state.get("rng_ranks", [state["rng"]])
+        ranks = state.get("rng_ranks") or [state["rng"]]  # checkpoints before data parallel: "rng"
         if len(ranks) != self.world and self.rank > 0:
             return True  # another number of processes than saved: the others keep their fresh seeds
-        rng = ranks[self.rank] if len(ranks) == self.world else state["rng"]
+        rng = ranks[self.rank if len(ranks) == self.world else 0]
         self.rng.setstate(rng["python"])
         self.gen.set_state(rng["torch_gen"])
         torch.set_rng_state(rng["torch"])

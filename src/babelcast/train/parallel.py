@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any, Callable
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -30,10 +31,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def join(rank: int, world: int, port: int) -> None:
-    """Join this process to the others as `rank` of `world`; it ends when the launching process does."""
+def run_in_processes(fn: Callable[..., None], world: int, *args: Any) -> None:
+    """fn(*args) in `world` spawned processes joined to one group; an error in any ends them all."""
+    mp.start_processes(_joined, args=(world, free_port(), fn, args), nprocs=world, start_method="spawn")
+
+
+def _joined(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:
+    """One spawned process: join the group as `rank`, run fn, leave; it ends when its launcher does."""
     _end_with_parent()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        fn(*args)
+    finally:
+        dist.destroy_process_group()
 
 
 def _end_with_parent() -> None:
@@ -49,16 +59,11 @@ def _end_with_parent() -> None:
 def train_in_processes(cfg: TrainConfig, resume: bool) -> None:
     """`babelcast train` with trainer.processes > 1; an error in any process ends them all."""
     prepare_tokenizer(cfg)  # once, before the processes would race to train it
-    world = cfg.trainer.processes
-    mp.start_processes(_train, args=(world, free_port(), cfg, resume), nprocs=world, start_method="spawn")
+    run_in_processes(_train, cfg.trainer.processes, cfg, resume)
 
 
-def _train(rank: int, world: int, port: int, cfg: TrainConfig, resume: bool) -> None:
-    join(rank, world, port)
-    try:
-        fit(trainer_from_scratch(cfg), resume)
-    finally:
-        dist.destroy_process_group()
+def _train(cfg: TrainConfig, resume: bool) -> None:
+    fit(trainer_from_scratch(cfg), resume)
 
 
 def fit(trainer: Trainer, resume: bool) -> None:
