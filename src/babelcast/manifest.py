@@ -2,7 +2,8 @@
 
 Keys used: `audio_filepath` (required; relative paths are resolved against the
 manifest's folder), `text`, `target_lang` or `lang`, `duration` and `offset`
-(seconds; when given, only that span of the file is the utterance).
+(seconds; when given, only that span of the file is the utterance), and `phones`, the
+[[start_ms, phoneme], …, [end_ms, ""]] timeline `babelcast data synth` writes (training aid).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ManifestEntry:
     duration_s: float | None
     offset_s: float
     line: int
+    phones: tuple[tuple[int, str], ...] | None = None  # synthetic data only (data/phones.py)
 
 
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
@@ -77,7 +79,20 @@ def _parse_line(text: str, path: Path, base_dir: Path, line_no: int) -> Manifest
         duration_s=_optional_seconds(record, "duration", where),
         offset_s=_optional_seconds(record, "offset", where) or 0.0,
         line=line_no,
+        phones=_optional_timeline(record, where),
     )
+
+
+def _optional_timeline(record: dict, where: str) -> tuple[tuple[int, str], ...] | None:
+    """record['phones'] as ((start_ms, phoneme), …) ending with (end_ms, ""), None when absent."""
+    value = record.get("phones")
+    if value is None:
+        return None
+    ok = isinstance(value, list) and len(value) >= 1 and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and isinstance(p[1], str) for p in value)
+    if not ok or any(a[0] > b[0] for a, b in zip(value, value[1:])) or value[-1][1] != "":
+        raise ManifestError(f"{where}: 'phones' must be [[start_ms, phoneme], ..., [end_ms, \"\"]] in time order")
+    return tuple((int(ms), name) for ms, name in value)
 
 
 def _optional_str(record: dict, key: str, where: str) -> str | None:

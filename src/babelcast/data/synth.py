@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .phones import phone_timeline
 from .split import sentence_split, split_variants, stable_hash, unit_interval
 from .text_sources import SOURCES, load_sentences, missing_package
 
@@ -276,12 +277,13 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
                     os.unlink(tmp)
             seconds = time.perf_counter() - start
         duration = sf.info(str(path)).duration
+        phones = phone_timeline(job.text, job.espeak_voice, job.rate_wpm, job.pitch, round(1000 * job.lead_s))
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
         return None, str(e), 0.0
-    return _record(job, duration), None, seconds
+    return _record(job, duration, phones), None, seconds
 
 
-def _record(job: SynthJob, duration_s: float) -> dict:
+def _record(job: SynthJob, duration_s: float, phones: list[list]) -> dict:
     """The NeMo manifest line of one utterance."""
     record = {
         "audio_filepath": job.relpath,
@@ -294,6 +296,7 @@ def _record(job: SynthJob, duration_s: float) -> dict:
         "rate_wpm": job.rate_wpm,
         "pitch": job.pitch,
         "source": job.source,
+        "phones": phones,  # [[start_ms, IPA phoneme or "" for a pause], …, [end_ms, ""]] (phones.py)
     }
     if job.augment:
         record["augment"] = {k: v for k, v in asdict(job.augment).items() if v is not None}

@@ -53,6 +53,7 @@ class TrainerConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ctc_weight: float = 0.3  # hybrid models: loss = (1-w)·rnnt + w·ctc
     export_ctc: bool = True  # False: the CTC head only helps training; exports are the plain (prompt) RNNT
+    phone_weight: float = 0.0  # > 0: + w × frame-level phoneme loss (synthetic data's timelines, train/phones.py)
     joint_chunk: int = 0  # utterances per joint+loss sub-batch, recomputed in backward (0 = whole batch)
     val_every: int = 500
     val_latency_ms: int | None = None  # None: the model's largest trained lookahead

@@ -20,6 +20,7 @@ from ..checkpoint.tokenizer import Tokenizer
 from ..config import AUTO, PromptConfig
 from ..manifest import ManifestEntry, load_entry_audio, read_manifest
 from .augment import AugmentConfig, augment_waveform
+from .phones import PhoneGrid, frame_targets, pad_targets
 
 SAMPLE_RATE_HZ = 16000
 PROMPT_MODES = ("langID", "auto", "unified")
@@ -68,6 +69,7 @@ class Batch:
     target_len: Tensor  # [B]
     prompt_ids: Tensor | None  # [B] int64; None for a model without prompt
     references: list[str]  # transcripts without language tags, for WER
+    phone_targets: Tensor | None = None  # [B, T_enc, P] soft frame targets (train/phones.py), when asked for
 
     @property
     def audio_s(self) -> float:
@@ -200,9 +202,10 @@ class BatchDataset(torch.utils.data.Dataset):
     """Batch i of one epoch's plan, loaded and augmented; index with DataLoader(batch_size=None)."""
 
     def __init__(self, utts: list[Utterance], plan: list[list[int]], prompt: PromptConfig | None,
-                 augment: AugmentConfig | None, auto_ratio: float, seed: tuple[int, ...]):
+                 augment: AugmentConfig | None, auto_ratio: float, seed: tuple[int, ...],
+                 phone_grid: PhoneGrid | None = None):
         self.utts, self.plan, self.prompt = utts, plan, prompt
-        self.augment, self.auto_ratio, self.seed = augment, auto_ratio, seed
+        self.augment, self.auto_ratio, self.seed, self.phone_grid = augment, auto_ratio, seed, phone_grid
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -210,23 +213,38 @@ class BatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Batch:
         rng = np.random.default_rng([*self.seed, i])
         utts = [self.utts[j] for j in self.plan[i]]
-        audios = [load_entry_audio(u.entry) for u in utts]
+        clean = [load_entry_audio(u.entry) for u in utts]
+        audios = clean
         if self.augment is not None:
-            audios = [augment_waveform(a, self.augment, rng) for a in audios]
+            audios = [augment_waveform(a, self.augment, rng) for a in clean]
         prompts = None
         if self.prompt is not None:
             prompts = [prompt_index_for(self.prompt, u, self.auto_ratio, rng) for u in utts]
-        return collate(utts, audios, prompts)
+        batch = collate(utts, audios, prompts)
+        if self.phone_grid is not None:
+            batch.phone_targets = pad_targets([self._phone_targets(u, a, len(a) / max(1, len(c)))
+                                               for u, a, c in zip(utts, audios, clean)])
+        return batch
+
+    def _phone_targets(self, utt: Utterance, audio: np.ndarray, time_scale: float) -> np.ndarray:
+        """Soft phoneme targets of one utterance on the encoder grid (times stretched like the audio)."""
+        entry = utt.entry
+        if entry.phones is None:
+            raise ValueError(f"{entry.audio_path}: trainer.phone_weight needs a 'phones' timeline in the manifest "
+                             "(made by babelcast data synth)")
+        timeline = tuple((ms - 1000 * entry.offset_s, name) for ms, name in entry.phones)
+        n_frames = int(1000 * len(audio) / SAMPLE_RATE_HZ / self.phone_grid.frame_ms) + 1
+        return frame_targets(timeline, n_frames, self.phone_grid, time_scale)
 
 
 def epoch_loader(utts: list[Utterance], cfg: DataConfig, prompt: PromptConfig | None, augment: AugmentConfig | None,
                  seed: int, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1,
-                 group: int = 1) -> tuple[int, torch.utils.data.DataLoader]:
+                 group: int = 1, phone_grid: PhoneGrid | None = None) -> tuple[int, torch.utils.data.DataLoader]:
     """(batches in the epoch, loader over batches start_batch + rank, + world, …); the plan depends
     only on (seed, epoch, group), runs of `group` batches of one bucket (one optimizer step's:
     processes × accumulate), so every process takes as many steps and they take about as long."""
     plan = plan_batches([u.duration_s for u in utts], cfg, random.Random(seed * 1_000_003 + epoch), group)
-    dataset = BatchDataset(utts, plan, prompt, augment, cfg.unified_auto_ratio, (seed, epoch))
+    dataset = BatchDataset(utts, plan, prompt, augment, cfg.unified_auto_ratio, (seed, epoch), phone_grid)
     # Its own generator: creating a loader must not draw from the global RNG (dropout), or a resumed
     # run would diverge from an uninterrupted one. Batches take their randomness from (seed, epoch, i).
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start_batch + rank, len(plan), world),

@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from .. import chunking
@@ -28,6 +29,7 @@ from .config import TrainConfig
 from .data import Batch, BatchDataset, Utterance, epoch_loader, plan_batches
 from .objective import batch_loss
 from .optim import build_optimizer, lr_at, set_lr
+from .phones import PhoneGrid, PhoneHead, inventory
 from .regularize import DropoutRates, add_dropout
 from .validate import ValResult, validate
 
@@ -57,6 +59,7 @@ class StepStats:
     wall_s: float
     rnnt_per_token: float  # comparable across batches, unlike the per-utterance loss
     ctc_per_token: float | None  # None without a CTC objective
+    phone_per_frame: float | None  # None without the phoneme aid (trainer.phone_weight)
 
 
 class Trainer:
@@ -66,7 +69,10 @@ class Trainer:
         self.train_utts, self.val_utts, self.export = train, val, export
         self.export_path = export_path or cfg.out_dir / "model.nemo"  # the latest weights, rewritten at checkpoints
         self.progress = Progress()
-        self.optimizer = build_optimizer(model, cfg.optim)
+        self.phone_grid, self.phone_head = self._phone_aid(model, train) if cfg.trainer.phone_weight > 0 else (None, None)
+        # What the optimizer trains: the model and the training-only phone head (never exported).
+        self.trained = nn.ModuleList([model] + ([self.phone_head] if self.phone_head is not None else []))
+        self.optimizer = build_optimizer(self.trained, cfg.optim)
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         seed = cfg.trainer.seed + self.rank  # the weights are seeded before: the same in every process
         if self.world > 1:
@@ -81,6 +87,17 @@ class Trainer:
         self.val_context = self._val_context()
         self._val_batches: list[Batch] | None = None
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _phone_aid(model: AsrModel, train: list[Utterance]) -> tuple[PhoneGrid, PhoneHead]:
+        """The phoneme classes of the training data and a fresh head on the encoder frames."""
+        missing = next((u.entry for u in train if u.entry.phones is None), None)
+        if missing is not None:
+            raise ValueError(f"{missing.audio_path}: trainer.phone_weight needs a 'phones' timeline in every "
+                             "training manifest entry (babelcast data synth writes them)")
+        enc = model.cfg.encoder
+        grid = PhoneGrid(inventory([u.entry.phones for u in train]), model.cfg.features.frame_ms * enc.subsampling_factor)
+        return grid, PhoneHead(enc.d_model, len(grid.phones))
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> Progress:
@@ -111,11 +128,13 @@ class Trainer:
         self.model.train()
         set_lr(self.optimizer, self._lr(p.step + 1))
         loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = 0.0, 0.0, 0.0, None, 0
+        phone_sum, phone_frames = 0.0, 0
         for _ in range(t.accumulate):
             batch = next(batches)
             context = self.rng.choice(self.contexts)  # one lookahead per batch (spec §7.2)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
-                parts = batch_loss(self.model, batch, context, self.cfg.augment, t.ctc_weight, t.joint_chunk, self.gen)
+                parts = batch_loss(self.model, batch, context, self.cfg.augment, t.ctc_weight, t.joint_chunk, self.gen,
+                                   self.phone_head, t.phone_weight)
             (parts.total / t.accumulate).backward()
             loss_sum += float(parts.total.detach())
             audio_s += batch.audio_s
@@ -123,6 +142,8 @@ class Trainer:
             rnnt_sum += parts.rnnt * n
             ctc_sum = None if parts.ctc is None else (ctc_sum or 0.0) + parts.ctc * n
             tokens += int(batch.target_len.sum())
+            if parts.phone is not None:
+                phone_sum, phone_frames = phone_sum + parts.phone * n, phone_frames + parts.phone_frames
         if self.world > 1:
             self._average_gradients()
             loss_sum, audio_s, rnnt_sum, ctc_sum, tokens = self._sum_over_processes(
@@ -139,11 +160,13 @@ class Trainer:
         p.audio_s += audio_s
         p.train_s += wall_s
         ctc = None if ctc_sum is None else ctc_sum / max(1, tokens)
-        return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s, rnnt_sum / max(1, tokens), ctc)
+        phone = phone_sum / phone_frames if phone_frames else None  # this process's batches
+        return StepStats(loss_sum / t.accumulate, grad_norm, skipped, audio_s, wall_s, rnnt_sum / max(1, tokens), ctc,
+                         phone)
 
     def _average_gradients(self) -> None:
         """Every process gets the mean of all processes' gradients (one all-reduce of one buffer)."""
-        params = [q for q in self.model.parameters() if q.requires_grad]
+        params = [q for q in self.trained.parameters() if q.requires_grad]
         present = torch.tensor([float(q.grad is not None) for q in params])
         flat = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1) for q in params])
         dist.all_reduce(present, op=dist.ReduceOp.MAX)
@@ -166,7 +189,7 @@ class Trainer:
 
     def _clip(self) -> float:
         """Global grad norm (clipped to grad_clip when set); inf/nan when any gradient is not finite."""
-        params = [q for q in self.model.parameters() if q.grad is not None]
+        params = [q for q in self.trained.parameters() if q.grad is not None]
         max_norm = self.cfg.trainer.grad_clip if self.cfg.trainer.grad_clip > 0 else math.inf
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
@@ -178,6 +201,8 @@ class Trainer:
                   "rnnt_per_token": round(stats.rnnt_per_token, 4)}
         if stats.ctc_per_token is not None:
             record["ctc_per_token"] = round(stats.ctc_per_token, 4)
+        if stats.phone_per_frame is not None:
+            record["phone_per_frame"] = round(stats.phone_per_frame, 4)
         lead = self.rank == 0
         if lead and (step % t.log_every == 0 or stats.skipped):
             self._log(record)
@@ -206,7 +231,7 @@ class Trainer:
             group = self.world * self.cfg.trainer.accumulate
             n_batches, loader = epoch_loader(self.train_utts, self.cfg.data, self.model.cfg.prompt, self.cfg.augment,
                                              self.cfg.trainer.seed, p.epoch, p.batch_in_epoch, self.rank, self.world,
-                                             group)
+                                             group, self.phone_grid)
             if n_batches == 0:
                 raise ValueError(f"no duration bucket holds the {group} batches one step takes (processes × "
                                  "accumulate); use fewer data.buckets or a smaller data.batch_duration_s")
@@ -274,6 +299,8 @@ class Trainer:
             "progress": asdict(self.progress), "model_config": dict(self.cfg.model),
             "train_config": dict(self.cfg.raw), "rng_ranks": rng_ranks,
         }
+        if self.phone_head is not None:
+            state["phone_head"] = {"phones": list(self.phone_grid.phones), "weights": self.phone_head.state_dict()}
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
@@ -288,6 +315,12 @@ class Trainer:
         if parse_model_config(state["model_config"]) != self.model.cfg:
             raise ValueError(f"{path} was trained with another model config; use a new out_dir or --no-resume")
         self.model.load_state_dict(state["model"])
+        if self.phone_head is not None:
+            saved = state.get("phone_head") or {}
+            if tuple(saved.get("phones", ())) != self.phone_grid.phones:
+                raise ValueError(f"{path} was trained without the phone head or with other phonemes; "
+                                 "use a new out_dir or --no-resume")
+            self.phone_head.load_state_dict(saved["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
         ranks = state.get("rng_ranks") or [state["rng"]]  # checkpoints before data parallel: "rng"

@@ -12,6 +12,7 @@ from ..model.asr import AsrModel
 from .augment import AugmentConfig, dither, spec_augment
 from .data import Batch
 from .losses import ctc_loss, rnnt_loss
+from .phones import PhoneHead, phone_nll
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class LossParts:
     total: Tensor  # what backward() is called on
     rnnt: float
     ctc: float | None
+    phone: float | None = None  # summed over each utterance's frames, mean over the batch
+    phone_frames: int = 0
 
 
 def encode(model: AsrModel, batch: Batch, left: int, right: int, augment: AugmentConfig | None,
@@ -62,13 +65,20 @@ def transducer_nll(model: AsrModel, frames: Tensor, enc_len: Tensor, batch: Batc
 
 
 def batch_loss(model: AsrModel, batch: Batch, context: tuple[int, int], augment: AugmentConfig | None,
-               ctc_weight: float, joint_chunk: int = 0, gen: torch.Generator | None = None) -> LossParts:
-    """The training objective of one batch: RNNT, or (1-w)·RNNT + w·CTC for a hybrid model."""
+               ctc_weight: float, joint_chunk: int = 0, gen: torch.Generator | None = None,
+               phone_head: PhoneHead | None = None, phone_weight: float = 0.0) -> LossParts:
+    """The training objective of one batch: RNNT, or (1-w)·RNNT + w·CTC for a hybrid model, plus
+    phone_weight × the frame-level phoneme loss when a phone head is given (train/phones.py)."""
     frames, enc_len = encode(model, batch, *context, augment, gen)
     rnnt = transducer_nll(model, frames, enc_len, batch, joint_chunk)
-    if model.ctc_decoder is None or ctc_weight <= 0:
-        return LossParts(rnnt, float(rnnt.detach()), None)
-    ctc = ctc_loss(model.ctc_decoder(frames), batch.targets, enc_len, batch.target_len,
-                   model.cfg.transducer.blank_id)
-    total = (1 - ctc_weight) * rnnt + ctc_weight * ctc
-    return LossParts(total, float(rnnt.detach()), float(ctc.detach()))
+    total, ctc_value, phone_value, phone_frames = rnnt, None, None, 0
+    if model.ctc_decoder is not None and ctc_weight > 0:
+        ctc = ctc_loss(model.ctc_decoder(frames), batch.targets, enc_len, batch.target_len,
+                       model.cfg.transducer.blank_id)
+        total, ctc_value = (1 - ctc_weight) * rnnt + ctc_weight * ctc, float(ctc.detach())
+    if phone_head is not None and phone_weight > 0:
+        if batch.phone_targets is None:
+            raise ValueError("a phone head needs batches with phone_targets (BatchDataset's phone_grid)")
+        phone, n_frames = phone_nll(phone_head(frames), batch.phone_targets, enc_len)
+        total, phone_value, phone_frames = total + phone_weight * phone, float(phone.detach()), int(n_frames)
+    return LossParts(total, float(rnnt.detach()), ctc_value, phone_value, phone_frames)
