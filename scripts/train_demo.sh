@@ -61,7 +61,7 @@ PY
         score $bundled runs/ft/before
         $bc finetune --model $bundled --train data/demo/pt-BR-train/manifest.jsonl \
             --train data/demo/replay/manifest.jsonl --val data/demo/pt-BR-val/manifest.jsonl \
-            --out runs/ft/demo-pt-BR.nemo --steps 300 --lr 5e-4 --batch-duration 64 --precision fp32 \
+            --out runs/ft/demo-pt-BR.nemo --steps 300 --lr 5e-4 --batch-duration 64 --precision bf16 \
             --joint-chunk 0 --val-latency 80
         score runs/ft/demo-pt-BR.nemo runs/ft/after ;;
     samples)  # test-split sentences and voices, never trained on; references in samples/manifest.jsonl

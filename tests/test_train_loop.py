@@ -15,19 +15,13 @@ from babelcast.cli import main
 from babelcast.train.config import parse_train_config
 from babelcast.train.run import trainer_from_scratch
 
-from train_fixtures import one_thread, tiny_train_config, write_manifest  # noqa: F401 (autouse fixture)
+from train_fixtures import make_trainer, one_thread, tiny_train_config, write_manifest  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_data")
     return write_manifest(root / "train", 16, seed=1), write_manifest(root / "val", 4, seed=2)
-
-
-def make_trainer(manifests, out_dir, **trainer):
-    train, val = manifests
-    cfg = parse_train_config(tiny_train_config(train, val, out_dir, **trainer))
-    return trainer_from_scratch(cfg)
 
 
 def weights(trainer) -> dict[str, torch.Tensor]:

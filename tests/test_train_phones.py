@@ -13,11 +13,9 @@ import torch
 from babelcast.checkpoint.nemo_archive import read_nemo
 from babelcast.data import synth
 from babelcast.data.phones import phone_timeline
-from babelcast.train.config import parse_train_config
 from babelcast.train.phones import PAUSE, PhoneGrid, frame_targets, inventory, phone_nll
-from babelcast.train.run import trainer_from_scratch
 
-from train_fixtures import one_thread, tiny_train_config, write_manifest  # noqa: F401 (autouse fixture)
+from train_fixtures import make_trainer, one_thread, write_manifest  # noqa: F401 (autouse fixture)
 
 
 def speech_span_ms(audio: np.ndarray) -> tuple[float, float]:
@@ -68,7 +66,7 @@ def test_phone_nll_ignores_padded_frames():
     assert int(frames) == 6 and torch.allclose(loss, expected)
 
 
-def tone_manifest(folder, n: int, seed: int) -> "Path":
+def tone_manifest(folder, n: int, seed: int):
     """Silence, a tone of one of three pitches (its 'phoneme'), silence; the timeline says where."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,8 +94,7 @@ def phone_manifests(tmp_path_factory):
 
 
 def make(manifests, out_dir, **trainer):
-    train, val = manifests
-    return trainer_from_scratch(parse_train_config(tiny_train_config(train, val, out_dir, phone_weight=2.0, **trainer)))
+    return make_trainer(manifests, out_dir, phone_weight=2.0, **trainer)
 
 
 def test_the_phone_head_learns_and_is_never_exported(phone_manifests, tmp_path):

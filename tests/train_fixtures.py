@@ -55,6 +55,15 @@ def tiny_train_config(train: Path, val: Path | None, out_dir: Path, **trainer) -
     }
 
 
+def make_trainer(manifests, out_dir, **trainer):
+    """A from-scratch Trainer of the tiny config on (train, val) manifests."""
+    from babelcast.train.config import parse_train_config
+    from babelcast.train.run import trainer_from_scratch
+
+    train, val = manifests
+    return trainer_from_scratch(parse_train_config(tiny_train_config(train, val, out_dir, **trainer)))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Small ops on a shared 2-core machine: one intra-op thread avoids spin-wait oversubscription
