@@ -36,7 +36,10 @@ case "${1:-}" in
         # Offline mode at each latency gives the streaming tokens (tests/test_streaming_equals_offline.py)
         # in a fraction of the time.
         $bc eval data/demo/test/manifest.jsonl --model $bundled --latency 80,320,560,1120 \
-            --lang-mode both --mode offline --out-dir runs/demo-eval --fresh ;;
+            --lang-mode both --mode offline --out-dir runs/demo-eval --fresh
+        # The same decodes scored by characters, to show how near the misspelt words are.
+        $bc eval data/demo/test/manifest.jsonl --model $bundled --latency 80,1120 --lang-mode given \
+            --mode offline --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir runs/demo-eval-cer --fresh ;;
     finetune)
         # pt-BR has a prompt slot and tokenizer pieces but no training audio. Fine-tune on 800 pt-BR
         # utterances plus 100 per trained language (replay, so the others are not forgotten), then
