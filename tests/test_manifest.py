@@ -60,6 +60,9 @@ def test_missing_audio_filepath_names_line(tmp_path):
         ('{"audio_filepath": "a.wav", "offset": -1}', "'offset' must be a non-negative number"),
         ('{"audio_filepath": "a.wav", "text": 3}', "'text' must be a string"),
         ('{"audio_filepath": 7}', "missing or empty 'audio_filepath'"),
+        ('{"audio_filepath": "a.wav", "phones": [[0, "a"], [5, 1]]}', "'phones' must be"),
+        ('{"audio_filepath": "a.wav", "phones": [[9, "a"], [5, ""]]}', "'phones' must be"),
+        ('{"audio_filepath": "a.wav", "phones": [[0, "a"], [5, "b"]]}', "'phones' must be"),
     ],
 )
 def test_bad_values_name_line(tmp_path, line, message):

@@ -228,10 +228,7 @@ class BatchDataset(torch.utils.data.Dataset):
 
     def _phone_targets(self, utt: Utterance, audio: np.ndarray, time_scale: float) -> np.ndarray:
         """Soft phoneme targets of one utterance on the encoder grid (times stretched like the audio)."""
-        entry = utt.entry
-        if entry.phones is None:
-            raise ValueError(f"{entry.audio_path}: trainer.phone_weight needs a 'phones' timeline in the manifest "
-                             "(made by babelcast data synth)")
+        entry = utt.entry  # the trainer checked that every training entry has its timeline
         timeline = tuple((ms - 1000 * entry.offset_s, name) for ms, name in entry.phones)
         n_frames = int(1000 * len(audio) / SAMPLE_RATE_HZ / self.phone_grid.frame_ms) + 1
         return frame_targets(timeline, n_frames, self.phone_grid, time_scale)
