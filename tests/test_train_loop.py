@@ -14,6 +14,7 @@ from babelcast.checkpoint.nemo_archive import read_nemo
 from babelcast.cli import main
 from babelcast.train.config import parse_train_config
 from babelcast.train.run import trainer_from_scratch
+from babelcast.train.tokenizer import tags_in, train_tokenizer
 
 from train_fixtures import make_trainer, one_thread, tiny_train_config, write_manifest  # noqa: F401 (autouse fixture)
 
@@ -191,3 +192,20 @@ def test_a_step_larger_than_every_bucket_is_an_error(manifests, tmp_path):
     trainer = make_trainer(manifests, tmp_path / "run", max_steps=1, accumulate=50)
     with pytest.raises(ValueError, match="no duration bucket holds the 50 batches"):
         trainer.train_step(trainer._batches())
+
+
+def test_init_from_starts_a_run_from_an_exported_model(manifests, tmp_path):
+    """trainer.init_from: the weights and tokenizer of a .nemo start a new run (the demo model can
+    be trained further on a new machine, where OUT_DIR/last.pt is gone)."""
+    first = make_trainer(manifests, tmp_path / "a", max_steps=3)
+    first.fit()
+    nemo = tmp_path / "a" / "model.nemo"
+    second = make_trainer(manifests, tmp_path / "b", max_steps=3, init_from=str(nemo), seed=99)
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    assert (tmp_path / "b" / "tokenizer" / "tokenizer.model").read_bytes() == \
+        (tmp_path / "a" / "tokenizer" / "tokenizer.model").read_bytes()
+    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
+    train_tokenizer(texts, 40, tags_in(texts)).save(tmp_path / "c" / "tokenizer")  # a run with another tokenizer
+    with pytest.raises(ValueError, match="another tokenizer"):
+        make_trainer(manifests, tmp_path / "c", max_steps=1, init_from=str(nemo))

@@ -14,6 +14,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"), help="override trainer.precision")
     parser.add_argument("--threads", type=int, help="override trainer.threads (1 is faster on a busy machine)")
     parser.add_argument("--processes", type=int, help="override trainer.processes (data parallel on this machine)")
+    parser.add_argument("--init-from", help="override trainer.init_from: start from this .nemo's weights")
     parser.add_argument("--no-resume", action="store_true",
                         help="start from scratch even if OUT_DIR/last.pt exists (it is overwritten)")
 
@@ -27,7 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_train_config(args.config)
     overrides = {k: v for k, v in (("out_dir", args.out_dir), ("max_steps", args.max_steps),
                                    ("precision", args.precision), ("threads", args.threads),
-                                   ("processes", args.processes)) if v is not None}
+                                   ("processes", args.processes), ("init_from", args.init_from)) if v is not None}
     if overrides:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
     if cfg.trainer.processes > 1:

@@ -62,6 +62,8 @@ class TrainerConfig:
     log_every: int = 10
     seed: int = 1234
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    init_from: str | None = None  # a .nemo (path or hub id, same architecture and tokenizer) whose weights start a
+    # fresh run instead of random ones, e.g. to train the shipped demo model further; OUT_DIR/last.pt still wins
     processes: int = 1  # > 1: data parallel on this machine (train/parallel.py), batches split between processes
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint.hub import resolve_model_path
 from ..checkpoint.load import _tokenizer, _with_state_dict_facts, load_state
-from ..checkpoint.nemo_archive import read_nemo
+from ..checkpoint.nemo_archive import artifact, read_nemo
 from ..checkpoint.tokenizer import Tokenizer
 from ..config import ModelConfig, PromptConfig, parse_model_config
 from ..manifest import read_manifest
@@ -46,6 +46,8 @@ def prepare_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
         return TokenizerFiles.load(folder)
     if cfg.tokenizer.model_path:
         files = TokenizerFiles.from_model(Path(cfg.tokenizer.model_path).read_bytes())
+    elif cfg.trainer.init_from:  # the starting model's own tokenizer
+        files = TokenizerFiles.from_model(_nemo_tokenizer(read_nemo(resolve_model_path(cfg.trainer.init_from))))
     else:
         prompt = parse_model_config(with_vocab(cfg.model, 1)).prompt
         texts = training_texts(cfg, prompt)
@@ -68,6 +70,22 @@ def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
     return model
 
 
+def _nemo_tokenizer(archive) -> bytes | None:
+    """The SentencePiece model proto a .nemo carries."""
+    return artifact(archive, (archive.config.get("tokenizer") or {}).get("model_path"))
+
+
+def start_from(model: AsrModel, source: str, files: TokenizerFiles) -> None:
+    """Load a .nemo's weights into a fresh model of the same config and tokenizer; a CTC head its
+    export left out (trainer.export_ctc: false) keeps its fresh weights."""
+    path = resolve_model_path(source)
+    archive = read_nemo(path)
+    if _nemo_tokenizer(archive) != files.model:
+        raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith("ctc_decoder.")}
+    load_state(model, {**fresh, **archive.state_dict}, str(path))
+
+
 def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
     files = prepare_tokenizer(cfg)
@@ -76,6 +94,8 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     cfg = replace(cfg, model=section)
     model_cfg = parse_model_config(section)
     model = init_model(model_cfg, cfg.trainer.seed)
+    if cfg.trainer.init_from:
+        start_from(model, cfg.trainer.init_from, files)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
     return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc))
