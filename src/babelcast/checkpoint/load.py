@@ -56,13 +56,19 @@ def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str
     net.load_state_dict({k: v for k, v in state.items()}, strict=False)
 
 
-def _tokenizer(archive: NemoArchive, cfg: ModelConfig, path: Path) -> Tokenizer:
+def tokenizer_proto(archive: NemoArchive, path: Path) -> bytes:
+    """The SentencePiece model proto the archive's tokenizer config points at."""
     tok_cfg = archive.config.get("tokenizer") or {}
     if tok_cfg.get("type", "bpe") not in ("bpe", "wpe") or "langs" in tok_cfg:
         raise CheckpointError(f"{path}: tokenizer type {tok_cfg.get('type')!r} is not supported (SentencePiece only)")
     proto = artifact(archive, tok_cfg.get("model_path"))
     if proto is None:
         raise CheckpointError(f"{path}: tokenizer.model_path is missing")
+    return proto
+
+
+def _tokenizer(archive: NemoArchive, cfg: ModelConfig, path: Path) -> Tokenizer:
+    proto = tokenizer_proto(archive, path)
     locales = cfg.prompt.dictionary.keys() if cfg.prompt else ()
     tok = Tokenizer(proto, locales)
     if len(tok) != cfg.transducer.vocab_size:

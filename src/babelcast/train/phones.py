@@ -9,6 +9,7 @@ every export, so the model is the plain architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -24,11 +25,12 @@ class PhoneGrid:
     phones: tuple[str, ...]  # phones[0] == PAUSE
     frame_ms: float  # encoder frame: mel hop × subsampling factor
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {p: i for i, p in enumerate(self.phones)})
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.phones)}
 
     def index(self, phone: str) -> int:
-        return self._index[phone]  # type: ignore[attr-defined]
+        return self._index[phone]
 
 
 def inventory(timelines: list[tuple[tuple[int, str], ...]]) -> tuple[str, ...]:

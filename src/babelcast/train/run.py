@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import torch
 
 from ..checkpoint.hub import resolve_model_path
-from ..checkpoint.load import _tokenizer, _with_state_dict_facts, load_state
-from ..checkpoint.nemo_archive import artifact, read_nemo
+from ..checkpoint.load import _tokenizer, _with_state_dict_facts, load_state, tokenizer_proto
+from ..checkpoint.nemo_archive import NemoArchive, read_nemo
 from ..checkpoint.tokenizer import Tokenizer
 from ..config import ModelConfig, PromptConfig, parse_model_config
 from ..manifest import read_manifest
@@ -39,15 +39,16 @@ def training_texts(cfg: TrainConfig, prompt: PromptConfig | None) -> list[str]:
             for path in paths for entry in read_manifest(path)]
 
 
-def prepare_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
-    """The run's tokenizer: kept in OUT_DIR/tokenizer once made, so a resumed run reuses it."""
+def prepare_tokenizer(cfg: TrainConfig, start_proto: bytes | None = None) -> TokenizerFiles:
+    """The run's tokenizer: kept in OUT_DIR/tokenizer once made, so a resumed run reuses it; a new run
+    started from a model (start_proto, trainer.init_from) takes that model's."""
     folder = cfg.out_dir / "tokenizer"
     if (folder / "tokenizer.model").is_file():
         return TokenizerFiles.load(folder)
     if cfg.tokenizer.model_path:
         files = TokenizerFiles.from_model(Path(cfg.tokenizer.model_path).read_bytes())
-    elif cfg.trainer.init_from:  # the starting model's own tokenizer
-        files = TokenizerFiles.from_model(_nemo_tokenizer(read_nemo(resolve_model_path(cfg.trainer.init_from))))
+    elif start_proto is not None:
+        files = TokenizerFiles.from_model(start_proto)
     else:
         prompt = parse_model_config(with_vocab(cfg.model, 1)).prompt
         texts = training_texts(cfg, prompt)
@@ -70,17 +71,10 @@ def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
     return model
 
 
-def _nemo_tokenizer(archive) -> bytes | None:
-    """The SentencePiece model proto a .nemo carries."""
-    return artifact(archive, (archive.config.get("tokenizer") or {}).get("model_path"))
-
-
-def start_from(model: AsrModel, source: str, files: TokenizerFiles) -> None:
+def start_from(model: AsrModel, archive: NemoArchive, path: Path, files: TokenizerFiles) -> None:
     """Load a .nemo's weights into a fresh model of the same config and tokenizer; a CTC head its
     export left out (trainer.export_ctc: false) keeps its fresh weights."""
-    path = resolve_model_path(source)
-    archive = read_nemo(path)
-    if _nemo_tokenizer(archive) != files.model:
+    if tokenizer_proto(archive, path) != files.model:
         raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("ctc_decoder.")}
     load_state(model, {**fresh, **archive.state_dict}, str(path))
@@ -88,14 +82,16 @@ def start_from(model: AsrModel, source: str, files: TokenizerFiles) -> None:
 
 def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
-    files = prepare_tokenizer(cfg)
+    start_path = resolve_model_path(cfg.trainer.init_from) if cfg.trainer.init_from else None
+    start = read_nemo(start_path) if start_path else None
+    files = prepare_tokenizer(cfg, tokenizer_proto(start, start_path) if start else None)
     vocab = len(Tokenizer(files.model))
     section = with_vocab(cfg.model, vocab)
     cfg = replace(cfg, model=section)
     model_cfg = parse_model_config(section)
     model = init_model(model_cfg, cfg.trainer.seed)
-    if cfg.trainer.init_from:
-        start_from(model, cfg.trainer.init_from, files)
+    if start is not None:
+        start_from(model, start, start_path, files)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
     return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc))
