@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model from nothing: synthesize its data, train it (rerun to resume), ship it,
 # and measure it. Every step is idempotent: existing audio is reused, training resumes from
-# runs/demo/last.pt, the evaluation resumes from its results.jsonl.
+# runs/demo/last.pt and runs/demo2/last.pt, the evaluation resumes from its results.jsonl.
 #
 #   scripts/train_demo.sh data      # the training, validation and test sets (≈ 10 min on 2 cores)
-#   scripts/train_demo.sh train     # train (configs/demo.yaml), resumable; --threads 1 on a busy machine
-#   scripts/train_demo.sh ship      # copy runs/demo/model.nemo to the package's bundled model
+#   scripts/train_demo.sh train     # train (configs/demo.yaml, two stages), resumable; --threads 1 on a busy machine
+#   scripts/train_demo.sh ship      # copy runs/demo2/model.nemo to the package's bundled model
 #   scripts/train_demo.sh eval      # the README's WER / language-ID tables (babelcast eval)
-#   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training)
+#   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training); REPLAY=100 …
 #   scripts/train_demo.sh samples   # samples/: one held-out test utterance per trained language
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +30,15 @@ data() {
 
 case "${1:-}" in
     data) data ;;
-    train) shift; $bc train configs/demo.yaml "$@" ;;
-    ship) mkdir -p "$(dirname $bundled)" && cp runs/demo/model.nemo $bundled && ls -l $bundled ;;
+    train)
+        shift
+        # Stage 1 (session 5): 3,400 steps from scratch into runs/demo.
+        $bc train configs/demo.yaml "$@"
+        # Stage 2 (session 6): a second warmup + cosine cycle of 4,400 steps from stage 1's model, with a
+        # fresh AdamW and fresh CTC / phoneme heads (--init-from keeps only what the .nemo holds).
+        # Each stage resumes from its own last.pt; a finished stage only re-exports its model.
+        $bc train configs/demo.yaml --init-from runs/demo/model.nemo --out-dir runs/demo2 --max-steps 4400 "$@" ;;
+    ship) mkdir -p "$(dirname $bundled)" && cp runs/demo2/model.nemo $bundled && ls -l $bundled ;;
     eval)
         # Offline mode at each latency gives the streaming tokens (tests/test_streaming_equals_offline.py)
         # in a fraction of the time.
@@ -42,19 +49,22 @@ case "${1:-}" in
             --mode offline --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir runs/demo-eval-cer --fresh ;;
     finetune)
         # pt-BR has a prompt slot and tokenizer pieces but no training audio. Fine-tune on 800 pt-BR
-        # utterances plus 100 per trained language (replay, so the others are not forgotten), then
-        # score pt-BR and the trained languages at 80 ms, language given, before and after.
+        # utterances plus REPLAY (default 300) per trained language, so the others are not forgotten,
+        # then score pt-BR and the trained languages at 80 ms, language given, before and after.
+        export REPLAY=${REPLAY:-300}
+        ft=runs/ft/replay-$REPLAY
         .venv/bin/python - <<'PY'
-import json
+import json, os
 from pathlib import Path
 per_lang, rows = {}, []
 for line in open("data/demo/train_clean/manifest.jsonl", encoding="utf-8"):
     row = json.loads(line)
-    if per_lang.setdefault(row["lang"], 0) < 100:
+    if per_lang.setdefault(row["lang"], 0) < int(os.environ["REPLAY"]):
         per_lang[row["lang"]] += 1
         rows.append({**row, "audio_filepath": "../train_clean/" + row["audio_filepath"]})
-Path("data/demo/replay").mkdir(parents=True, exist_ok=True)
-Path("data/demo/replay/manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+folder = Path(f"data/demo/replay-{os.environ['REPLAY']}")
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 PY
         score() {  # $1 model, $2 run folder
             $bc eval data/demo/pt-BR-test/manifest.jsonl data/demo/test/manifest.jsonl --model "$1" --latency 80 \
@@ -63,10 +73,10 @@ PY
         }
         score $bundled runs/ft/before
         $bc finetune --model $bundled --train data/demo/pt-BR-train/manifest.jsonl \
-            --train data/demo/replay/manifest.jsonl --val data/demo/pt-BR-val/manifest.jsonl \
-            --out runs/ft/demo-pt-BR.nemo --steps 300 --lr 5e-4 --batch-duration 64 --precision bf16 \
+            --train data/demo/replay-$REPLAY/manifest.jsonl --val data/demo/pt-BR-val/manifest.jsonl \
+            --out $ft/demo-pt-BR.nemo --steps 300 --lr 5e-4 --batch-duration 64 --precision bf16 \
             --joint-chunk 0 --val-latency 80
-        score runs/ft/demo-pt-BR.nemo runs/ft/after ;;
+        score $ft/demo-pt-BR.nemo $ft/after ;;
     samples)  # test-split sentences and voices, never trained on; references in samples/manifest.jsonl
         .venv/bin/python - <<'PY'
 import json, shutil
