@@ -7,6 +7,7 @@
 #   scripts/train_demo.sh train     # train (configs/demo.yaml, two stages), resumable; --threads 1 on a busy machine
 #   scripts/train_demo.sh ship      # copy runs/demo2/model.nemo to the package's bundled model
 #   scripts/train_demo.sh eval      # the README's WER / language-ID tables (babelcast eval)
+#   scripts/train_demo.sh streaming # streamed chunk by chunk: streaming metrics, and the same transcripts as eval's
 #   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training); REPLAY=100 …
 #   scripts/train_demo.sh samples   # samples/: one held-out test utterance per trained language
 set -euo pipefail
@@ -47,6 +48,20 @@ case "${1:-}" in
         # The same decodes scored by characters, to show how near the misspelt words are.
         $bc eval data/demo/test/manifest.jsonl --model $bundled --latency 80,1120 --lang-mode given \
             --mode offline --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir runs/demo-eval-cer --fresh ;;
+    streaming)
+        # The first 10 test utterances per language streamed chunk by chunk at 80 and 1120 ms, with the
+        # streaming metrics; then the count of transcripts equal to `eval`'s offline ones (run eval first).
+        $bc eval data/demo/test/manifest.jsonl --model $bundled --latency 80,1120 --lang-mode given \
+            --mode streaming --max-per-lang 10 --out-dir runs/demo-eval-streaming --fresh
+        .venv/bin/python - <<'PY'
+import json
+key = lambda r: (r["utt"], r["lang_mode"], r["latency_ms"])
+offline = {key(r): r["hypothesis"] for r in map(json.loads, open("runs/demo-eval/results.jsonl", encoding="utf-8"))}
+streamed = [json.loads(line) for line in open("runs/demo-eval-streaming/results.jsonl", encoding="utf-8")]
+same = sum(offline[key(r)] == r["hypothesis"] for r in streamed)
+print(f"streaming == offline: {same} of {len(streamed)} transcripts")
+PY
+        ;;
     finetune)
         # pt-BR has a prompt slot and tokenizer pieces but no training audio. Fine-tune on 800 pt-BR
         # utterances plus REPLAY (default 300) per trained language, so the others are not forgotten,
