@@ -71,10 +71,10 @@ def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
     return model
 
 
-def start_from(model: AsrModel, archive: NemoArchive, path: Path, files: TokenizerFiles) -> None:
-    """Load a .nemo's weights into a fresh model of the same config and tokenizer; a CTC head its
-    export left out (trainer.export_ctc: false) keeps its fresh weights."""
-    if tokenizer_proto(archive, path) != files.model:
+def start_from(model: AsrModel, archive: NemoArchive, proto: bytes, path: Path, files: TokenizerFiles) -> None:
+    """Load a .nemo's weights (its tokenizer proto: `proto`) into a fresh model of the same config and
+    tokenizer; a CTC head its export left out (trainer.export_ctc: false) keeps its fresh weights."""
+    if proto != files.model:
         raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("ctc_decoder.")}
     load_state(model, {**fresh, **archive.state_dict}, str(path))
@@ -84,14 +84,15 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
     start_path = resolve_model_path(cfg.trainer.init_from) if cfg.trainer.init_from else None
     start = read_nemo(start_path) if start_path else None
-    files = prepare_tokenizer(cfg, tokenizer_proto(start, start_path) if start else None)
+    start_proto = tokenizer_proto(start, start_path) if start else None
+    files = prepare_tokenizer(cfg, start_proto)
     vocab = len(Tokenizer(files.model))
     section = with_vocab(cfg.model, vocab)
     cfg = replace(cfg, model=section)
     model_cfg = parse_model_config(section)
     model = init_model(model_cfg, cfg.trainer.seed)
     if start is not None:
-        start_from(model, start, start_path, files)
+        start_from(model, start, start_proto, start_path, files)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
     return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc))
