@@ -63,15 +63,26 @@ class RelPositionAttention(nn.Module):
         proj = self.linear_pos(pos.to(dtype)).view(-1, self.n_heads, self.d_head)
         return proj.permute(1, 2, 0).contiguous()
 
-    def forward(self, query: Tensor, keys: Tensor, pos_proj: Tensor, mask: Tensor) -> Tensor:
-        """query [B, Tq, D] (the last Tq of keys), keys [B, Tk, D], pos_proj [H, dh, 2Tk-1] from
-        project_positions, mask [B, Tq, Tk] True where forbidden."""
-        b, tq, _ = query.shape
-        tk = keys.shape[1]
+    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos_proj: Tensor,
+                mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, Tq, D] layer-normed queries (also this chunk's keys and values); k_cache, v_cache
+        [B, C, D] projected keys and values of the C earlier frames (C may be 0); pos_proj
+        [H, dh, 2Tk-1] from project_positions; mask [B, Tq, Tk] True where forbidden, Tk = C + Tq
+        → (out [B, Tq, D], keys [B, Tk, D], values [B, Tk, D]).
+
+        The cache holds K and V already projected: each frame is projected once, when it arrives,
+        instead of once per step for all `left` cached frames (the same numbers, spec §3.6).
+        """
+        b, tq, _ = x.shape
         h, dh = self.n_heads, self.d_head
-        q = self.linear_q(query).view(b, tq, h, dh)
-        k = self.linear_k(keys).view(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
-        v = self.linear_v(keys).view(b, tk, h, dh).transpose(1, 2)
+        q = self.linear_q(x).view(b, tq, h, dh)
+        k_all = torch.cat([k_cache.to(x.dtype), self.linear_k(x).to(x.dtype)], dim=1) if k_cache.shape[1] \
+            else self.linear_k(x)
+        v_all = torch.cat([v_cache.to(x.dtype), self.linear_v(x).to(x.dtype)], dim=1) if v_cache.shape[1] \
+            else self.linear_v(x)
+        tk = k_all.shape[1]
+        k = k_all.view(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
+        v = v_all.view(b, tk, h, dh).transpose(1, 2)
         p = pos_proj.to(q.dtype)
         q_u = (q + self.pos_bias_u.to(q.dtype)).transpose(1, 2)  # [B, H, Tq, dh]
         q_v = (q + self.pos_bias_v.to(q.dtype)).transpose(1, 2)
@@ -81,7 +92,7 @@ class RelPositionAttention(nn.Module):
         scores = scores.masked_fill(mask[:, None], MASK_FILL)
         probs = torch.softmax(scores, dim=-1).masked_fill(mask[:, None], 0.0)
         out = torch.matmul(probs.to(v.dtype), v)  # [B, H, Tq, dh]
-        return self.linear_out(out.transpose(1, 2).reshape(b, tq, h * dh))
+        return self.linear_out(out.transpose(1, 2).reshape(b, tq, h * dh)), k_all, v_all
 
 
 def _rel_shift(x: Tensor, n_keys: int) -> Tensor:

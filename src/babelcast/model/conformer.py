@@ -67,16 +67,15 @@ class ConformerLayer(nn.Module):
         self.feed_forward2 = FeedForward(d, d * cfg.ff_expansion, bias)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor,
-                att_cache: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor, k_cache: Tensor,
+                v_cache: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x [B, T, D]; pos_proj from self_attn.project_positions;
-        att_cache [B, C, D] layer-normed inputs of earlier frames (C may be 0);
-        conv_cache [B, D, K-1] → (x, attention input of this chunk [B, T, D], new conv cache)."""
+        k_cache, v_cache [B, C, D] projected keys and values of earlier frames (C may be 0);
+        conv_cache [B, D, K-1] → (x, keys [B, C+T, D], values [B, C+T, D], new conv cache)."""
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
-        a = self.norm_self_att(x)
-        keys = torch.cat([att_cache.to(a.dtype), a], dim=1) if att_cache.shape[1] else a
-        x = x + self.self_attn(a, keys, pos_proj, mask)
+        att, keys, values = self.self_attn(self.norm_self_att(x), k_cache, v_cache, pos_proj, mask)
+        x = x + att
         conv_out, conv_cache = self.conv(self.norm_conv(x), pad, conv_cache)
         x = x + conv_out
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
-        return self.norm_out(x), a, conv_cache
+        return self.norm_out(x), keys, values, conv_cache

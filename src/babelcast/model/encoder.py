@@ -25,15 +25,21 @@ class EncoderState:
     """Streaming state of B streams; every tensor has the stream axis documented."""
 
     mel_history: Tensor  # [B, H, F] last H = factor+1 mel frames fed (zeros before the stream starts)
-    att_cache: Tensor  # [L, B, left, D] layer-normed attention inputs of the last `left` frames
-    att_cache_len: Tensor  # [B] int64 valid entries at the end of att_cache (≤ left)
+    k_cache: Tensor  # [L, B, left, D] projected attention keys of the last `left` frames
+    v_cache: Tensor  # [L, B, left, D] projected attention values of the same frames
+    att_cache_len: Tensor  # [B] int64 valid entries at the end of k_cache / v_cache (≤ left)
     conv_cache: Tensor  # [L, B, D, K-1] GLU outputs of the last K-1 frames (depthwise conv history)
     mel_pos: Tensor  # [B] int64 absolute mel index of mel_history[:, 0]
 
     def index(self, rows: Tensor) -> "EncoderState":
         """The state of a subset of streams (rows [n] long)."""
-        return EncoderState(self.mel_history[rows], self.att_cache[:, rows], self.att_cache_len[rows],
-                            self.conv_cache[:, rows], self.mel_pos[rows])
+        return EncoderState(self.mel_history[rows], self.k_cache[:, rows], self.v_cache[:, rows],
+                            self.att_cache_len[rows], self.conv_cache[:, rows], self.mel_pos[rows])
+
+    @property
+    def left(self) -> int:
+        """Left attention context the state was made for (cache frames)."""
+        return self.k_cache.shape[2]
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class Encoder(nn.Module):
         conv_zero = x.new_zeros(b, self.cfg.d_model, self.cfg.conv_kernel - 1)
         x = self._scale(x)
         for layer, pos in zip(self.layers, self.positions(t, x.device)):
-            x, _, _ = layer(x, pos, mask, pad, no_cache, conv_zero)
+            x, _, _, _ = layer(x, pos, mask, pad, no_cache, no_cache, conv_zero)
         return x, enc_len
 
     def positions(self, n_keys: int, device: torch.device | str) -> list[Tensor]:
@@ -96,7 +102,8 @@ class Encoder(nn.Module):
         cfg, f = self.cfg, self.cfg.subsampling_factor
         return EncoderState(
             mel_history=torch.zeros(batch, chunking.history_mel(f), cfg.feat_in, device=device),
-            att_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
+            k_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
+            v_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
             att_cache_len=torch.zeros(batch, dtype=torch.long, device=device),
             conv_cache=torch.zeros(cfg.n_layers, batch, cfg.d_model, cfg.conv_kernel - 1, device=device, dtype=dtype),
             mel_pos=torch.full((batch,), chunking.first_mel_pos(f), dtype=torch.long, device=device),
@@ -116,8 +123,8 @@ class Encoder(nn.Module):
         per_chunk = chunking.chunk_mel(right, f)
         if n_new % per_chunk or not n_new:
             raise ValueError(f"chunk has {n_new} mel frames; context r={right} needs a multiple of {per_chunk}")
-        if state.att_cache.shape[2] != left:
-            raise ValueError(f"state was made for left context {state.att_cache.shape[2]}, not {left}")
+        if state.left != left:
+            raise ValueError(f"state was made for left context {state.left}, not {left}")
         if mel_end is None:
             mel_end = torch.full((b,), OPEN_END, dtype=torch.long, device=mel_chunk.device)
         n_out = n_new // f
@@ -131,17 +138,19 @@ class Encoder(nn.Module):
         pad = torch.arange(n_out, device=x.device)[None] >= valid[:, None]
         x = self._scale(x)
         pos_proj = pos_proj if pos_proj is not None else self.positions(left + n_out, x.device)
-        att_cache, conv_cache = [], []
+        k_cache, v_cache, conv_cache = [], [], []
         for i, layer in enumerate(self.layers):
-            x, a, conv = layer(x, pos_proj[i], mask, pad, state.att_cache[i], state.conv_cache[i])
-            att_cache.append(torch.cat([state.att_cache[i], a.to(state.att_cache.dtype)], dim=1)[:, n_out:]
-                             if left else state.att_cache[i])
-            conv_cache.append(conv.to(state.conv_cache.dtype))
+            x, keys, values, conv = layer(x, pos_proj[i], mask, pad, state.k_cache[i], state.v_cache[i],
+                                          state.conv_cache[i])
+            k_cache.append(keys[:, keys.shape[1] - left:])  # the newest `left` frames (spec §3.6)
+            v_cache.append(values[:, values.shape[1] - left:])
+            conv_cache.append(conv)
         new_state = EncoderState(
             mel_history=mel_in[:, -chunking.history_mel(f):],
-            att_cache=torch.stack(att_cache),
+            k_cache=torch.stack(k_cache).to(state.k_cache.dtype),
+            v_cache=torch.stack(v_cache).to(state.v_cache.dtype),
             att_cache_len=(state.att_cache_len + valid).clamp(max=left),
-            conv_cache=torch.stack(conv_cache),
+            conv_cache=torch.stack(conv_cache).to(state.conv_cache.dtype),
             mel_pos=state.mel_pos + n_new,
         )
         return EncoderStep(x, valid, new_state)

@@ -42,9 +42,9 @@ class CachePool:
         """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
         n = slots.numel()
         fe, fp = self._fresh_encoder, self._fresh_predictor
-        self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.att_cache.expand(-1, n, -1, -1),
-                                         fe.att_cache_len.expand(n), fe.conv_cache.expand(-1, n, -1, -1),
-                                         fe.mel_pos.expand(n)),
+        self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1),
+                                         fe.v_cache.expand(-1, n, -1, -1), fe.att_cache_len.expand(n),
+                                         fe.conv_cache.expand(-1, n, -1, -1), fe.mel_pos.expand(n)),
                      PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)))
 
     def gather(self, slots: Tensor) -> tuple[EncoderState, PredictorState]:
@@ -54,7 +54,8 @@ class CachePool:
         """Write rows back in place (index_copy_ along each tensor's stream axis)."""
         e = self.encoder
         e.mel_history.index_copy_(0, slots, enc.mel_history.to(e.mel_history.dtype))
-        e.att_cache.index_copy_(1, slots, enc.att_cache.to(e.att_cache.dtype))
+        e.k_cache.index_copy_(1, slots, enc.k_cache.to(e.k_cache.dtype))
+        e.v_cache.index_copy_(1, slots, enc.v_cache.to(e.v_cache.dtype))
         e.att_cache_len.index_copy_(0, slots, enc.att_cache_len)
         e.conv_cache.index_copy_(1, slots, enc.conv_cache.to(e.conv_cache.dtype))
         e.mel_pos.index_copy_(0, slots, enc.mel_pos)
