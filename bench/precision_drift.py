@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 import babelcast
-from babelcast.streaming.engine import EngineConfig, runtime_model
+from babelcast.model.precision import runtime_model
+from babelcast.streaming.engine import EngineConfig
 
 
 def edits(a: list[int], b: list[int]) -> int:

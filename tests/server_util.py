@@ -31,7 +31,7 @@ def load_tiny(tmp_path_factory) -> babelcast.Recognizer:
 
 def server_config(**overrides) -> ServerConfig:
     """Fast, deterministic settings: one engine thread, no real-time pacing, no admission by lag."""
-    base = dict(model_name="tiny", threads=1, max_lag_ms=1e9, pace_lag_ms=1e9, max_sessions=16,
+    base = dict(model_name="tiny", precision="fp32", threads=1, max_lag_ms=1e9, pace_lag_ms=1e9, max_sessions=16,
                 drain_timeout_s=10)
     base.update(overrides)
     return ServerConfig(**base)

@@ -47,7 +47,7 @@ def run_engine(engine, rec, setups, piece_samples=1600, endpoint_ms=0):
 
 @pytest.mark.parametrize("piece,window_ms", [(1600, 0.0), (7000, 0.0), (1600, 30.0)])
 def test_tokens_independent_of_batch(rec, piece, window_ms):
-    engine = rec.engine(EngineConfig(max_sessions=8, batch_window_ms=window_ms))
+    engine = rec.engine(EngineConfig(max_sessions=8, precision="fp32", batch_window_ms=window_ms))
     sids, finals, events = run_engine(engine, rec, SETUPS, piece)
     for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
         got = [tok for t in finals[sid] for tok in t.tokens]
@@ -58,7 +58,7 @@ def test_tokens_independent_of_batch(rec, piece, window_ms):
 
 
 def test_endpoint_splits_segments_without_changing_tokens(rec):
-    engine = rec.engine(EngineConfig(max_sessions=8))
+    engine = rec.engine(EngineConfig(max_sessions=8, precision="fp32"))
     sids, finals, events = run_engine(engine, rec, SETUPS, endpoint_ms=160)
     for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
         got = [tok for t in finals[sid] for tok in t.tokens]
@@ -68,7 +68,7 @@ def test_endpoint_splits_segments_without_changing_tokens(rec):
 
 
 def test_admission_limit(rec):
-    engine = rec.engine(EngineConfig(max_sessions=2))
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32"))
     opts = rec.stream_options("auto", 80)
     engine.open(opts)
     engine.open(opts)
@@ -77,7 +77,7 @@ def test_admission_limit(rec):
 
 
 def test_session_continues_after_finalize(rec):
-    engine = rec.engine(EngineConfig(max_sessions=2))
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32"))
     sid = engine.open(rec.stream_options("de-DE", 320, keep_lang_tags=True), endpoint_ms=0)
     a, b = synth_audio(16000, seed=1).numpy(), synth_audio(12000, seed=2).numpy()
     engine.feed(sid, a)

@@ -19,7 +19,7 @@ import torch
 import babelcast
 from babelcast import chunking
 from babelcast.decoding.greedy import greedy_rnnt
-from babelcast.streaming.engine import runtime_model
+from babelcast.model.precision import runtime_model
 from babelcast.streaming.session import decode_chunks
 
 StepFn = Callable[[int], Callable[[], None]]  # batch → a function doing one lockstep step

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 import babelcast
-from babelcast.streaming.engine import Engine, EngineConfig, runtime_model
+from babelcast.model.precision import runtime_model
+from babelcast.streaming.engine import Engine, EngineConfig
 
 PIECE_MS = 40  # clients send audio in 40 ms packets, like a WebRTC/phone stream
 SAMPLE_RATE_HZ = 16000

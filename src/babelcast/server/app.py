@@ -42,7 +42,8 @@ def create_app(rec: "Recognizer", cfg: ServerConfig = ServerConfig()) -> Starlet
         await hub.start()
         metrics.ready.set(1)
         log.info("server ready", extra={"event": "ready", "model": cfg.model_name, "max_sessions": cfg.max_sessions,
-                                        "precision": cfg.precision, "auth": bool(cfg.api_keys)})
+                                        "precision": hub.engine.precision.precision,
+                                        "precision_reason": hub.engine.precision.reason, "auth": bool(cfg.api_keys)})
         try:
             yield
         finally:

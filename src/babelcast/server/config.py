@@ -17,7 +17,7 @@ class ServerConfig:
     api_keys: tuple[str, ...] = ()  # Bearer keys; required when binding beyond loopback
     # engine
     max_sessions: int = 32  # concurrent live sessions (WebSocket streams), all APIs together
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: probed once on this machine (model/precision.py)
     endpoint_ms: int = 800  # default endpointing window of a live session; 0 disables
     max_lag_ms: float = 2000.0  # the engine refuses new sessions while a stream is this far behind
     threads: int | None = None  # torch intra-op threads of the engine thread (None: torch's default)
@@ -36,8 +36,8 @@ class ServerConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.precision not in ("auto",) + PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; use one of auto, {', '.join(PRECISIONS)}")
         for name in ("max_sessions", "max_frame_bytes", "max_upload_bytes", "max_pending_transcriptions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -27,7 +27,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept this Bearer key (repeatable); also BABELCAST_API_KEYS=k1,k2")
     parser.add_argument("--api-key-file", type=Path, metavar="FILE", help="one key per line")
     parser.add_argument("--model-name", help="the model id reported to clients (default: the file's stem)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=d.precision)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default=d.precision,
+                        help="encoder precision; auto picks int8 / bf16 / fp32 by a one-time probe of this CPU")
     parser.add_argument("--threads", type=int, metavar="N", help="torch threads of the engine (default: torch's)")
     parser.add_argument("--max-sessions", type=int, default=d.max_sessions, metavar="N")
     parser.add_argument("--endpoint-ms", type=int, default=d.endpoint_ms, metavar="MS",

@@ -10,12 +10,10 @@ shape, the language only the prompt row of each batch row.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import threading
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -25,11 +23,11 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import FeatureState
-from ..config import PRECISIONS
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions, to_transcript
 from ..model.asr import AsrModel
 from ..model.encoder import OPEN_END
+from ..model.precision import resolve_precision, runtime_model
 from .cache_pool import CachePool
 from .endpoint import is_endpoint
 from .session import StreamOptions, decode_chunks
@@ -42,7 +40,7 @@ class EngineFull(RuntimeError):
 @dataclass(frozen=True)
 class EngineConfig:
     max_sessions: int = 32
-    precision: str = "fp32"  # fp32 | bf16 (encoder matmuls) | int8 (dynamic int8 encoder linears)
+    precision: str = "auto"  # auto (probed once) | fp32 | bf16 (encoder matmuls) | int8 (dynamic int8 linears)
     endpoint_ms: int = 800  # blank run after a sentence end that closes a segment; 0 disables
     max_lag_ms: float = 2000.0  # refuse new sessions while some stream is this far behind
     threads: int | None = None  # torch intra-op threads for the engine (None: torch's default)
@@ -99,10 +97,9 @@ class Engine:
     """Continuous batching of live sessions over one AsrModel."""
 
     def __init__(self, model: AsrModel, tokenizer, cfg: EngineConfig = EngineConfig()):
-        if cfg.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {cfg.precision!r}; use one of {PRECISIONS}")
+        self.precision = resolve_precision(cfg.precision, model.encoder.device)  # ValueError if unknown
         self.cfg, self.tok = cfg, tokenizer
-        self.model = runtime_model(model, cfg.precision)
+        self.model = runtime_model(model, self.precision.precision)
         enc = self.model.cfg.encoder
         self.left = enc.left_context_frames
         self.factor = enc.subsampling_factor
@@ -354,28 +351,6 @@ def _take(s: _Stream, n: int) -> Tensor:
     if chunk.shape[0] < n:
         chunk = torch.cat([chunk, chunk.new_zeros(n - chunk.shape[0], chunk.shape[1])])
     return chunk
-
-
-def runtime_model(model: AsrModel, precision: str) -> AsrModel:
-    """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32."""
-    if precision == "fp32":
-        return model.eval()
-    rt = copy.deepcopy(model).eval()
-    if precision == "bf16":
-        rt.encoder.to(torch.bfloat16)
-        return rt
-    for layer in rt.encoder.layers:  # kernel-1 convs are matmuls: quantize them too
-        for name in ("pointwise_conv1", "pointwise_conv2"):
-            conv = getattr(layer.conv, name)
-            linear = torch.nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None)
-            linear.weight.data = conv.weight.data[..., 0]
-            if conv.bias is not None:
-                linear.bias.data = conv.bias.data
-            setattr(layer.conv, name, linear)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao eager quantization is deprecated but still the CPU int8 path
-        rt.encoder = torch.ao.quantization.quantize_dynamic(rt.encoder, {torch.nn.Linear}, dtype=torch.qint8)
-    return rt
 
 
 class EngineMetrics:
