@@ -14,6 +14,7 @@ import functools
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 import babelcast
@@ -71,23 +72,48 @@ def _nemo_model(nemo_path: str):
     return ASRModel.restore_from(nemo_path, map_location="cpu").eval()
 
 
-def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str) -> StepFn:
+@functools.lru_cache(maxsize=4)
+def speech_mel(rec: babelcast.Recognizer, seconds: float = 20.0) -> torch.Tensor:
+    """Mel frames [T, F] of the benchmark's speech-like audio, so lockstep steps emit tokens as live
+    streams do (random mel would measure only the no-emission decode)."""
+    from .streams import utterances
+
+    audio = torch.from_numpy(np.concatenate(utterances(seconds, seed=0)))
+    mel, _ = rec.model.features(audio[None], torch.tensor([audio.numel()]))
+    return mel[0].T.contiguous()
+
+
+def lockstep_chunks(mel: torch.Tensor, batch: int, n: int):
+    """An endless supply of [batch, n, F] chunks: row i walks the speech from its own offset."""
+    usable = mel.shape[0] // n * n
+    pos = [(i * 7 * n) % usable for i in range(batch)]
+    while True:
+        yield torch.stack([mel[p:p + n] for p in pos])
+        pos = [(p + n) % usable for p in pos]
+
+
+def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str, counts: list | None = None) -> StepFn:
+    """The engine's batched step on speech-like chunks; `counts` collects (labels, frames) per step."""
     model = _runtime(rec, precision)
     left, right, _ = rec.context(latency_ms, "streaming")
     enc = model.encoder
     n = chunking.chunk_mel(right, enc.cfg.subsampling_factor)
     pos = enc.positions(left + right + 1, enc.device)
+    mel_all = speech_mel(rec)
 
     def make(b: int) -> Callable[[], None]:
         state = enc.init_state(b, left, enc.device, enc.dtype)
         pred = model.decoder.init_state(b)
-        mel = torch.randn(b, n, enc.cfg.feat_in)
-        prompts = torch.full((b,), 101) if model.prompt_kernel is not None else None
+        chunks = lockstep_chunks(mel_all, b, n)
+        prompt = rec.prompt_id("auto")
+        prompts = torch.full((b,), prompt) if prompt is not None else None
 
         def step() -> None:
             nonlocal state, pred
-            em, state, pred = decode_chunks(model, mel, state, pred, left, right, prompts, None, pos)
-            em.to_lists()
+            em, state, pred = decode_chunks(model, next(chunks), state, pred, left, right, prompts, None, pos)
+            rows = em.to_lists()
+            if counts is not None:
+                counts.append((sum(len(r[0]) for r in rows), b * (right + 1)))
         return step
     return make
 
@@ -102,7 +128,8 @@ def buffered_step(rec: babelcast.Recognizer, latency_ms: int) -> StepFn:
     def make(b: int) -> Callable[[], None]:
         mel = torch.randn(b, model.cfg.encoder.feat_in, window_mel)
         lengths = torch.full((b,), window_mel)
-        prompts = torch.full((b,), 101) if model.prompt_kernel is not None else None
+        prompt = rec.prompt_id("auto")
+        prompts = torch.full((b,), prompt) if prompt is not None else None
 
         @torch.no_grad()
         def step() -> None:

@@ -57,6 +57,27 @@ class RelPositionAttention(nn.Module):
         self.pos_bias_u = nn.Parameter(torch.zeros(n_heads, self.d_head))
         self.pos_bias_v = nn.Parameter(torch.zeros(n_heads, self.d_head))
 
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of x [B, T, D], each [B, T, D]: one matmul when a runtime copy
+        has fused the three projections (fuse_qkv), three otherwise (the checkpoint's layout)."""
+        fused = getattr(self, "linear_qkv", None)
+        if fused is None:
+            return self.linear_q(x), self.linear_k(x), self.linear_v(x)
+        return fused(x).split(self.n_heads * self.d_head, dim=-1)
+
+    def fuse_qkv(self) -> None:
+        """Replace linear_q/k/v by one [3D, D] linear (inference copies only: one weight read and,
+        for int8, one activation quantization instead of three)."""
+        q, k, v = self.linear_q, self.linear_k, self.linear_v
+        fused = nn.Linear(q.in_features, 3 * q.out_features, bias=q.bias is not None,
+                          device=q.weight.device, dtype=q.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+            if q.bias is not None:
+                fused.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+        self.linear_qkv = fused
+        del self.linear_q, self.linear_k, self.linear_v
+
     def project_positions(self, pos: Tensor, dtype: torch.dtype) -> Tensor:
         """pos [2Tk-1, D] → per-head projections [H, dh, 2Tk-1]; depends only on shapes and weights,
         so a runner can compute it once per latency instead of every step."""
@@ -75,14 +96,13 @@ class RelPositionAttention(nn.Module):
         """
         b, tq, _ = x.shape
         h, dh = self.n_heads, self.d_head
-        q = self.linear_q(x).view(b, tq, h, dh)
-        k_all = torch.cat([k_cache.to(x.dtype), self.linear_k(x).to(x.dtype)], dim=1) if k_cache.shape[1] \
-            else self.linear_k(x)
-        v_all = torch.cat([v_cache.to(x.dtype), self.linear_v(x).to(x.dtype)], dim=1) if v_cache.shape[1] \
-            else self.linear_v(x)
+        q, k_new, v_new = self.project_qkv(x)
+        q = q.reshape(b, tq, h, dh)
+        k_all = torch.cat([k_cache.to(k_new.dtype), k_new], dim=1) if k_cache.shape[1] else k_new
+        v_all = torch.cat([v_cache.to(v_new.dtype), v_new], dim=1) if v_cache.shape[1] else v_new
         tk = k_all.shape[1]
-        k = k_all.view(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
-        v = v_all.view(b, tk, h, dh).transpose(1, 2)
+        k = k_all.reshape(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
+        v = v_all.reshape(b, tk, h, dh).transpose(1, 2)
         p = pos_proj.to(q.dtype)
         q_u = (q + self.pos_bias_u.to(q.dtype)).transpose(1, 2)  # [B, H, Tq, dh]
         q_v = (q + self.pos_bias_v.to(q.dtype)).transpose(1, 2)

@@ -99,6 +99,8 @@ def runtime_model(model: AsrModel, precision: str) -> AsrModel:
     if precision == "fp32":
         return model.eval()
     rt = copy.deepcopy(model).eval()
+    for layer in rt.encoder.layers:
+        layer.self_attn.fuse_qkv()
     if precision == "bf16":
         rt.encoder.to(torch.bfloat16)
         return rt
