@@ -17,6 +17,8 @@ subsampling gives f(f(f(41))) = 21 → 11 → 6 frames with f(n) = n // 2 + 1; t
 """
 from __future__ import annotations
 
+from .errors import UnsupportedLatency
+
 
 def stage_len(n: int) -> int:
     """Frames out of one causal stride-2 conv stage (kernel 3, pad 2 left / 1 right): floor(n/2) + 1."""
@@ -70,7 +72,7 @@ def right_for_latency(latency: int, factor: int, frame_ms: float) -> int:
     enc_ms = factor * frame_ms
     frames = latency / enc_ms
     if latency <= 0 or abs(frames - round(frames)) > 1e-6:
-        raise ValueError(f"latency {latency} ms is not a positive multiple of {enc_ms:g} ms")
+        raise UnsupportedLatency(f"latency {latency} ms is not a positive multiple of {enc_ms:g} ms")
     return int(round(frames)) - 1
 
 
@@ -98,9 +100,49 @@ def resolve_context(latency: int | None, trained: tuple[tuple[int, int], ...], f
         if r == right:
             return left, r, is_trained
     allowed = [latency_ms(r, factor, frame_ms) for _, r, _ in supported_contexts(trained)]
-    raise ValueError(f"latency {latency} ms is not supported by this model; choose one of {allowed}")
+    raise UnsupportedLatency(f"latency {latency} ms is not supported by this model; choose one of {allowed}")
 
 
 def final_valid_enc(n_mel_total: int, enc_done: int, right: int, stages: int) -> int:
     """Encoder frames still owed by the last (padded) step: offline length minus frames emitted."""
     return max(0, min(right + 1, subsampled_len(n_mel_total, stages) - enc_done))
+
+
+def streamed_mel(n_samples: int, hop_samples: int, n_fft: int) -> int:
+    """Mel frames a stream can compute from its first n_samples: frame t needs samples up to
+    hop*t + n_fft/2 (its centered window) and at most floor(S / hop) frames exist."""
+    return max(0, min(n_samples // hop_samples, (n_samples + n_fft // 2 - n_fft) // hop_samples + 1))
+
+
+def samples_for_mel(n_mel: int, hop_samples: int, n_fft: int) -> int:
+    """Fewest samples from which a stream has n_mel frames (the inverse of streamed_mel)."""
+    if n_mel <= 0:
+        return 0
+    return max(n_mel * hop_samples, (n_mel - 1) * hop_samples + n_fft - n_fft // 2)
+
+
+def whole_chunks(n_mel: int, right: int, factor: int) -> int:
+    """Chunks of a stream whose n_mel real frames have arrived (the lead-in counts toward the first)."""
+    return (lead_in_mel(factor) + n_mel) // chunk_mel(right, factor)
+
+
+def mel_for_chunks(n_chunks: int, right: int, factor: int) -> int:
+    """Real mel frames that complete n_chunks chunks (the lead-in fills the start of the first)."""
+    return max(0, n_chunks * chunk_mel(right, factor) - lead_in_mel(factor))
+
+
+def utterance_chunks(n_mel_total: int, right: int, factor: int, stages: int) -> int:
+    """Steps an ended utterance of n_mel_total frames takes: its whole chunks, then one zero-padded
+    chunk while encoder frames are still owed."""
+    whole = whole_chunks(n_mel_total, right, factor)
+    return whole + (1 if final_valid_enc(n_mel_total, enc_frames(whole, right), right, stages) > 0 else 0)
+
+
+def enc_frames(n_chunks: int, right: int) -> int:
+    """Encoder frames that n_chunks steps emit: r + 1 each."""
+    return n_chunks * (right + 1)
+
+
+def chunk_s(right: int, factor: int, frame_ms: float) -> float:
+    """Audio seconds per chunk (the latency of right context r)."""
+    return (right + 1) * factor * frame_ms / 1000

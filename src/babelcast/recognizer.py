@@ -11,12 +11,14 @@ from . import chunking
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
+from .errors import UnsupportedLanguage
 from .decoding.greedy import Emissions, greedy_ctc, greedy_rnnt
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
 from .model.asr import AsrModel
 from .model.prompt import prompt_index
-from .streaming.session import Session, StreamOptions
+from .streaming.session import Session
+from .streaming.stream import StreamOptions
 
 
 def load_model(model: str | Path, device: str | torch.device = "cpu") -> "Recognizer":
@@ -50,12 +52,16 @@ class Recognizer:
                                         self.cfg.features.frame_ms, "largest" if mode == "offline" else "first")
 
     def prompt_id(self, language: str | None) -> int | None:
-        """Prompt index for a language; a non-prompt model accepts only auto/None."""
+        """Prompt index for a language; a non-prompt model accepts only auto/None (UnsupportedLanguage)."""
         if self.cfg.prompt is None:
             if language not in (None, "", AUTO):
-                raise ValueError(f"this model has no language prompt; it accepts only 'auto', not {language!r}")
+                raise UnsupportedLanguage(f"this model has no language prompt; it accepts only 'auto', "
+                                          f"not {language!r}")
             return None
-        return prompt_index(self.cfg.prompt, language)
+        try:
+            return prompt_index(self.cfg.prompt, language)
+        except ValueError as e:
+            raise UnsupportedLanguage(str(e)) from None
 
     def canonical_language(self, language: str | None) -> str | None:
         """'es' → 'es-US' (the locale that shares its prompt id); None for auto."""
@@ -103,7 +109,7 @@ class Recognizer:
             raise ValueError("streaming decodes with the RNNT head; use --decoder rnnt or --mode offline")
         self.prompt_id(language)  # validate before any work
         if mode == "streaming":
-            return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done)
+            return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size)
         left, right, trained = self.context(latency_ms, "offline")
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
         results: dict[int, Transcript] = {}
@@ -141,14 +147,24 @@ class Recognizer:
                             self.cfg.transducer.max_symbols)
         return em
 
-    def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done):
-        out = []
-        for audio in audios:
-            session = self.stream(language, latency_ms, keep_lang_tags)
-            session.accept_audio(audio)
-            out.append(session.flush())
+    def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,
+                              batch_size: int) -> list[Transcript]:
+        """Files as fast-forward streams through one engine, up to batch_size at a time (fp32)."""
+        from .streaming.engine import Engine, EngineConfig
+
+        opts = self.stream_options(language, latency_ms, keep_lang_tags)
+        engine = Engine(self.model, self.tokenizer, EngineConfig(max_sessions=max(1, batch_size), precision="fp32",
+                                                                 endpoint_ms=0, max_lag_ms=float("inf")))
+        n, out = max(1, batch_size), []
+        for start in range(0, len(audios), n):
+            sids = [engine.open(opts, interim=False) for _ in audios[start:start + n]]
+            for sid, audio in zip(sids, audios[start:start + n]):
+                engine.feed(sid, audio)
+                engine.finish(sid, close=True)
+            finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
+            out += [finals[sid] for sid in sids]
             if on_batch_done:
-                on_batch_done(1)
+                on_batch_done(len(sids))
         return out
 
 

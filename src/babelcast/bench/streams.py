@@ -50,6 +50,8 @@ class RunResult:
     rss_mb: float
     mean_batch: float
     rtf: float
+    deadline_misses: int = 0
+    per_latency: dict | None = None  # latency ms -> {mean_batch, deadline_misses, steps}
 
 
 def utterances(seconds: float, seed: int, utt_s: float = 4.0) -> list[np.ndarray]:
@@ -86,13 +88,14 @@ class Client:
 
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
-        seed: int = 0, runtime=None, batch_window_ms: float = 0.0) -> RunResult:
+        seed: int = 0, runtime=None, deadline_ms: float | None = None) -> RunResult:
     """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
     precision's model copy, made once per search instead of once per run)."""
     model = runtime if runtime is not None else runtime_model(rec.model, precision)
-    engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, endpoint_ms=0, max_lag_ms=1e9,
-                                                       threads=torch.get_num_threads(),
-                                                       batch_window_ms=batch_window_ms))
+    # precision="fp32": `model` already is the precision's copy, which the engine takes as it is
+    engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, precision="fp32", endpoint_ms=0,
+                                                       max_lag_ms=1e9, threads=torch.get_num_threads(),
+                                                       deadline_ms=deadline_ms))
     chunk_ms = latency_ms
     clients = []
     for i in range(n_streams):
@@ -105,6 +108,7 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
     cpu0 = time.process_time()
 
     def feeder() -> None:
+        torch.set_num_threads(1)  # the engine thread owns the cores (feed/finish do no torch work anyway)
         while not stop.is_set():
             now = time.monotonic() - t0
             nxt = None
@@ -128,10 +132,12 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
     thread.start()
     deadline = t0 + seconds + 30 + n_streams
     while (engine.n_sessions or thread.is_alive()) and time.monotonic() < deadline:
+        steps = engine.metrics.steps
         for e in engine.step():
             if e.kind == "final":
                 by_sid[e.session_id].final_times.append(e.time)
-        engine.wait_for_work(0.005)
+        if engine.metrics.steps == steps:
+            engine.wait_for_work(0.05)
     stop.set()
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0
@@ -147,7 +153,10 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
         max_lag_ms=round(max_lag[0], 1), finals=got, finals_expected=expected,
         cpu_percent=round(100 * cpu / wall, 1), rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         mean_batch=round(statistics.fmean(m.batch_sizes), 2) if m.batch_sizes else 0.0,
-        rtf=round(m.real_time_factor, 3))
+        rtf=round(m.real_time_factor, 3),
+        deadline_misses=sum(st.deadline_misses for st in m.by_latency.values()),
+        per_latency={lat: {"mean_batch": round(st.mean_batch, 2), "deadline_misses": st.deadline_misses,
+                           "steps": st.steps} for lat, st in sorted(m.by_latency.items())})
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -155,14 +164,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
-           log=print, batch_window_ms: float = 0.0) -> tuple[int, list[RunResult]]:
+           log=print, deadline_ms: float | None = None) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
     from .baselines import _runtime
 
     results, good, bad, n = [], 0, None, start
     runtime = _runtime(rec, precision)
     while bad is None or bad - good > 1:
-        r = run(rec, n, latency_ms, seconds, precision, runtime=runtime, batch_window_ms=batch_window_ms)
+        r = run(rec, n, latency_ms, seconds, precision, runtime=runtime, deadline_ms=deadline_ms)
         results.append(r)
         log(json.dumps(asdict(r)))
         if r.realtime and r.p95_final_ms <= latency_ms + SLACK_MS:
@@ -194,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--batch-window-ms", type=float, default=0.0,
-                    help="engine batching window (align staggered streams into shared steps)")
+    ap.add_argument("--deadline-ms", type=float, default=None,
+                    help="engine deadline: chunk audio complete -> its tokens (default: chunk + 300 ms)")
     ap.add_argument("--search", action="store_true", help="find the most streams per latency")
     ap.add_argument("--latencies", default="80,320,560,1120")
     ap.add_argument("--out", help="folder for results JSON and the PNG (with --search)")
@@ -204,15 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rec = babelcast.load_model(args.model)
     if not args.search:
-        r = run(rec, args.streams, args.latency, args.seconds, args.precision, batch_window_ms=args.batch_window_ms)
+        r = run(rec, args.streams, args.latency, args.seconds, args.precision, deadline_ms=args.deadline_ms)
         print(json.dumps(asdict(r)) if args.json else _table([r]))
         return 0 if r.realtime else 1
     summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision,
-               "batch_window_ms": args.batch_window_ms, "runs": [],
+               "deadline_ms": args.deadline_ms, "runs": [],
                "max_streams": {}}
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     for lat in [int(x) for x in args.latencies.split(",")]:
-        best, runs = search(rec, lat, args.seconds, args.precision, log=log, batch_window_ms=args.batch_window_ms)
+        best, runs = search(rec, lat, args.seconds, args.precision, log=log, deadline_ms=args.deadline_ms)
         summary["max_streams"][lat] = best
         summary["runs"] += [asdict(r) for r in runs]
         if args.peers:
@@ -293,7 +302,7 @@ def plot(summary: dict, path: str) -> None:
 
 def _table(rows: list[RunResult]) -> str:
     keys = ["streams", "latency_ms", "precision", "realtime", "p50_final_ms", "p95_final_ms", "p50_partial_ms",
-            "max_lag_ms", "cpu_percent", "rss_mb", "mean_batch", "rtf"]
+            "max_lag_ms", "cpu_percent", "rss_mb", "mean_batch", "deadline_misses", "rtf", "per_latency"]
     lines = [" | ".join(keys)] + [" | ".join(str(getattr(r, k)) for k in keys) for r in rows]
     return "\n".join(lines)
 

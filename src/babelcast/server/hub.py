@@ -2,9 +2,8 @@
 
 - The engine thread owns `engine.step()`; the events of each step are handed to the event loop
   with `call_soon_threadsafe` and routed to their sessions there.
-- The feeder thread runs `engine.feed` / `engine.finish` (feature extraction: torch work that must
-  not run on the loop). The loop only enqueues; the feeder drains the queue in order and joins the
-  pieces of each session into one `feed` call, so under load the per-call cost is amortized.
+- The loop calls `engine.feed` / `engine.finish` directly: they only queue samples under the engine's
+  lock (features are computed on the engine thread), and the engine holds audio sent during a flush.
 - Offline HTTP transcriptions run on a worker thread.
 Opening and aborting sessions stay synchronous (cheap, and admission must answer at once).
 """
@@ -14,7 +13,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
@@ -48,26 +46,19 @@ class EngineHub:
         self.pending_transcriptions = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._feeder: threading.Thread | None = None
-        self._commands: deque[tuple[str, str, object]] = deque()
-        self._commands_ready = threading.Event()
         self._offline: ThreadPoolExecutor | None = None
 
     # ---- lifecycle (loop) -----------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._offline = ThreadPoolExecutor(1, thread_name_prefix="babelcast-offline", initializer=self._init_thread)
+        self._offline = ThreadPoolExecutor(1, thread_name_prefix="babelcast-offline", initializer=_one_thread)
         self._thread = threading.Thread(target=self._run, name="babelcast-engine", daemon=True)
-        self._feeder = threading.Thread(target=self._feed_loop, name="babelcast-feeder", daemon=True)
         self._thread.start()
-        self._feeder.start()
 
     async def stop(self) -> None:
         self._stop.set()
-        self._commands_ready.set()
-        for thread in (self._thread, self._feeder):
-            if thread is not None:
-                await asyncio.to_thread(thread.join, 5.0)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
         if self._offline is not None:
             self._offline.shutdown(wait=False, cancel_futures=True)
 
@@ -85,8 +76,7 @@ class EngineHub:
 
     @property
     def alive(self) -> bool:
-        return (self.healthy and self._thread is not None and self._thread.is_alive()
-                and self._feeder is not None and self._feeder.is_alive())
+        return self.healthy and self._thread is not None and self._thread.is_alive()
 
     def ready_problem(self) -> str | None:
         """Why the server does not take new sessions now, or None."""
@@ -108,21 +98,24 @@ class EngineHub:
         try:
             sid = self.engine.open(opts, interim=interim, endpoint_ms=endpoint_ms)
         except EngineFull as e:
-            reason = "full" if "limit" in str(e) else "behind"
-            self.metrics.sessions_refused.labels(reason).inc()
-            raise ApiError("server_full" if reason == "full" else "server_busy", str(e)) from None
+            self.metrics.sessions_refused.labels(e.reason).inc()
+            raise ApiError("server_full" if e.reason == "full" else "server_busy", str(e)) from None
         self.sessions[sid] = session
         return sid
 
     def feed(self, sid: str, samples: np.ndarray) -> None:
-        """Queue 16 kHz samples for a session (the feeder thread computes their features)."""
-        self._commands.append(("feed", sid, samples))
-        self._commands_ready.set()
+        """16 kHz samples for a session (queued in the engine; audio during a flush is held there)."""
+        try:
+            self.engine.feed(sid, samples)
+        except KeyError:
+            pass  # closed by the engine meanwhile; its `closed` event is on its way
 
     def finish(self, sid: str, close: bool) -> None:
-        """Queue a flush after the session's queued audio."""
-        self._commands.append(("finish", sid, close))
-        self._commands_ready.set()
+        """A flush after the session's audio so far."""
+        try:
+            self.engine.finish(sid, close)
+        except KeyError:
+            pass
 
     def release(self, sid: str | None, abort: bool) -> None:
         if sid is None:
@@ -132,13 +125,8 @@ class EngineHub:
             self.engine.abort(sid)
 
     # ---- the engine thread ----------------------------------------------------------------
-    def _init_thread(self) -> None:
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)  # per thread: leaves the loop thread's setting alone
-
     def _run(self) -> None:
-        self._init_thread()
-        engine = self.engine
+        engine = self.engine  # its step() sets the engine's threads on this thread
         while not self._stop.is_set():
             steps = engine.metrics.steps
             try:
@@ -154,44 +142,6 @@ class EngineHub:
                 self._post(self._dispatch, events)
             elif engine.metrics.steps == steps:
                 engine.wait_for_work(0.05)
-
-    def _feed_loop(self) -> None:
-        torch.set_num_threads(1)  # small ops: more threads only add overhead (and contention)
-        while not self._stop.is_set():
-            self._commands_ready.wait(0.1)
-            self._commands_ready.clear()
-            commands = []
-            while self._commands:
-                commands.append(self._commands.popleft())
-            if commands:
-                try:
-                    self._apply(commands)
-                except Exception:
-                    log.exception("feeding the engine failed", extra={"event": "engine_error"})
-
-    def _apply(self, commands: list[tuple[str, str, object]]) -> None:
-        """In order per session; consecutive pieces of a session become one feed."""
-        audio: dict[str, list[np.ndarray]] = {}
-        for kind, sid, arg in commands:
-            if kind == "feed":
-                audio.setdefault(sid, []).append(arg)
-                continue
-            self._feed_now(sid, audio.pop(sid, None))
-            try:
-                self.engine.finish(sid, close=bool(arg))
-            except KeyError:
-                pass  # aborted meanwhile
-        for sid, parts in audio.items():
-            self._feed_now(sid, parts)
-
-    def _feed_now(self, sid: str, parts: list[np.ndarray] | None) -> None:
-        if parts:
-            try:
-                self.engine.feed(sid, parts[0] if len(parts) == 1 else np.concatenate(parts))
-            except KeyError:
-                pass  # aborted meanwhile
-            except RuntimeError as e:  # audio during a flush: the session should have held it back
-                log.warning("audio refused by the engine", extra={"event": "feed_refused", "error": str(e)})
 
     def _post(self, fn: Callable, *args) -> None:
         loop = self.loop
@@ -229,3 +179,9 @@ class EngineHub:
             return await asyncio.get_running_loop().run_in_executor(self._offline, fn, *args)
         finally:
             self.pending_transcriptions -= 1
+
+
+def _one_thread() -> None:
+    """Torch work outside the engine thread gets one intra-op thread: the engine thread owns the cores
+    (a second thread with torch's default threads made engine steps 1.5x slower)."""
+    torch.set_num_threads(1)

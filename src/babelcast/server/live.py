@@ -3,9 +3,9 @@
 Audio at the client's rate comes in, is resampled to 16 kHz and fed to the engine; engine events
 come back through `on_events` (called on the loop by the hub) and leave through `queue` as `Out`s.
 
-While a finalize is in flight the engine takes no audio for that session, so whatever the client
-sends meanwhile (audio, another finalize, a close) is kept in order in a backlog and replayed when
-the final arrives: nothing is dropped and the client never has to wait for a final.
+Whatever the client sends while a finalize is in flight (audio, another finalize, a close) goes to the
+engine at once: the engine holds it, in order, for the next utterance, so nothing is dropped and the
+client never has to wait for a final.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import numpy as np
 import soxr
 
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, pcm_to_float
+from ..errors import UnsupportedLanguage, UnsupportedLatency
 from ..streaming.engine import Event
 from .errors import ApiError
 from .settings import StreamSettings
@@ -72,15 +72,13 @@ class LiveSession:
         self.started = time.monotonic()
         self.samples = 0  # 16 kHz samples accepted over the session
         self.utterance_samples = 0  # since the last final that answered a finalize
-        self.finishing = False  # a finalize/close is in the engine, its final not yet back
+        self.pending_finals = 0  # finalizes/closes in the engine whose final is not back yet
         self.closing = False
         self.ended = False
         self.close_reason = ""
         self.close_code = 1000  # the WebSocket close code once `closed` is sent
         self.finals = 0
-        self._backlog: deque[tuple[str, np.ndarray | None]] = deque()
-        self._backlog_samples = 0
-        self._finalize_t = 0.0
+        self._finalize_times: list[float] = []  # when each pending finalize was asked for
         self._resampler: soxr.ResampleStream | None = None
         self._counted = False
         hub.live.add(self)
@@ -91,11 +89,10 @@ class LiveSession:
         rec = self.hub.rec
         try:
             opts = rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
-        except ValueError as e:
-            msg = str(e)
-            if "language" in msg:
-                raise ApiError("unsupported_language", msg, "language") from None
-            raise ApiError("invalid_latency", f"{msg}; this model supports latencies "
+        except UnsupportedLanguage as e:
+            raise ApiError("unsupported_language", str(e), "language") from None
+        except UnsupportedLatency as e:
+            raise ApiError("invalid_latency", f"{e}; this model supports latencies "
                                               f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
         endpoint = settings.endpoint_ms if settings.endpoint_ms is not None else self.hub.cfg.endpoint_ms
         sid = self.hub.open(self, opts, settings.interim_results, endpoint)
@@ -111,7 +108,7 @@ class LiveSession:
 
     def restart(self, settings: StreamSettings) -> None:
         """New settings before any audio of the current utterance: a fresh engine session."""
-        if self.utterance_samples or self.finishing or self.closing:
+        if self.utterance_samples or self.pending_finals or self.closing:
             raise ApiError("invalid_message", "settings can only change before audio is sent "
                                               "(or right after a final)")
         self.hub.release(self.sid, abort=True)
@@ -120,9 +117,10 @@ class LiveSession:
 
     def discard(self) -> None:
         """Drop the audio of the current utterance that has no final asked for yet."""
-        if self.finishing:
-            while self._backlog and self._backlog[-1][0] == "audio":
-                self._backlog_samples -= len(self._backlog.pop()[1])
+        if self.pending_finals:
+            if self.sid is not None:
+                self.hub.engine.drop_held(self.sid)  # audio after the last finalize, held by the engine
+            self.utterance_samples = 0
             return
         if self.utterance_samples and self.sid is not None:
             self.hub.release(self.sid, abort=True)
@@ -135,7 +133,7 @@ class LiveSession:
     @property
     def idle(self) -> bool:
         """No audio since the last final (nothing would be lost by reopening)."""
-        return not self.utterance_samples and not self.finishing and not self._backlog
+        return not self.utterance_samples and not self.pending_finals
 
     # ---- client actions -------------------------------------------------------------------------
     def feed(self, x: np.ndarray) -> None:
@@ -149,21 +147,14 @@ class LiveSession:
         y = x if self._resampler is None else self._resampler.resample_chunk(x)
         self.samples += len(y)
         self.hub.metrics.audio_seconds.labels(self.api).inc(len(y) / SAMPLE_RATE_HZ)
-        if self.finishing:
-            self._backlog.append(("audio", y))
-            self._backlog_samples += len(y)
-            if self._backlog_samples > self.hub.cfg.max_backlog_s * SAMPLE_RATE_HZ:
-                raise ApiError("backlog_full", "too much audio arrived while a final was pending "
-                                               f"(> {self.hub.cfg.max_backlog_s:g} s)")
-            return
         self._engine_feed(y)
+        if self.pending_finals and self.hub.engine.held_samples(self.sid) > self.hub.cfg.max_backlog_s * SAMPLE_RATE_HZ:
+            raise ApiError("backlog_full", "too much audio arrived while a final was pending "
+                                           f"(> {self.hub.cfg.max_backlog_s:g} s)")
 
     def finalize(self) -> None:
         """End the current utterance: its final comes even mid-sentence; the session goes on."""
         if self.closing or self.sid is None:
-            return
-        if self.finishing:
-            self._backlog.append(("finalize", None))
             return
         self._finish(close=False)
 
@@ -174,8 +165,6 @@ class LiveSession:
         self.closing, self.close_reason = True, reason
         if self.sid is None:
             self._closed()
-        elif self.finishing:
-            self._backlog.append(("close", None))
         else:
             self._finish(close=True)
 
@@ -212,19 +201,15 @@ class LiveSession:
 
     # ---- engine events (loop thread, from the hub) --------------------------------------------
     def on_events(self, events: list[Event]) -> None:
-        for i, e in enumerate(events):
+        for e in events:
             if e.kind == "final":
-                by_endpoint = i + 1 < len(events) and events[i + 1].kind == "endpoint"
-                answered = self.finishing and not by_endpoint
+                answered = e.reason == "flush"
                 self.finals += 1
                 self.hub.metrics.finals.labels(self.api).inc()
-                if answered:
-                    self.hub.metrics.final_latency.observe(time.monotonic() - self._finalize_t)
-                    self.finishing = False
-                    self.utterance_samples = 0
+                if answered and self.pending_finals:
+                    self.hub.metrics.final_latency.observe(time.monotonic() - self._finalize_times.pop(0))
+                    self.pending_finals -= 1
                 self.queue.put_nowait(Out("final", e, from_finalize=answered))
-                if answered:
-                    self._replay()
             elif e.kind == "closed":
                 self.hub.release(self.sid, abort=False)
                 self.sid = None
@@ -242,19 +227,10 @@ class LiveSession:
             if len(tail):
                 self.samples += len(tail)
                 self._engine_feed(tail)
-        self.finishing = True
-        self._finalize_t = time.monotonic()
+        self.pending_finals += 1
+        self._finalize_times.append(time.monotonic())
+        self.utterance_samples = 0  # what comes next is the next utterance
         self.hub.finish(self.sid, close)
-
-    def _replay(self) -> None:
-        """Feed what arrived while the final was pending, up to the next finalize/close."""
-        while self._backlog and not self.finishing:
-            kind, samples = self._backlog.popleft()
-            if kind == "audio":
-                self._backlog_samples -= len(samples)
-                self._engine_feed(samples)
-            else:
-                self._finish(close=kind == "close")
 
     def _engine_feed(self, y: np.ndarray) -> None:
         if len(y):

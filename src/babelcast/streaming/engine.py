@@ -1,16 +1,21 @@
-"""Many live streams in one process, stepped together: schedule → run → update (vLLM-style).
+"""Many live streams in one process, stepped together: plan → run → update (continuous batching).
 
-- schedule: streams with a whole chunk of features (or a pending flush) are grouped by latency;
-- run: one batched encoder step, prompt and greedy decode per group, on rows gathered from the
+- plan: streams are grouped by latency; every whole chunk has a deadline (when its audio was complete +
+  the latency budget). A group steps when waiting longer would miss its earliest deadline, or when waiting
+  gains nothing (no other member's chunk completes early enough to share the step at the estimated step
+  cost); it then takes every member that is ready. Groups that are due run earliest deadline first, so a
+  stream that fell behind (older chunks, earlier deadlines) catches up between the others' steps;
+- run: one batched encoder step of k chunks per row, prompt and greedy decode, on rows gathered from the
   cache pool by slot and scattered back (no Python loop over streams around the model);
-- update: tokens go to their sessions; partials, finals (endpoint or flush) and metrics come out.
+- update: tokens go to their streams (`Stream` owns a stream's lifecycle); partials, finals (endpoint or
+  flush) and metrics come out.
 
-One copy of the weights serves every latency and language: the latency only picks the chunk
-shape, the language only the prompt row of each batch row.
+`feed`/`finish` only queue samples under the lock: features are computed on the engine thread when a
+chunk is taken, so client threads do no torch work beside the step. One copy of the weights serves every
+latency and language: the latency only picks the chunk shape, the language only the prompt row.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
@@ -22,19 +27,23 @@ import torch
 from torch import Tensor
 
 from .. import chunking
-from ..audio.features import FeatureState
-from ..decoding.result import Transcript
-from ..decoding.text import TextOptions, to_transcript
+from ..decoding.greedy import Emissions, greedy_rnnt
 from ..model.asr import AsrModel
-from ..model.encoder import OPEN_END
+from ..model.encoder import EncoderState
 from ..model.precision import resolve_precision, runtime_model
+from ..model.transducer import PredictorState
 from .cache_pool import CachePool
-from .endpoint import is_endpoint
-from .session import StreamOptions, decode_chunks
+from .stream import Event, Grid, Stream, StreamOptions
+
+__all__ = ["Engine", "EngineConfig", "EngineFull", "EngineMetrics", "Event", "decode_chunks"]
 
 
 class EngineFull(RuntimeError):
-    """A new session was refused: the session limit is reached or the engine cannot keep real time."""
+    """A new session was refused; `reason` is "full" (session limit) or "behind" (not keeping real time)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -44,53 +53,41 @@ class EngineConfig:
     endpoint_ms: int = 800  # blank run after a sentence end that closes a segment; 0 disables
     max_lag_ms: float = 2000.0  # refuse new sessions while some stream is this far behind
     threads: int | None = None  # torch intra-op threads for the engine (None: torch's default)
-    # A stream with several complete chunks waiting (the engine fell behind) runs up to this many in
-    # one step: the same tokens (multi-chunk steps keep the chunk grid), one weight read for all.
+    # A stream with several whole chunks waiting (it fell behind, or a file) runs up to this many in one
+    # step: the same tokens (multi-chunk steps keep the chunk grid), one weight read for all.
     max_chunks_per_step: int = 4
-    # Hold a ready group up to this long for streams of its latency whose chunk is about to complete
-    # (aligns staggered streams into one batch; 0 = step as soon as anything is ready).
-    batch_window_ms: float = 0.0
+    # Time from a chunk's audio being complete to its tokens; None: the chunk's own length + 300 ms (the
+    # target for finals). Longer lets staggered streams share steps; shorter gives earlier partials.
+    deadline_ms: float | None = None
 
 
-@dataclass(frozen=True)
-class Event:
-    session_id: str
-    kind: str  # "partial" | "final" | "endpoint" | "closed" | "error"
-    segment: int
-    text: str = ""
-    transcript: Transcript | None = None
-    time: float = 0.0  # time.monotonic() when emitted
-    reason: str = ""  # for finals: "endpoint" (model-detected) or "flush" (finish() was called)
+DEADLINE_SLACK_S = 0.3
+COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
+
+
+@torch.no_grad()
+def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, pred_state: PredictorState,
+                  left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
+                  pos_proj: list[Tensor] | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
+    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT.
+
+    chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
+    """
+    out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
+    frames = model.apply_prompt(out.frames.float(), prompts)
+    em, pred_state = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred_state,
+                                 model.cfg.transducer.max_symbols)
+    return em, out.state, pred_state
 
 
 @dataclass
-class _Stream:
-    """Host-side bookkeeping of one session (its tensors live in the cache pool, row `slot`)."""
+class _Batch:
+    """One planned step: streams of one latency, k chunks each."""
 
-    id: str
-    slot: int
+    deadline: float
     right: int
-    prompt_id: int | None
-    text: TextOptions
-    trained: bool
-    interim: bool
-    window_frames: int
-    feat: FeatureState
-    mel: Tensor  # [n, F] features not yet stepped (starts with the virtual lead-in frames)
-    enc_done: int = 0
-    n_samples: int = 0
-    mel_end: int | None = None  # total mel frames once a flush was asked for
-    closing: bool = False
-    segment: int = 0
-    ids: list[int] = field(default_factory=list)  # current segment
-    frames: list[int] = field(default_factory=list)
-    probs: list[float] = field(default_factory=list)
-    last_token_frame: int = -1
-    last_partial: str = ""
-    offset_s: float = 0.0  # stream time at the start of the current utterance
-    flush_time: float = 0.0
-    ready_since: float | None = None  # when the next chunk's audio was complete (partial latency)
-    held: list[Tensor] = field(default_factory=list)  # audio sent during a flush: the next utterance
+    k: int
+    streams: list[Stream]
 
 
 class Engine:
@@ -100,17 +97,18 @@ class Engine:
         self.precision = resolve_precision(cfg.precision, model.encoder.device)  # ValueError if unknown
         self.cfg, self.tok = cfg, tokenizer
         self.model = runtime_model(model, self.precision.precision)
-        enc = self.model.cfg.encoder
-        self.left = enc.left_context_frames
-        self.factor = enc.subsampling_factor
-        self.frame_ms = self.factor * self.model.cfg.features.frame_ms
+        self.left = self.model.cfg.encoder.left_context_frames
+        self.grid = Grid.of(self.model)
+        self.frame_ms = self.grid.factor * self.grid.mel_ms
         self.device = self.model.encoder.device
         self.pool = CachePool(self.model, cfg.max_sessions, self.left, self.device, self.model.encoder.dtype)
-        self._streams: dict[str, _Stream] = {}
+        self.costs = StepCosts()
+        self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
+        self._next_plan = 0.0  # monotonic time the plan should be looked at again
         self._ids = itertools.count()
-        self._positions: dict[int, list[Tensor]] = {}  # per-latency rel-pos projections, made once
+        self._positions: dict[int, list[Tensor]] = {}  # per-shape rel-pos projections, made once
         self._thread_state = threading.local()
         self.metrics = EngineMetrics()
 
@@ -121,53 +119,51 @@ class Engine:
         with self._lock:
             if len(self._streams) >= self.cfg.max_sessions:
                 self.metrics.refused += 1
-                raise EngineFull(f"server is at its limit of {self.cfg.max_sessions} concurrent sessions")
+                raise EngineFull("full", f"server is at its limit of {self.cfg.max_sessions} concurrent sessions")
             if self.lag_ms() > self.cfg.max_lag_ms:
                 self.metrics.refused += 1
-                raise EngineFull(f"engine is {self.lag_ms():.0f} ms behind real time; try again later")
+                raise EngineFull("behind", f"engine is {self.lag_ms():.0f} ms behind real time; try again later")
             if opts.left != self.left:
                 raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
-            sid = f"s{next(self._ids)}"
+            sid, slot = f"s{next(self._ids)}", self.pool.alloc()
             window = endpoint_ms if endpoint_ms is not None else self.cfg.endpoint_ms
-            self._streams[sid] = _Stream(
-                id=sid, slot=self.pool.alloc(), right=opts.right, prompt_id=opts.prompt_id, text=opts.text,
-                trained=opts.trained,
-                interim=interim, window_frames=int(np.ceil(window / self.frame_ms)) if window else 10**9,
-                feat=self.model.features.init_state(self.device), mel=self._lead_in())
+            self._streams[sid] = Stream(
+                sid, slot, opts, self.grid, self.model.features, self.tok, interim,
+                int(np.ceil(window / self.frame_ms)) if window else 10**9,
+                reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)))
             self.metrics.opened += 1
             return sid
 
     def feed(self, sid: str, samples: np.ndarray | Tensor) -> None:
-        """Append 16 kHz float samples; their features are computed now, the model runs in step()."""
-        x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(-1).to(self.device)
+        """Queue 16 kHz float samples (features and model run on the engine thread)."""
+        x = np.asarray(samples.cpu() if isinstance(samples, Tensor) else samples, dtype=np.float32).reshape(-1)
         with self._lock:
-            s = self._get(sid)
-            if s.mel_end is not None:
-                s.held.append(x)  # the utterance being flushed is closed; this starts the next one
-                return
-            self._accept(s, x)
-        self._wake.set()
-
-    def _accept(self, s: _Stream, x: Tensor) -> None:
-        """Features of new samples into the stream's buffer."""
-        mel, s.feat = self.model.features.step(x, s.feat)
-        s.mel = torch.cat([s.mel, mel.T])
-        s.n_samples += x.numel()
-        if s.ready_since is None and s.mel.shape[0] >= chunking.chunk_mel(s.right, self.factor):
-            s.ready_since = time.monotonic()
+            completed = self._get(sid).feed(x, time.monotonic())
+        if completed:
+            self._wake.set()
 
     def finish(self, sid: str, close: bool = False) -> None:
         """End the current utterance: the last chunk is padded and decoded, its final emitted.
-        With close=True the session ends after that final; otherwise it takes new audio."""
+        With close=True the session ends after that final; otherwise it takes new audio (audio fed
+        before the final is held for the next utterance)."""
         with self._lock:
-            s = self._get(sid)
-            if s.mel_end is None:
-                mel, s.feat = self.model.features.step(torch.zeros(0, device=self.device), s.feat, final=True)
-                s.mel = torch.cat([s.mel, mel.T])
-                s.mel_end = s.feat.n_frames
-                s.flush_time = time.monotonic()
-            s.closing = s.closing or close
+            self._get(sid).finish(close, time.monotonic())
         self._wake.set()
+
+    def drop_held(self, sid: str) -> bool:
+        """Drop audio held behind a flush in progress; False when no flush is in progress."""
+        with self._lock:
+            return self._get(sid).drop_held()
+
+    def held_samples(self, sid: str) -> int:
+        """Samples held behind a flush in progress (the next utterance's start)."""
+        with self._lock:
+            return self._get(sid).held_samples
+
+    def partial(self, sid: str):
+        """The current segment's transcript so far."""
+        with self._lock:
+            return self._get(sid).partial()
 
     def abort(self, sid: str) -> None:
         """Drop a session at once (client gone); no final."""
@@ -180,90 +176,130 @@ class Engine:
     def n_sessions(self) -> int:
         return len(self._streams)
 
-    def backlog_ms(self, sid: str) -> float:
-        """Audio of one session waiting for the model, beyond the chunk being filled."""
-        with self._lock:
-            s = self._get(sid)
-            return max(0, s.mel.shape[0] - chunking.chunk_mel(s.right, self.factor)) * self.model.cfg.features.frame_ms
-
     def lag_ms(self) -> float:
-        """How far the most-behind stream is: buffered features beyond one chunk."""
+        """How far the most-behind stream is: audio that arrived beyond one chunk, not yet stepped."""
         with self._lock:
-            behind = [s.mel.shape[0] - chunking.chunk_mel(s.right, self.factor) for s in self._streams.values()]
-        return max([0.0] + [b * self.model.cfg.features.frame_ms for b in behind])
+            behind = [s.backlog_mel() - s.chunk_mel for s in self._streams.values()]
+        return max([0.0] + [b * self.grid.mel_ms for b in behind])
 
     # ---- the engine loop -----------------------------------------------------------------
-    def step(self) -> list[Event]:
-        """One scheduling round: every ready group runs one batched step. Call from one thread."""
-        if self.cfg.threads and not getattr(self._thread_state, "threads_set", False):
-            torch.set_num_threads(self.cfg.threads)  # intra-op threads of the calling (engine) thread
-            self._thread_state.threads_set = True
-        groups, finished = self._schedule()
+    def step(self, drain: bool = False) -> list[Event]:
+        """Run every group that is due (all ready groups with drain=True). Call from one thread."""
+        self._own_threads()
         now = time.monotonic()
         with self._lock:
-            events = [e for s in finished for e in self._after_step(s, now)]
-        for (right, k), streams in groups.items():
-            t0 = time.perf_counter()
-            emissions = self._run(right, k, streams)
-            self.metrics.record_step(len(streams), time.perf_counter() - t0,
-                                     len(streams) * k * (right + 1) * self.frame_ms)
-            with self._lock:
-                events += self._update(right, k, streams, emissions)
+            batches, finished = self._plan(now, drain)
+            events = [e for s in finished for e in self._events(s, now)]
+        for batch in batches:
+            events += self._step_batch(batch)
         return events
 
+    def drain(self) -> list[Event]:
+        """Step until no stream has a whole chunk or a flush waiting (a Session, or files)."""
+        events = self.step(drain=True)
+        while self.has_work():
+            events += self.step(drain=True)
+        return events
+
+    def has_work(self) -> bool:
+        with self._lock:
+            return any(s.chunk_times or (s.flushing and not s.closing) for s in self._streams.values())
+
     def wait_for_work(self, timeout_s: float) -> None:
-        """Block until audio or a flush arrives (or the timeout)."""
-        self._wake.wait(timeout_s)
+        """Block until a chunk completes, a flush arrives, or the plan says a group is due (or the timeout)."""
+        self._wake.wait(max(0.0, min(timeout_s, self._next_plan - time.monotonic())))
         self._wake.clear()
 
-    def _schedule(self) -> tuple[dict[tuple[int, int], list[_Stream]], list[_Stream]]:
-        """Ready streams grouped by right context, each group running k chunks per stream (the
-        fewest any of its streams has, up to max_chunks_per_step), and flushed streams that owe no
-        more frames (their final needs no model run). A group waits up to batch_window_ms for
-        streams of its latency whose chunk is about to complete, so that they share the step."""
-        by_right: dict[int, list[tuple[_Stream, int]]] = {}
-        almost: set[int] = set()
+    def _own_threads(self) -> None:
+        """The engine thread's intra-op threads (torch's setting is per thread)."""
+        if self.cfg.threads and not getattr(self._thread_state, "threads_set", False):
+            torch.set_num_threads(self.cfg.threads)
+            self._thread_state.threads_set = True
+
+    def _plan(self, now: float, drain: bool) -> tuple[list[_Batch], list[Stream]]:
+        """Due batches, earliest deadline first, and flushed streams that owe no step (their final is due)."""
+        groups: dict[int, list[Stream]] = {}
         finished = []
-        stages = self.model.cfg.encoder.n_subsampling_stages
-        window_mel = int(self.cfg.batch_window_ms / self.model.cfg.features.frame_ms)
-        oldest: dict[int, float] = {}
-        with self._lock:
-            for s in self._streams.values():
-                n = chunking.chunk_mel(s.right, self.factor)
-                pending = s.mel.shape[0]
-                owed = s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) > 0
-                if pending >= n or owed:
-                    by_right.setdefault(s.right, []).append((s, -(-pending // n) if owed else pending // n))
-                    oldest[s.right] = min(oldest.get(s.right, np.inf), s.ready_since or 0.0)
-                elif s.mel_end is not None:
-                    finished.append(s)
-                elif window_mel and pending >= n - window_mel:
-                    almost.add(s.right)
+        for s in self._streams.values():
+            if s.flushing and not s.chunk_times:
+                finished.append(s)
+            else:
+                groups.setdefault(s.right, []).append(s)
+        batches, wake = [], now + 0.05
+        for right, members in groups.items():
+            batch, when = self._plan_group(right, members, now, drain)
+            if batch is not None:
+                batches.append(batch)
+            wake = min(wake, when)
+        self._next_plan = wake
+        return sorted(batches, key=lambda b: b.deadline), finished
+
+    def _plan_group(self, right: int, members: list[Stream], now: float, drain: bool) -> tuple[_Batch | None, float]:
+        """Step this latency group now (a batch), or wait until the returned time."""
+        ready = [s for s in members if s.chunk_times]
+        etas = sorted(s.next_chunk_eta() for s in members if not s.chunk_times)
+        if not ready:
+            return None, etas[0] if etas else float("inf")
+        deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
+        k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready))
+        step_s = self.costs.estimate(right, k, len(ready), self._chunk_s(right))
+        joined_s = self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
+        if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
+            return None, min(etas[0], deadline - step_s)  # a partner's chunk completes in time to share the step
+        return _Batch(deadline, right, k, ready), now
+
+    def _chunks_per_step(self, right: int, batch: int, ready: int) -> int:
+        """Chunks per row: all that every row has, at most max_chunks_per_step, and (k > 1) only
+        while the step is estimated to fit in one chunk of audio (a long step stalls everyone)."""
+        k = max(1, min(self.cfg.max_chunks_per_step, ready))
+        while k > 1 and self.costs.estimate(right, k, batch, self._chunk_s(right)) > self._chunk_s(right):
+            k -= 1
+        return k
+
+    def budget_s(self, right: int) -> float:
+        """Time from a chunk's audio being complete to its tokens."""
+        if self.cfg.deadline_ms is not None:
+            return self.cfg.deadline_ms / 1000
+        return self._chunk_s(right) + DEADLINE_SLACK_S
+
+    def _chunk_s(self, right: int) -> float:
+        return chunking.chunk_s(right, self.grid.factor, self.grid.mel_ms)
+
+    def _step_batch(self, batch: _Batch) -> list[Event]:
+        """Run one planned batch and update its streams; metrics per latency."""
+        t0 = time.perf_counter()
+        emissions, ready_times = self._run(batch)
+        seconds = time.perf_counter() - t0
+        self.costs.record(batch.right, batch.k, len(batch.streams), seconds)
         now = time.monotonic()
-        groups = {}
-        for right, members in by_right.items():
-            if right in almost and now - oldest[right] < self.cfg.batch_window_ms / 1000:
-                continue  # a partner's chunk completes within the window: step together
-            k = min(self.cfg.max_chunks_per_step, min(c for _, c in members))
-            groups[(right, k)] = [m for m, _ in members]
-        return groups, finished
+        budget = self.budget_s(batch.right)
+        misses = sum(now > t + budget for t in ready_times)
+        latency_ms = chunking.latency_ms(batch.right, self.grid.factor, self.grid.mel_ms)
+        self.metrics.record_step(latency_ms, len(batch.streams), batch.k, seconds, misses,
+                                 len(batch.streams) * batch.k * self._chunk_s(batch.right))
+        self.metrics.chunk_latency_s.extend(now - t for t in ready_times)
+        with self._lock:
+            return self._update(batch, emissions, now)
 
     @torch.no_grad()
-    def _run(self, right: int, k: int, streams: list[_Stream]) -> list[tuple[list[int], list[int], list[float]]]:
-        """Batched encoder step (k chunks per stream) + prompt + greedy decode for one group."""
-        n = k * chunking.chunk_mel(right, self.factor)
+    def _run(self, batch: _Batch) -> tuple[list[tuple[list[int], list[int], list[float]]], list[float]]:
+        """Batched encoder step (k chunks per stream) + prompt + greedy decode for one batch."""
+        streams, right, k = batch.streams, batch.right, batch.k
+        chunks = torch.empty(len(streams), k * chunking.chunk_mel(right, self.grid.factor), self.grid.feat_in,
+                             device=self.device)  # [B, k*chunk_mel, F]
         with self._lock:
-            chunks = torch.stack([_take(s, n) for s in streams])  # [B, n, F]
+            ready_times = [s.take_into(chunks[i], k) for i, s in enumerate(streams)]
+            ends = torch.tensor([s.mel_end() for s in streams], device=self.device)
+            enc_done = [s.enc_done for s in streams]
         slots = torch.tensor([s.slot for s in streams], device=self.device)
-        ends = torch.tensor([OPEN_END if s.mel_end is None else s.mel_end for s in streams], device=self.device)
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
         enc_state, pred_state = self.pool.gather(slots)
         em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
-                                                  prompts, ends, self._pos(k * (right + 1)))
+                                                  prompts, ends, self._pos(chunking.enc_frames(k, right)))
         self.pool.scatter(slots, enc_state, pred_state)
-        return em.to_lists([s.enc_done for s in streams])
+        return em.to_lists(enc_done), ready_times
 
     def _pos(self, n_frames: int) -> list[Tensor]:
         """Relative-position projections for a step of n_frames new frames, computed once per shape."""
@@ -271,105 +307,106 @@ class Engine:
             self._positions[n_frames] = self.model.encoder.positions(self.left + n_frames, self.device)
         return self._positions[n_frames]
 
-    def _update(self, right: int, k: int, streams: list[_Stream], emissions) -> list[Event]:
-        now, events = time.monotonic(), []
-        for s, (labels, frames, probs) in zip(streams, emissions):
-            if s.id not in self._streams:
+    def _update(self, batch: _Batch, emissions, now: float) -> list[Event]:
+        events = []
+        for s, (labels, frames, probs) in zip(batch.streams, emissions):
+            if self._streams.get(s.id) is not s:
                 continue  # aborted while running
-            s.ids += labels
-            s.frames += frames
-            s.probs += probs
-            if labels:
-                s.last_token_frame = frames[-1]
-            s.enc_done += k * (right + 1)
-            if s.ready_since is not None:
-                self.metrics.chunk_latency_s.append(now - s.ready_since)
-                s.ready_since = now if s.mel.shape[0] >= chunking.chunk_mel(right, self.factor) else None
-            events += self._after_step(s, now)
+            s.add_tokens(labels, frames, probs, batch.k)
+            events += self._events(s, now)
         return events
 
-    def _after_step(self, s: _Stream, now: float) -> list[Event]:
-        stages = self.model.cfg.encoder.n_subsampling_stages
-        if s.mel_end is not None and chunking.final_valid_enc(s.mel_end, s.enc_done, s.right, stages) == 0:
-            events = [self._final(s, now, "flush")]
-            self.metrics.record_final(now - s.flush_time)
-            if s.closing:
-                self._streams.pop(s.id)
-                self.pool.free(s.slot)
-                return events + [Event(s.id, "closed", s.segment, time=now)]
-            self._restart(s)
-            return events
-        if is_endpoint(self.tok, s.ids, s.last_token_frame, s.enc_done, s.window_frames):
-            return [self._final(s, now, "endpoint"), Event(s.id, "endpoint", s.segment - 1, time=now)]
-        if s.interim:
-            t = self._transcript(s, partial=True)
-            if t.text != s.last_partial:
-                s.last_partial = t.text
-                return [Event(s.id, "partial", s.segment, t.text, t, now)]
-        return []
+    def _events(self, s: Stream, now: float) -> list[Event]:
+        """A stream's events after a step; a final that closes the session frees its slot."""
+        events = s.events(now)
+        if any(e.kind == "final" and e.reason == "flush" for e in events):
+            self.metrics.record_final(now - s.flush_time if s.flush_time is not None else 0.0)
+        if s.closing:
+            self._streams.pop(s.id, None)
+            self.pool.free(s.slot)
+        return events
 
-    def _final(self, s: _Stream, now: float, reason: str) -> Event:
-        t = self._transcript(s, partial=False)
-        event = Event(s.id, "final", s.segment, t.text, t, now, reason)
-        s.ids, s.frames, s.probs, s.last_partial = [], [], [], ""
-        s.segment += 1
-        return event
-
-    def _transcript(self, s: _Stream, partial: bool) -> Transcript:
-        ids = s.ids
-        if partial:
-            ids = ids[: len(ids) - self.tok.pending_tag_prefix(ids)]
-        sr = self.model.cfg.features.sample_rate_hz
-        opts = dataclasses.replace(s.text, offset_s=s.offset_s)
-        return to_transcript(self.tok, ids, s.frames[: len(ids)], s.probs[: len(ids)], opts,
-                             latency_ms=int(round((s.right + 1) * self.frame_ms)), mode="streaming",
-                             trained_latency=s.trained, duration_s=s.n_samples / sr)
-
-    def _restart(self, s: _Stream) -> None:
-        """A new utterance on the same session: fresh caches, features and counters."""
-        sr = self.model.cfg.features.sample_rate_hz
-        s.offset_s += s.n_samples / sr
-        self.pool.reset(torch.tensor([s.slot], device=self.device))
-        s.feat, s.mel = self.model.features.init_state(self.device), self._lead_in()
-        s.enc_done, s.n_samples, s.mel_end, s.last_token_frame, s.ready_since = 0, 0, None, -1, None
-        held, s.held = s.held, []
-        for x in held:
-            self._accept(s, x)
-
-    def _lead_in(self) -> Tensor:
-        return torch.zeros(chunking.lead_in_mel(self.factor), self.model.cfg.encoder.feat_in, device=self.device)
-
-    def _get(self, sid: str) -> _Stream:
+    def _get(self, sid: str) -> Stream:
         if sid not in self._streams:
             raise KeyError(f"no session {sid!r}")
         return self._streams[sid]
 
 
-def _take(s: _Stream, n: int) -> Tensor:
-    """The next n feature frames of a stream, zero-padded after a flush."""
-    chunk, s.mel = s.mel[:n], s.mel[n:]
-    if chunk.shape[0] < n:
-        chunk = torch.cat([chunk, chunk.new_zeros(n - chunk.shape[0], chunk.shape[1])])
-    return chunk
+class StepCosts:
+    """Step seconds per (right, k, batch): an EMA of measured steps, estimates for unmeasured batches."""
+
+    def __init__(self):
+        self._ema: dict[tuple[int, int], dict[int, float]] = {}
+
+    def record(self, right: int, k: int, batch: int, seconds: float) -> None:
+        by_batch = self._ema.setdefault((right, k), {})
+        old = by_batch.get(batch)
+        by_batch[batch] = seconds if old is None else (1 - COST_EMA) * old + COST_EMA * seconds
+
+    def estimate(self, right: int, k: int, batch: int, prior_s: float) -> float:
+        """The measured cost; else the nearest measured batch's, scaled up linearly for a bigger batch
+        (steps grow slower than that: a safe side); else k times one chunk's; else prior_s / 4."""
+        by_batch = self._ema.get((right, k))
+        if by_batch:
+            if batch in by_batch:
+                return by_batch[batch]
+            below = [b for b in by_batch if b < batch]
+            if not below:
+                return by_batch[min(by_batch)]
+            b0 = max(below)
+            above = [b for b in by_batch if b > batch]
+            if above:
+                b1 = min(above)
+                return by_batch[b0] + (by_batch[b1] - by_batch[b0]) * (batch - b0) / (b1 - b0)
+            return by_batch[b0] * batch / b0
+        if k > 1 and (right, 1) in self._ema:
+            return k * self.estimate(right, 1, batch, prior_s)
+        return prior_s / 4
 
 
+@dataclass
+class LatencyStats:
+    """Steps of one latency: how full they were and how many chunks came after their deadline."""
+
+    steps: int = 0
+    rows: int = 0
+    chunks: int = 0
+    deadline_misses: int = 0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.rows / self.steps if self.steps else 0.0
+
+
+@dataclass
 class EngineMetrics:
     """Counters and recent timings for /metrics, the benchmark and admission."""
 
-    def __init__(self, window: int = 512):
-        self.opened = self.refused = self.steps = 0
-        self.compute_s = self.audio_s = 0.0
-        self.batch_sizes: deque[int] = deque(maxlen=window)
-        self.step_s: deque[float] = deque(maxlen=window)
-        self.final_latency_s: deque[float] = deque(maxlen=window)
-        self.chunk_latency_s: deque[float] = deque(maxlen=window)  # chunk audio complete → its tokens
+    window: int = 512
+    opened: int = 0
+    refused: int = 0
+    steps: int = 0
+    compute_s: float = 0.0
+    audio_s: float = 0.0
+    by_latency: dict[int, LatencyStats] = field(default_factory=dict)
 
-    def record_step(self, batch: int, seconds: float, audio_ms: float) -> None:
+    def __post_init__(self):
+        self.batch_sizes: deque[int] = deque(maxlen=self.window)
+        self.step_s: deque[float] = deque(maxlen=self.window)
+        self.final_latency_s: deque[float] = deque(maxlen=self.window)
+        self.chunk_latency_s: deque[float] = deque(maxlen=self.window)  # chunk audio complete → its tokens
+
+    def record_step(self, latency_ms: int, batch: int, k: int, seconds: float, misses: int, audio_s: float) -> None:
         self.steps += 1
         self.compute_s += seconds
-        self.audio_s += audio_ms / 1000
+        self.audio_s += audio_s
         self.batch_sizes.append(batch)
         self.step_s.append(seconds)
+        stats = self.by_latency.setdefault(latency_ms, LatencyStats())
+        stats.steps += 1
+        stats.rows += batch
+        stats.chunks += batch * k
+        stats.deadline_misses += misses
 
     def record_final(self, seconds: float) -> None:
         self.final_latency_s.append(seconds)

@@ -1,0 +1,306 @@
+"""One live stream's lifecycle: the one piece of code that owns a stream (the engine and `Session` use it).
+
+- intake (any thread, under the engine's lock): samples and flushes queue in order; audio sent while a
+  flush is in progress is held and becomes the next utterance; only sample counts are updated, so the
+  engine knows when each chunk's audio is complete (its deadline) without computing anything;
+- features (engine thread): the queued samples become mel frames in a preallocated buffer that starts
+  with the virtual lead-in frames; a flush adds the right padding and fixes the utterance's length;
+- chunks (engine thread): `take` copies k chunks, zero-padded after a flush;
+- tokens and events: partials (a possible language tag held back), finals at a model-detected endpoint
+  or when a flush is done, then a restart for the next utterance with the held audio.
+
+Its model state (encoder caches, prediction net) is a row `slot` of the engine's CachePool.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import chunking
+from ..audio.features import LogMel
+from ..decoding.result import Transcript
+from ..decoding.text import TextOptions
+from ..model.asr import AsrModel
+from ..model.encoder import OPEN_END
+from .endpoint import is_endpoint
+from .segment import SegmentTokens
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    left: int
+    right: int
+    prompt_id: int | None  # None for a model without a prompt
+    text: TextOptions
+    trained: bool = True
+
+    @property
+    def latency_ms(self) -> int:
+        return chunking.latency_ms(self.right, 1, self.text.frame_s * 1000)  # factor 1: frame_s is an encoder frame
+
+
+@dataclass(frozen=True)
+class Event:
+    session_id: str
+    kind: str  # "partial" | "final" | "endpoint" | "closed" | "error"
+    segment: int
+    text: str = ""
+    transcript: Transcript | None = None
+    time: float = 0.0  # time.monotonic() when emitted
+    reason: str = ""  # for finals: "endpoint" (model-detected) or "flush" (finish() was called)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a stream needs to know of the model's features and subsampling."""
+
+    factor: int
+    stages: int
+    mel_ms: float
+    hop_samples: int
+    n_fft: int
+    sample_rate_hz: int
+    feat_in: int
+
+    @classmethod
+    def of(cls, model: AsrModel) -> "Grid":
+        enc, feat = model.cfg.encoder, model.cfg.features
+        return cls(enc.subsampling_factor, enc.n_subsampling_stages, feat.frame_ms, feat.hop_samples, feat.n_fft,
+                   feat.sample_rate_hz, enc.feat_in)
+
+
+class MelBuffer:
+    """Mel frames not yet stepped [n, F] in a preallocated tensor (grows only for a bigger backlog)."""
+
+    def __init__(self, n_feat: int, device: torch.device, capacity_frames: int = 256):
+        self._buf = torch.zeros(capacity_frames, n_feat, device=device)  # [capacity, F]
+        self._start = self._end = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def reset(self, n_zero_frames: int) -> None:
+        """Empty, then n_zero_frames virtual frames (the lead-in)."""
+        self._start, self._end = 0, n_zero_frames
+        self._buf[:n_zero_frames].zero_()
+
+    def append(self, frames: Tensor) -> None:
+        """frames [n, F] after the buffered ones."""
+        n = frames.shape[0]
+        if self._end + n > self._buf.shape[0]:
+            self._compact(n)
+        self._buf[self._end:self._end + n] = frames
+        self._end += n
+
+    def take_into(self, out: Tensor) -> None:
+        """Move the first out.shape[0] frames into out [n, F], zeros where there are fewer."""
+        m = min(out.shape[0], len(self))
+        out[:m] = self._buf[self._start:self._start + m]
+        out[m:] = 0
+        self._start += m
+
+    def _compact(self, n_more: int) -> None:
+        """Buffered frames to the front; a bigger tensor if n_more still do not fit."""
+        n = len(self)
+        if n + n_more > self._buf.shape[0]:
+            bigger = self._buf.new_zeros(2 * (n + n_more), self._buf.shape[1])
+            bigger[:n] = self._buf[self._start:self._end]
+            self._buf = bigger
+        else:
+            self._buf[:n] = self._buf[self._start:self._end].clone()
+        self._start, self._end = 0, n
+
+
+@dataclass
+class _Flush:
+    close: bool
+    time: float
+
+
+class Stream:
+    """The lifecycle of one session's stream (host side)."""
+
+    def __init__(self, sid: str, slot: int, opts: StreamOptions, grid: Grid, features: LogMel, tok,
+                 interim: bool, window_frames: int, reset_state: Callable[[], None]):
+        self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
+        self.right, self.prompt_id = opts.right, opts.prompt_id
+        self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
+        self.chunk_s = chunking.chunk_s(opts.right, grid.factor, grid.mel_ms)
+        self.interim, self.window_frames = interim, window_frames
+        self._features, self._reset_state = features, reset_state
+        device = features.window.device
+        self._mel = MelBuffer(grid.feat_in, device)
+        self.tokens = SegmentTokens(tok, opts.text)
+        self.segment = 0
+        self.offset_s = 0.0  # stream time at the start of the current utterance
+        self.closing = False
+        self._held: deque[tuple[np.ndarray | _Flush, float]] = deque()  # after a flush: the next utterance
+        self.held_samples = 0
+        self._last_partial = ""
+        self.piece_samples = 0  # size of the last piece fed (clients send pieces at a steady pace)
+        self._device = device
+        self._start_utterance()
+
+    # ---- intake (any thread, under the engine's lock) -----------------------------------------
+    def feed(self, x: np.ndarray, now: float) -> bool:
+        """Queue samples; True when they complete a chunk."""
+        if self._flush is not None:
+            self._held.append((x, now))
+            self.held_samples += len(x)
+            return False
+        self._pending.append(x)
+        before = self._whole_chunks()
+        self.n_samples += len(x)
+        self.piece_samples, self.last_feed = len(x), now
+        new = self._whole_chunks() - before
+        self.chunk_times.extend([now] * new)
+        return new > 0
+
+    def finish(self, close: bool, now: float) -> None:
+        """End the current utterance (or queue the end of the held one)."""
+        if self._flush is not None:
+            self._held.append((_Flush(close, now), now))
+            return
+        self._flush = _Flush(close, now)
+        total = chunking.utterance_chunks(self._total_mel(), self.right, self.grid.factor, self.grid.stages)
+        self.chunk_times.extend([now] * (total - self.chunks_done - len(self.chunk_times)))
+
+    def drop_held(self) -> bool:
+        """Drop the audio held after the last flush asked for; False when no flush is in progress."""
+        while self._held and not isinstance(self._held[-1][0], _Flush):
+            self.held_samples -= len(self._held.pop()[0])
+        return self._flush is not None
+
+    @property
+    def flushing(self) -> bool:
+        return self._flush is not None
+
+    def backlog_mel(self) -> int:
+        """Mel frames (real and lead-in) that arrived and are not stepped."""
+        arrived = chunking.lead_in_mel(self.grid.factor) + chunking.streamed_mel(
+            self.n_samples, self.grid.hop_samples, self.grid.n_fft)
+        return arrived - self.chunks_done * self.chunk_mel
+
+    def next_chunk_eta(self) -> float:
+        """When the next chunk's audio should be complete, for a client sending pieces in real time
+        (inf when flushing: no more audio is expected for this utterance)."""
+        if self._flush is not None or not self.piece_samples:
+            return float("inf")
+        need_mel = chunking.mel_for_chunks(self.chunks_done + len(self.chunk_times) + 1, self.right, self.grid.factor)
+        missing = chunking.samples_for_mel(need_mel, self.grid.hop_samples, self.grid.n_fft) - self.n_samples
+        pieces = -(-missing // self.piece_samples)
+        return self.last_feed + pieces * self.piece_samples / self.grid.sample_rate_hz
+
+    # ---- the engine thread -------------------------------------------------------------------
+    def take_into(self, out: Tensor, k: int) -> float:
+        """Copy the next k chunks into out [k*chunk_mel, F]; the time the first one's audio was complete."""
+        self._compute_features()
+        self._mel.take_into(out)
+        first = self.chunk_times[0]
+        for _ in range(k):
+            self.chunk_times.popleft()
+        return first
+
+    def mel_end(self) -> int:
+        """Total mel frames of the utterance once it is flushed, else OPEN_END."""
+        self._compute_features()
+        return self._mel_end if self._mel_end is not None else OPEN_END
+
+    def add_tokens(self, labels: list[int], frames: list[int], probs: list[float], k: int) -> None:
+        """What a step of k chunks emitted."""
+        self.tokens.add(labels, frames, probs)
+        self.chunks_done += k
+
+    def events(self, now: float) -> list[Event]:
+        """After a step (or when a flush needs no step): final + restart, endpoint, or partial."""
+        if self._flush is not None and not self.chunk_times:
+            flush, events = self._flush, [self._final(now, "flush")]
+            if flush.close:
+                self.closing = True
+                return events + [Event(self.id, "closed", self.segment, time=now)]
+            self._restart()
+            return events
+        if is_endpoint(self.tokens.tok, self.tokens.tail(), self.tokens.last_token_frame, self.enc_done,
+                       self.window_frames):
+            return [self._final(now, "endpoint"), Event(self.id, "endpoint", self.segment - 1, time=now)]
+        if self.interim:
+            t = self.partial()
+            if t.text != self._last_partial:
+                self._last_partial = t.text
+                return [Event(self.id, "partial", self.segment, t.text, t, now)]
+        return []
+
+    def partial(self) -> Transcript:
+        """The segment's text so far (a possibly unfinished language tag held back)."""
+        return self.tokens.partial(**self._meta())
+
+    @property
+    def enc_done(self) -> int:
+        return chunking.enc_frames(self.chunks_done, self.right)
+
+    @property
+    def flush_time(self) -> float | None:
+        return None if self._flush is None else self._flush.time
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _start_utterance(self) -> None:
+        """Fresh features, counters and buffers (the caller resets the model state)."""
+        self.feat = self._features.init_state(self._device)
+        self._mel.reset(chunking.lead_in_mel(self.grid.factor))
+        self._pending: list[np.ndarray] = []
+        self._flush: _Flush | None = None
+        self._mel_end: int | None = None
+        self.n_samples = 0  # samples of this utterance received
+        self.chunks_done = 0
+        self.chunk_times: deque[float] = deque()  # when each complete, unstepped chunk's audio was complete
+        self.last_feed = 0.0
+        self.tokens.clear(dataclasses.replace(self.opts.text, offset_s=self.offset_s))
+        self.tokens.last_token_frame = -1
+
+    def _restart(self) -> None:
+        """The next utterance on the same session: fresh state, then the held audio and flushes."""
+        self.offset_s += self.n_samples / self.grid.sample_rate_hz
+        self._reset_state()
+        self._start_utterance()
+        held, self._held, self.held_samples = self._held, deque(), 0
+        for item, t in held:
+            if isinstance(item, _Flush):
+                self.finish(item.close, t)
+            else:
+                self.feed(item, t)
+
+    def _compute_features(self) -> None:
+        """Mel frames of the queued samples (and the right padding after a flush) into the buffer."""
+        if self._pending:
+            x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            self._pending = []
+            mel, self.feat = self._features.step(torch.from_numpy(x).to(self._device), self.feat)
+            self._mel.append(mel.T)
+        if self._flush is not None and self._mel_end is None:
+            mel, self.feat = self._features.step(torch.zeros(0, device=self._device), self.feat, final=True)
+            self._mel.append(mel.T)
+            self._mel_end = self.feat.n_frames
+
+    def _whole_chunks(self) -> int:
+        return chunking.whole_chunks(chunking.streamed_mel(self.n_samples, self.grid.hop_samples, self.grid.n_fft),
+                                     self.right, self.grid.factor)
+
+    def _total_mel(self) -> int:
+        return chunking.feature_frames(self.n_samples, self.grid.hop_samples)
+
+    def _final(self, now: float, reason: str) -> Event:
+        t = self.tokens.final(**self._meta())
+        self.tokens.clear()
+        self._last_partial = ""
+        self.segment += 1
+        return Event(self.id, "final", self.segment - 1, t.text, t, now, reason)
+
+    def _meta(self) -> dict:
+        return dict(latency_ms=self.opts.latency_ms, mode="streaming", trained_latency=self.opts.trained,
+                    duration_s=self.n_samples / self.grid.sample_rate_hz)

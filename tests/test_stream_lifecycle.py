@@ -1,0 +1,173 @@
+"""One stream lifecycle: Session == Engine, incremental partials == full rendering, sample arithmetic ==
+the feature extractor, the scheduler's wait/step decisions, typed option errors."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import babelcast
+from babelcast import chunking
+from babelcast.checkpoint.tokenizer import Tokenizer
+from babelcast.decoding.text import TextOptions, to_transcript
+from babelcast.errors import UnsupportedLanguage, UnsupportedLatency
+from babelcast.streaming.engine import EngineConfig
+from babelcast.streaming.segment import SegmentTokens
+
+from tiny import synth_audio, tiny_model
+from tiny_nemo import tiny_spm, write_tiny_nemo
+
+LOCALES = ["en-US", "de-DE", "es-US", "no-NO", "mt-MT"]
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
+
+
+@pytest.mark.parametrize("latency,piece", [(80, 1000), (320, 7000), (1120, 2345)])
+def test_session_equals_engine(rec, latency, piece):
+    """The Python Session and a shared engine give the same tokens, frames and text for the same audio."""
+    audios = [synth_audio(n, seed=i).numpy() for i, n in enumerate([23000, 41000, 9000])]
+    engine = rec.engine(EngineConfig(max_sessions=4, precision="fp32", endpoint_ms=0))
+    sids = [engine.open(rec.stream_options("de-DE", latency, keep_lang_tags=True)) for _ in audios]
+    for start in range(0, max(map(len, audios)), piece):
+        for sid, a in zip(sids, audios):
+            if start < len(a):
+                engine.feed(sid, a[start:start + piece])
+        engine.step(drain=True)
+    for sid in sids:
+        engine.finish(sid, close=True)
+    finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
+    for sid, a in zip(sids, audios):
+        session = rec.stream("de-DE", latency, keep_lang_tags=True)
+        for start in range(0, len(a), piece):
+            session.accept_audio(a[start:start + piece])
+        alone = session.flush()
+        assert (alone.tokens, alone.token_frames, alone.text) == (finals[sid].tokens, finals[sid].token_frames,
+                                                                   finals[sid].text)
+        assert alone.tokens  # the tiny model emits tokens: the comparison is not between empty lists
+
+
+def test_audio_during_flush_is_held_and_can_be_dropped(rec):
+    engine = rec.engine(EngineConfig(max_sessions=1, precision="fp32", endpoint_ms=0))
+    sid = engine.open(rec.stream_options("en-US", 320))
+    a, b = synth_audio(16000, seed=3).numpy(), synth_audio(8000, seed=4).numpy()
+    engine.feed(sid, a)
+    engine.finish(sid)
+    engine.feed(sid, b)
+    assert engine.held_samples(sid) == len(b)
+    assert engine.drop_held(sid)
+    assert engine.held_samples(sid) == 0
+    finals = [e for e in engine.drain() if e.kind == "final"]
+    assert len(finals) == 1 and finals[0].reason == "flush"
+    assert not engine.drop_held(sid)  # no flush in progress any more
+    assert engine.partial(sid).tokens == []  # b was dropped: the next utterance is empty
+
+
+def _random_ids(tok: Tokenizer, n: int, rng: random.Random) -> list[int]:
+    """Pieces, single-piece tags and multi-piece tag sequences (some cut short), in random order."""
+    seqs = list(tok.tag_sequences)
+    out = []
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.05:
+            out += list(rng.choice(seqs))[: rng.randint(1, 5)]
+        elif r < 0.09:
+            out.append(rng.choice(list(tok.tag_of_id)))
+        else:
+            out.append(rng.randrange(4, len(tok)))
+    return out
+
+
+@pytest.mark.parametrize("keep_tags,language", [(False, None), (True, None), (False, "de-DE")])
+def test_incremental_partials_equal_full_rendering(keep_tags, language):
+    tok = Tokenizer(tiny_spm(60), LOCALES)
+    rng = random.Random(7)
+    opts = TextOptions(0.08, keep_tags, language, offset_s=1.5)
+    seg = SegmentTokens(tok, opts)
+    ids = _random_ids(tok, 700, rng)
+    frames = sorted(rng.randrange(0, 900) for _ in ids)
+    probs = [rng.random() for _ in ids]
+    pos, cuts = 0, 0
+    while pos < len(ids):
+        n = rng.randint(0, 6)
+        seg.add(ids[pos:pos + n], frames[pos:pos + n], probs[pos:pos + n])
+        pos += n
+        got = seg.partial(latency_ms=80)
+        m = pos - tok.pending_tag_prefix(ids[:pos])
+        want = to_transcript(tok, ids[:m], frames[:m], probs[:m], opts, latency_ms=80)
+        assert (got.text, got.tokens, got.language, got.words, got.token_frames) == \
+               (want.text, want.tokens, want.language, want.words, want.token_frames)
+        assert got.confidence == pytest.approx(want.confidence, abs=1e-4)
+        cuts += seg._cut > 0
+    assert cuts > 0 and len(seg.tail()) < 200  # the rendered head grew: partials did not re-render everything
+
+
+@pytest.mark.parametrize("piece", [160, 397, 1600, 10**6])
+def test_sample_arithmetic_matches_features(piece):
+    """streamed_mel (what the engine plans with) is what the feature extractor emits for those samples."""
+    feats = tiny_model().features
+    cfg = feats.cfg
+    audio = synth_audio(16000 + 77)
+    state, total = feats.init_state(), 0
+    for start in range(0, len(audio), piece):
+        out, state = feats.step(audio[start:start + piece], state)
+        total += out.shape[1]
+        n = min(start + piece, len(audio))
+        assert total == chunking.streamed_mel(n, cfg.hop_samples, cfg.n_fft)
+        need = chunking.samples_for_mel(total, cfg.hop_samples, cfg.n_fft)
+        assert chunking.streamed_mel(need, cfg.hop_samples, cfg.n_fft) >= total
+        assert chunking.streamed_mel(need - 1, cfg.hop_samples, cfg.n_fft) < total or total == 0
+
+
+def test_group_waits_for_a_partner_then_steps_together(rec):
+    """A ready chunk waits when a partner's chunk completes before its deadline allows, and the two
+    then share one step; with nothing to wait for it steps at once (times given, not measured)."""
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0))
+    opts = rec.stream_options("auto", 320)
+    a, b = (engine._streams[engine.open(opts)] for _ in range(2))
+    chunk = chunking.samples_for_mel(chunking.mel_for_chunks(1, opts.right, rec.cfg.encoder.subsampling_factor),
+                                     160, 512)
+    x = synth_audio(chunk, seed=1).numpy()
+    a.feed(x, now=10.0)  # a's first chunk: complete at t=10 s, deadline 10 + 0.32 + 0.3
+    b.feed(x[:chunk - 1280], now=9.96)
+    b.feed(x[chunk - 1280:chunk - 640], now=10.0)  # 40 ms pieces; b needs one more: expected at 10.04 s
+    batches, _ = engine._plan(10.0, drain=False)
+    assert batches == [] and engine._next_plan <= 10.04 + 1e-9
+    b.feed(x[chunk - 640:], now=10.04)
+    batches, _ = engine._plan(10.05, drain=False)
+    assert [len(bt.streams) for bt in batches] == [2]
+    engine._step_batch(batches[0])
+    second = chunking.samples_for_mel(chunking.mel_for_chunks(2, opts.right, 8), 160, 512) - chunk
+    a.feed(synth_audio(second, seed=2).numpy(), now=11.0)  # a alone is ready again and b is not expected before its deadline: no waiting
+    b.piece_samples = 0
+    batches, _ = engine._plan(11.0, drain=False)
+    assert [bt.streams for bt in batches] == [[a]]
+
+
+def test_option_errors_are_typed(rec):
+    with pytest.raises(UnsupportedLanguage, match="xx-XX"):
+        rec.stream_options("xx-XX", 80)
+    with pytest.raises(UnsupportedLatency, match="100 ms"):
+        rec.stream_options("auto", 100)
+    with pytest.raises(UnsupportedLatency, match="not supported"):
+        rec.stream_options("auto", 240)
+    assert issubclass(UnsupportedLanguage, ValueError) and issubclass(UnsupportedLatency, ValueError)
+
+
+def test_mel_buffer_grows_without_losing_frames():
+    from babelcast.streaming.stream import MelBuffer
+
+    buf = MelBuffer(3, torch.device("cpu"), capacity_frames=4)
+    buf.reset(2)
+    frames = torch.arange(30, dtype=torch.float32).reshape(10, 3)
+    buf.append(frames[:5])
+    out = torch.empty(4, 3)
+    buf.take_into(out)
+    buf.append(frames[5:])
+    rest = torch.empty(12, 3)
+    buf.take_into(rest)
+    assert torch.equal(out, torch.cat([torch.zeros(2, 3), frames[:2]]))
+    assert torch.equal(rest[:8], frames[2:]) and not rest[8:].any() and len(buf) == 0
+    assert np.isfinite(rest.numpy()).all()
