@@ -82,3 +82,28 @@ def test_unquoted_yaml_no_key_reads_as_norwegian():
     cfg["model_defaults"]["prompt_dictionary"] = yaml.safe_load("en-US: 0\nno: 27\nauto: 101\n")
     assert False in cfg["model_defaults"]["prompt_dictionary"]  # YAML 1.1 made it a bool
     assert parse_model_config(cfg).prompt.dictionary["no"] == 27
+
+
+def test_trained_locales_from_the_config_or_the_release_card(tmp_path):
+    from babelcast.checkpoint.load import RELEASED_TRAINED_LOCALES
+    from babelcast.checkpoint.nemo_archive import replace_config
+    from babelcast.config import ConfigError, parse_model_config
+
+    from tiny import tiny_config
+
+    path = write_tiny_nemo(tmp_path / "tiny.nemo")
+    assert babelcast.load_model(path).cfg.prompt.trained_locales is None  # unknown: no warnings
+    config = read_nemo(path).config
+    config["model_defaults"]["trained_locales"] = ["de", "en-US"]
+    weights = read_nemo(path).state_dict
+    replace_config(path, config)
+    assert babelcast.load_model(path).cfg.prompt.trained_locales == ("de-DE", "en-US")  # canonical names
+    assert all(torch.equal(weights[k], v) for k, v in read_nemo(path).state_dict.items())
+    release = tmp_path / "nemotron-3.5-asr-streaming-0.6b.nemo"
+    shutil.copy(write_tiny_nemo(tmp_path / "other.nemo"), release)
+    assert babelcast.load_model(release).cfg.prompt.trained_locales is None  # its dictionary lacks 37 of the 40
+    assert len(RELEASED_TRAINED_LOCALES["nemotron-3.5-asr-streaming-0.6b"]) == 40
+    bad = tiny_config()
+    bad["model_defaults"]["trained_locales"] = ["xx-XX"]
+    with pytest.raises(ConfigError, match=r"lacks: \['xx-XX'\]"):
+        parse_model_config(bad)

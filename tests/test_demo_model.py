@@ -71,3 +71,11 @@ def test_nemo_restores_the_demo_model_to_the_same_tokens(demo, nemo_asr):
         ours = babelcast_tokens(demo.model, batch, lengths, prompts, context)[0]
         assert ours == nemo_tokens(nemo_model, batch, lengths, prompts, context)[0]
         assert all(len(t) >= 5 for t in ours)
+
+
+def test_the_demo_model_says_which_locales_it_was_trained_on(demo):
+    prompt = demo.model.cfg.prompt
+    assert prompt.trained_locales == ("cs-CZ", "de-DE", "en-US", "es-US", "it-IT", "pl-PL")
+    assert prompt.locales[:6] == prompt.trained_locales and "enGB" not in prompt.locales  # trained first, no aliases
+    assert prompt.aliases["enGB"] == "en-GB" and prompt.aliases["ja-JA"] == "ja-JP" and prompt.aliases["de"] == "de-DE"
+    assert prompt.untrained("fr") == "fr-FR" and prompt.untrained("DE-de") is None

@@ -6,10 +6,12 @@ or, where the config is silent, from the state dict (bias presence, CTC head).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 AUTO = "auto"
+LOCALE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}$")  # a canonical locale such as de-DE or haw-US
 PRECISIONS = ("fp32", "bf16", "int8")  # inference weight copies (streaming/engine.py, spec §8.9)
 
 
@@ -80,6 +82,46 @@ class PromptConfig:
 
     num_prompts: int
     dictionary: Mapping[str, int]  # locale or alias → prompt index; "auto" included
+    # The canonical locales the weights were trained on (model_defaults.trained_locales, a babelcast
+    # key; a known release's model card when the file says nothing); None: not known.
+    trained_locales: tuple[str, ...] | None = None
+
+    def canonical(self, language: str) -> str | None:
+        """'de' / 'DE-de' / 'ja-JA' → the canonical locale of its prompt slot ('ja-JP'); None if unknown."""
+        lowered = {k.lower(): v for k, v in self.dictionary.items()}
+        index = lowered.get(language.lower())
+        if index is None or language.lower() == AUTO:
+            return None
+        return next((k for k, v in self.dictionary.items() if v == index and LOCALE.match(k)), language)
+
+    @property
+    def locales(self) -> tuple[str, ...]:
+        """Canonical locales, one per prompt slot: trained ones first, then the rest, each group sorted."""
+        slots = {self.canonical(k) for k in self.dictionary if k != AUTO}
+        trained = set(self.trained_locales or ())
+        return tuple(sorted(slots & trained)) + tuple(sorted(slots - trained))
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Every other accepted name → its canonical locale ('de' → 'de-DE', 'enGB' → 'en-GB')."""
+        names = {k: self.canonical(k) for k in self.dictionary if k != AUTO}
+        return {k: v for k, v in sorted(names.items()) if k != v}
+
+    def untrained(self, language: str) -> str | None:
+        """The canonical locale when it is known not to be trained (worth a warning), else None."""
+        locale = self.canonical(language)
+        if locale is None or self.trained_locales is None or locale in self.trained_locales:
+            return None
+        return locale
+
+    def describe(self) -> str:
+        """The accepted names for an error message: canonical locales (trained first), then aliases apart."""
+        trained = [x for x in self.locales if x in (self.trained_locales or ())]
+        others = [x for x in self.locales if x not in trained]
+        parts = [f"trained: {', '.join(trained)}; untrained: {', '.join(others)}" if trained
+                 else f"locales: {', '.join(others)}"]
+        parts.append(f"aliases: {', '.join(f'{a} → {c}' for a, c in self.aliases.items())}")
+        return "auto, or " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -209,7 +251,21 @@ def _prompt_config(cfg: Mapping[str, Any]) -> PromptConfig | None:
     dictionary = {_yaml_key(k): int(v) for k, v in raw.items()}
     if AUTO not in dictionary:
         raise ConfigError("model_defaults.prompt_dictionary has no 'auto' entry")
-    return PromptConfig(num_prompts=int(defaults.get("num_prompts", 128)), dictionary=dictionary)
+    prompt = PromptConfig(num_prompts=int(defaults.get("num_prompts", 128)), dictionary=dictionary)
+    trained = defaults.get("trained_locales")
+    return prompt if trained is None else with_trained_locales(prompt, trained)
+
+
+def with_trained_locales(prompt: PromptConfig, locales: Any) -> PromptConfig:
+    """`prompt` with its trained locales set, each checked against the prompt dictionary."""
+    from dataclasses import replace
+
+    if not isinstance(locales, (list, tuple)):
+        raise ConfigError(f"model_defaults.trained_locales must be a list of locales, got {locales!r}")
+    unknown = [x for x in locales if prompt.canonical(str(x)) is None]
+    if unknown:
+        raise ConfigError(f"model_defaults.trained_locales names locales the prompt dictionary lacks: {unknown}")
+    return replace(prompt, trained_locales=tuple(dict.fromkeys(prompt.canonical(str(x)) for x in locales)))
 
 
 def _yaml_key(key: Any) -> str:

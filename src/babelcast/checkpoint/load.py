@@ -5,11 +5,22 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, ModelConfig, parse_model_config
+from ..config import ConfigError, ModelConfig, parse_model_config, with_trained_locales
 from ..model.asr import AsrModel
 from .hub import resolve_model_path
 from .nemo_archive import CheckpointError, NemoArchive, artifact, read_nemo
 from .tokenizer import Tokenizer
+
+# Trained locales of released checkpoints whose config does not list them, by file stem: Nemotron 3.5's
+# model card (its three tiers: 19 transcription-ready, 13 broad-coverage, 8 adaptation-ready).
+RELEASED_TRAINED_LOCALES = {
+    "nemotron-3.5-asr-streaming-0.6b": (
+        "en-US", "en-GB", "es-US", "es-ES", "fr-FR", "fr-CA", "it-IT", "pt-BR", "pt-PT", "nl-NL", "de-DE", "tr-TR",
+        "ru-RU", "ar-AR", "hi-IN", "ja-JP", "ko-KR", "vi-VN", "uk-UA",
+        "pl-PL", "sv-SE", "cs-CZ", "nb-NO", "da-DK", "bg-BG", "fi-FI", "hr-HR", "sk-SK", "zh-CN", "hu-HU", "ro-RO",
+        "et-EE",
+        "el-GR", "lt-LT", "lv-LV", "mt-MT", "sl-SI", "he-IL", "th-TH", "nn-NO"),
+}
 
 # Buffers a checkpoint may lack; babelcast then computes them (librosa-identical slaney filters).
 OPTIONAL_KEYS = ("preprocessor.featurizer.window", "preprocessor.featurizer.fb")
@@ -23,7 +34,7 @@ def load_checkpoint(model: str | Path) -> tuple[AsrModel, Tokenizer]:
         cfg = parse_model_config(archive.config)
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    cfg = _with_state_dict_facts(cfg, archive.state_dict)
+    cfg = _with_release_facts(_with_state_dict_facts(cfg, archive.state_dict), path)
     net = AsrModel(cfg)
     load_state(net, archive.state_dict, str(path))
     return net.eval(), _tokenizer(archive, cfg, path)
@@ -35,6 +46,18 @@ def _with_state_dict_facts(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> 
 
     has_ctc = any(k.startswith("ctc_decoder.") for k in state)
     return replace(cfg, has_ctc=has_ctc) if has_ctc != cfg.has_ctc else cfg
+
+
+def _with_release_facts(cfg: ModelConfig, path: Path) -> ModelConfig:
+    """A released checkpoint's trained locales from its model card when its config does not say."""
+    from dataclasses import replace
+
+    known = RELEASED_TRAINED_LOCALES.get(path.stem)
+    if cfg.prompt is None or cfg.prompt.trained_locales is not None or known is None:
+        return cfg
+    if any(cfg.prompt.canonical(x) is None for x in known):  # renamed from another model: not that release
+        return cfg
+    return replace(cfg, prompt=with_trained_locales(cfg.prompt, known))
 
 
 def load_state(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

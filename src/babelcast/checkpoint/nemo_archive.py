@@ -91,8 +91,27 @@ def write_nemo(path: str | Path, config: dict[str, Any], state_dict: dict[str, t
         raise CheckpointError(f"config refers to artifacts that are not given: {missing}")
     weights = io.BytesIO()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, weights)
-    members = {CONFIG_NAME: yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode(),
-               WEIGHTS_NAME: weights.getvalue(), **artifacts}
+    return _write_members(path, {CONFIG_NAME: _config_bytes(config), WEIGHTS_NAME: weights.getvalue(), **artifacts})
+
+
+def replace_config(path: str | Path, config: dict[str, Any]) -> Path:
+    """Rewrite a `.nemo`'s model_config.yaml in place; every other member is copied byte for byte
+    (so metadata such as trained_locales can be added without touching the weights)."""
+    path = Path(path)
+    with tarfile.open(path, "r:*") as tar:
+        members = {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    config_name = next(n for n in members if n == CONFIG_NAME or n.endswith("/" + CONFIG_NAME))
+    members[config_name] = _config_bytes(config)
+    return _write_members(path, members)
+
+
+def _config_bytes(config: dict[str, Any]) -> bytes:
+    """The YAML text of a model config, in its own key order."""
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
+
+
+def _write_members(path: Path, members: dict[str, bytes]) -> Path:
+    """An uncompressed tar of the members, each as './name', in the given order."""
     with tarfile.open(path, "w:") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo("./" + name)
