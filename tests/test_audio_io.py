@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from babelcast.audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio, load_audio, pcm_to_float, resample
+from babelcast.audio.io import (SAMPLE_RATE_HZ, AudioError, decode_audio, load_audio, pcm_to_float, resample,
+                                to_model_audio)
 
 TONE_HZ = 440.0
 
@@ -159,3 +160,53 @@ def test_load_audio_accepts_str_paths(tmp_path):
     path = tmp_path / "s.wav"
     sf.write(path, tone(0.1, SAMPLE_RATE_HZ), SAMPLE_RATE_HZ)
     assert len(load_audio(str(path))) == len(load_audio(Path(path))) == 1600
+
+
+# ---- to_model_audio: what a Python user has → what the model eats
+
+
+def test_arrays_at_any_rate_and_channel_count_become_16k_mono():
+    stereo_44k = tone(1.0, 44100, channels=2)
+    y = to_model_audio(stereo_44k, sample_rate=44100)
+    assert y.dtype == np.float32 and y.ndim == 1 and len(y) == SAMPLE_RATE_HZ
+    assert abs(peak_frequency_hz(y, SAMPLE_RATE_HZ) - TONE_HZ) < 2
+    assert np.array_equal(to_model_audio(tone(0.5, SAMPLE_RATE_HZ)), tone(0.5, SAMPLE_RATE_HZ))  # default 16 kHz
+
+
+def test_integer_pcm_is_scaled_like_soundfile_reads_it(tmp_path):
+    path = tmp_path / "pcm16.wav"
+    sf.write(path, tone(0.5, 8000), 8000, subtype="PCM_16")
+    as_int16, rate_hz = sf.read(path, dtype="int16")
+    as_float, _ = sf.read(path, dtype="float32")
+    np.testing.assert_allclose(to_model_audio(as_int16, sample_rate=rate_hz), to_model_audio(as_float, rate_hz),
+                               atol=1e-6)
+    np.testing.assert_allclose(to_model_audio(path), to_model_audio(as_float, rate_hz), atol=1e-6)  # a path
+    assert np.allclose(to_model_audio(np.array([0, 128, 255], np.uint8)), [-1.0, 0.0, 127 / 128])
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    x = tone(0.25, 22050, channels=2)
+    np.testing.assert_array_equal(to_model_audio(torch.from_numpy(x), 22050), to_model_audio(x, 22050))
+
+
+@pytest.mark.parametrize("audio, rate, message", [
+    (np.zeros((2, 16000), np.float32), None, r"\[channels, n\], pass audio.T"),
+    (np.zeros((2, 3, 4), np.float32), None, r"expected samples \[n\] \(mono\) or \[n, channels\]"),
+    (np.array(["a", "b"]), None, "dtype <U1"),
+    (np.array([0.0, np.nan], np.float32), None, "NaN"),
+    (np.zeros(100, np.float32), 0, "positive whole number of Hz, got 0"),
+    (np.zeros(100, np.float32), 44.1, "got 44.1"),
+    ("samples/de-DE.wav", 44100, "a file carries its own rate"),
+])
+def test_wrong_shapes_dtypes_and_rates_are_named(audio, rate, message):
+    with pytest.raises(ValueError, match=message):
+        to_model_audio(audio, sample_rate=rate)
+
+
+def test_a_text_file_named_mp3_is_called_what_it_is(tmp_path):
+    fake = tmp_path / "song.mp3"
+    fake.write_text("hello, not audio\n" * 20)
+    with pytest.raises(AudioError, match=r"content is not audio .*\(\.mp3 extension\)") as e:
+        load_audio(fake)
+    assert "does not exist" not in str(e.value)

@@ -66,7 +66,7 @@ def write_wav(path, seconds: float, rate_hz: int = SR) -> str:
 def run(argv: list[str], recognizer=None) -> int:
     """Parse `babelcast transcribe ...` and run it with the fake recognizer."""
     args = cli.build_parser().parse_args(["transcribe", *argv])
-    return cli.run_transcribe(args, recognizer or FakeRecognizer())
+    return cli.reported(lambda: cli.run_transcribe(args, recognizer or FakeRecognizer()))
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_subtitles_single_file_go_to_stdout(files, capsys, fmt, stamp):
 def test_subtitles_several_files_written_next_to_audio(files, tmp_path, capsys):
     (one, two, _), _ = files
     assert run([one, two, "--output", "srt"]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out.splitlines() == [f"{one} → {tmp_path / 'one.srt'}", f"{two} → {tmp_path / 'two.srt'}"]
     assert (tmp_path / "one.srt").read_text() == "1\n00:00:00,000 --> 00:00:01,000\nen-US 16000 done.\n"
     assert (tmp_path / "two.srt").read_text() == "1\n00:00:00,000 --> 00:00:00,500\nen-US 8000 done.\n"
 
@@ -279,6 +279,7 @@ def test_main_loads_the_default_model(files, monkeypatch, capsys):
 
     monkeypatch.setattr(babelcast, "DEFAULT_MODEL", "nvidia/some-model", raising=False)
     monkeypatch.setitem(sys.modules, "babelcast.recognizer", types.SimpleNamespace(load_model=load_model))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     assert cli.main(["transcribe", one]) == 0
     assert cli.main(["transcribe", one, "--model", "/ckpt", "--device", "cuda"]) == 0
     assert loaded == [("nvidia/some-model", "cpu"), ("/ckpt", "cuda")]
@@ -296,12 +297,12 @@ def test_model_that_fails_to_load(files, monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("error: cannot load model /nowhere: ")
 
 
-def test_progress_bar_counts_utterances_when_forced(tmp_path, capsys):
-    paths = [write_wav(tmp_path / f"f{i}.wav", 0.1) for i in range(6)]
+def test_progress_bar_counts_audio_seconds_when_forced(tmp_path, capsys):
+    paths = [write_wav(tmp_path / f"f{i}.wav", 0.1 + i) for i in range(6)]  # 15.6 s in all
     fake = FakeRecognizer()
     assert run([*paths, "--progress", "--batch-size", "1"], fake) == 0
     err = capsys.readouterr().err
-    assert "6/6" in err
+    assert "16/16 audio-s" in err and "6/6" not in err
     assert [c["n"] for c in fake.calls] == [4, 2]  # audio is loaded batch_size * 4 inputs at a time
 
 

@@ -17,13 +17,10 @@ from tqdm import tqdm
 
 from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
+from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, exit_code_of, load_recognizer
 from babelcast.decoding.result import Transcript
 from babelcast.formats import to_json_dict, to_srt, to_text, to_vtt
 from babelcast.manifest import ManifestError, read_manifest
-
-EXIT_OK = 0
-EXIT_INPUT_FAILED = 1
-EXIT_USAGE = 2
 
 LATENCIES_MS = (80, 160, 320, 560, 1120)
 OUTPUT_FORMATS = ("text", "json", "srt", "vtt")
@@ -31,6 +28,7 @@ OUTPUT_EXTENSIONS = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vt
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 PROGRESS_MIN_INPUTS = 5  # show a progress bar from this many inputs...
 PROGRESS_MIN_AUDIO_S = 60.0  # ...or beyond this much audio
+PROGRESS_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}]"
 CHUNK_BATCHES = 4  # audio of batch_size * CHUNK_BATCHES inputs is held in memory at once
 
 
@@ -46,7 +44,10 @@ class Command:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered command."""
+    from babelcast import __version__
+
     parser = argparse.ArgumentParser(prog="babelcast", description="Real-time multilingual speech recognition.")
+    parser.add_argument("--version", action="version", version=f"babelcast {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         subparser = subparsers.add_parser(command.name, help=command.help, description=command.help)
@@ -62,7 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     command = next(c for c in COMMANDS if c.name == args.command)
-    return command.run(args)
+    return reported(lambda: command.run(args))
+
+
+def reported(work: Callable[[], int]) -> int:
+    """Run a command; an ordinary mistake becomes one `error:` line and its exit code, never a traceback."""
+    try:
+        return work()
+    except BrokenPipeError:  # `babelcast transcribe ... | head`: the reader left; nothing more to say
+        _silence_stdout()
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        code = exit_code_of(e)
+        if code is None:
+            raise  # not an ordinary mistake: a bug, whose traceback is wanted
+        _print_error(str(e))
+        return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not raise BrokenPipeError again."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # ---------------------------------------------------------------- transcribe
@@ -105,36 +131,19 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     """Load the model named by --model and transcribe the inputs."""
-    import babelcast
-
-    model = args.model or babelcast.default_model()
-    if model is None:
-        _print_error("no default model is configured; pass --model PATH_OR_HUB_ID")
-        return EXIT_USAGE
-    from babelcast.recognizer import load_model  # deferred: importing torch is slow
-
-    try:
-        recognizer = load_model(model, device=args.device)
-    except ValueError as e:
-        _print_error(f"cannot load model {model}: {e}")
-        return EXIT_USAGE
-    except (OSError, RuntimeError) as e:
-        _print_error(f"cannot load model {model}: {e}")
-        return EXIT_INPUT_FAILED
-    return run_transcribe(args, recognizer)
+    return run_transcribe(args, load_recognizer(args.model, args.device))
 
 
 def run_transcribe(args: argparse.Namespace, recognizer) -> int:
     """Transcribe every input with `recognizer`, print or write the results, return the exit code."""
     inputs, failures = _collect_inputs(args.audio, args.lang)
-    language_error = _unsupported_language(inputs, recognizer)
-    if language_error:
-        _print_error(language_error)
-        return EXIT_USAGE
+    _check_languages(inputs, recognizer)
     writer = _OutputWriter(args.output, args.output_dir, several=len(inputs) > 1)
     results: dict[int, Transcript | None] = {}  # None: the input failed
     next_to_write = 0
-    with tqdm(total=len(inputs), unit="utt", file=sys.stderr, disable=not _show_progress(args, inputs)) as bar:
+    seconds = _input_seconds(inputs)
+    with tqdm(total=round(sum(seconds), 1), unit="audio-s", file=sys.stderr, disable=not _show_progress(args, seconds),
+              bar_format=PROGRESS_FORMAT) as bar:
         for language, indices in _group_by_language(inputs).items():
             for chunk in _chunks(indices, args.batch_size * CHUNK_BATCHES):
                 audios, loaded = [], []
@@ -145,20 +154,21 @@ def run_transcribe(args: argparse.Namespace, recognizer) -> int:
                     except AudioError as e:
                         _print_error(str(e))
                         results[i] = None
-                        bar.update(1)
+                        bar.update(seconds[i])
                 if audios:
+                    progress = _ChunkProgress(bar, [seconds[i] for i in loaded])
                     try:
-                        transcripts = _transcribe(recognizer, audios, language, args, on_batch_done=bar.update)
+                        transcripts = _transcribe(recognizer, audios, language, args, on_batch_done=progress.inputs_done)
                     except ValueError as e:  # the recognizer rejects an option (latency, decoder...)
-                        _print_error(str(e))
-                        return EXIT_USAGE
+                        raise CliError(str(e)) from None
+                    progress.finish()
                     results.update(zip(loaded, transcripts))
                 while next_to_write in results:  # write in input order, as soon as possible
                     transcript = results.pop(next_to_write)
                     if transcript is None or not writer.write(inputs[next_to_write], transcript):
                         failures += 1
                     next_to_write += 1
-    return EXIT_INPUT_FAILED if failures else EXIT_OK
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespace, on_batch_done) -> list[Transcript]:
@@ -208,16 +218,36 @@ def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input
     return inputs, failures
 
 
-def _unsupported_language(inputs: list[_Input], recognizer) -> str | None:
-    """Check every requested language up front, so a bad one fails before any audio is decoded."""
+def _check_languages(inputs: list[_Input], recognizer) -> None:
+    """Check every requested language up front, so a bad one fails before any audio is decoded; warn once per
+    locale the model was not trained on (it would transcribe in a language it knows, silently)."""
+    prompt = getattr(getattr(recognizer, "cfg", None), "prompt", None)
+    warned: set[str] = set()
+    for item in {i.language: i for i in inputs if i.language != "auto"}.values():
+        if prompt is None:
+            _check_listed_language(item, recognizer)
+            continue
+        if prompt.canonical(item.language) is None:
+            raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); use "
+                           f"{prompt.describe()}")
+        untrained = prompt.untrained(item.language)
+        if untrained and untrained not in warned:
+            warned.add(untrained)
+            tqdm.write(untrained_warning(untrained, prompt.trained_locales), file=sys.stderr)
+
+
+def untrained_warning(locale: str, trained: tuple[str, ...]) -> str:
+    """The one-line warning for a locale the model has a prompt slot for but was not trained on."""
+    return (f"warning: this model was not trained on {locale} (trained: {', '.join(trained)}); its transcripts "
+            f"will likely be in a trained language. Use a trained locale or auto")
+
+
+def _check_listed_language(item: _Input, recognizer) -> None:
+    """A recognizer without a prompt config: the language must be one it lists (or it lists none)."""
     supported = list(getattr(recognizer, "supported_languages", None) or [])
-    if not supported:
-        return None
-    for item in inputs:
-        if item.language != "auto" and item.language not in supported:
-            choices = ", ".join(supported if "auto" in supported else ["auto", *supported])
-            return f"unknown language {item.language!r} (from {item.language_origin}); supported: {choices}"
-    return None
+    if supported and item.language not in supported:
+        choices = ", ".join(supported if "auto" in supported else ["auto", *supported])
+        raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); supported: {choices}")
 
 
 def _group_by_language(inputs: list[_Input]) -> dict[str, list[int]]:
@@ -234,25 +264,46 @@ def _chunks(indices: list[int], size: int) -> Iterator[list[int]]:
         yield indices[start : start + size]
 
 
-def _show_progress(args: argparse.Namespace, inputs: list[_Input]) -> bool:
+def _show_progress(args: argparse.Namespace, seconds: list[float]) -> bool:
     """A bar for long jobs only, and only on a terminal unless --progress asks for it."""
     if not (args.progress or sys.stderr.isatty()):
         return False
-    return len(inputs) >= PROGRESS_MIN_INPUTS or _total_audio_s(inputs) > PROGRESS_MIN_AUDIO_S
+    return len(seconds) >= PROGRESS_MIN_INPUTS or sum(seconds) > PROGRESS_MIN_AUDIO_S
 
 
-def _total_audio_s(inputs: list[_Input]) -> float:
-    """Audio length of the inputs from manifest durations or file headers (unreadable files count 0)."""
-    total_s = 0.0
-    for item in inputs:
-        if item.duration_s is not None:
-            total_s += item.duration_s
-            continue
-        try:
-            total_s += max(0.0, sf.info(str(item.path)).duration - item.offset_s)
-        except (sf.LibsndfileError, OSError):
-            pass
-    return total_s
+def _input_seconds(inputs: list[_Input]) -> list[float]:
+    """Audio length of each input from its manifest duration or file header (unreadable files count 0)."""
+    return [_audio_seconds(item) for item in inputs]
+
+
+def _audio_seconds(item: _Input) -> float:
+    """One input's audio length in seconds, without decoding it."""
+    if item.duration_s is not None:
+        return item.duration_s
+    try:
+        return max(0.0, sf.info(str(item.path)).duration - item.offset_s)
+    except (sf.LibsndfileError, OSError):
+        return 0.0
+
+
+class _ChunkProgress:
+    """Advances the bar by audio seconds as the recognizer reports finished inputs, then settles the chunk
+    exactly (the recognizer batches by length, so the count alone does not say which inputs finished)."""
+
+    def __init__(self, bar: tqdm, seconds: list[float]):
+        self.bar, self.total_s, self.mean_s = bar, sum(seconds), sum(seconds) / max(1, len(seconds))
+        self.done_s = 0.0
+
+    def inputs_done(self, n: int) -> None:
+        """The recognizer's callback: n more inputs of this chunk are transcribed."""
+        step_s = min(n * self.mean_s, self.total_s - self.done_s)
+        self.done_s += step_s
+        self.bar.update(round(step_s, 1))
+
+    def finish(self) -> None:
+        """The chunk is done: count whatever the estimate left out."""
+        self.bar.update(round(self.total_s - self.done_s, 1))
+        self.done_s = self.total_s
 
 
 class _OutputWriter:
@@ -277,6 +328,7 @@ class _OutputWriter:
         except OSError as e:
             _print_error(f"{path}: cannot write output ({e.strerror or e})")
             return False
+        _print_line(f"{item.source} → {path}")  # files appear where the user did not look: say where
         return True
 
     def _render_line(self, item: _Input, transcript: Transcript) -> str:

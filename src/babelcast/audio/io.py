@@ -2,7 +2,8 @@
 
 Files and in-memory files go through libsndfile (wav, flac, ogg/vorbis/opus,
 mp3, ...), are downmixed by averaging channels and resampled with soxr.
-Raw PCM chunks (the server's WebSocket) are converted by `pcm_to_float`.
+Raw PCM chunks (the server's WebSocket) are converted by `pcm_to_float`; whatever a Python user has
+(a path, a numpy or torch array of any dtype and channel count, at any rate) by `to_model_audio`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,53 @@ class AudioError(ValueError):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
+
+
+MAX_CHANNELS = 32  # a second axis longer than this is taken for time: [channels, n] instead of [n, channels]
+_INT_SCALES = {"int8": 2.0**7, "int16": 2.0**15, "int32": 2.0**31, "int64": 2.0**63}
+
+
+def to_model_audio(audio, sample_rate: int | None = None) -> np.ndarray:
+    """A path, or samples mono [n] / multi-channel [n, channels] (numpy or torch, int or float, as
+    soundfile gives them) at `sample_rate` (default 16000) → float32 mono at 16 kHz; ValueError naming the problem."""
+    if isinstance(audio, (str, Path)):
+        if sample_rate is not None:
+            raise ValueError(f"sample_rate={sample_rate} was given with a file ({audio}): a file carries its own "
+                             "rate; pass sample_rate only with arrays")
+        return load_audio(audio)
+    x = _as_float_samples(audio)
+    rate_hz = SAMPLE_RATE_HZ if sample_rate is None else _checked_rate_hz(sample_rate)
+    mono = x if x.ndim == 1 else x.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(resample(mono, rate_hz, SAMPLE_RATE_HZ))
+
+
+def _as_float_samples(audio) -> np.ndarray:
+    """numpy/torch samples [n] or [n, channels] → float32 in [-1, 1] (integers scaled by their full range)."""
+    if hasattr(audio, "detach"):  # a torch tensor, without importing torch
+        audio = audio.detach().cpu().numpy()
+    x = np.asarray(audio)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"audio of shape {x.shape}: expected samples [n] (mono) or [n, channels]")
+    if x.ndim == 2 and x.shape[1] > MAX_CHANNELS:
+        raise ValueError(f"audio of shape {x.shape}: {x.shape[1]} channels? expected [n, channels]; "
+                         f"if it is [channels, n], pass audio.T")
+    if x.dtype.name in _INT_SCALES:
+        return x.astype(np.float32) / np.float32(_INT_SCALES[x.dtype.name])
+    if x.dtype == np.uint8:  # 8-bit PCM is unsigned, centered on 128
+        return (x.astype(np.float32) - 128.0) / 128.0
+    if x.dtype.kind != "f":
+        raise ValueError(f"audio of dtype {x.dtype}: expected float samples in [-1, 1] or integer PCM")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    return x
+
+
+def _checked_rate_hz(sample_rate) -> int:
+    """A sample rate in Hz as a positive integer, or ValueError saying what was passed."""
+    if isinstance(sample_rate, bool) or not float(sample_rate).is_integer() or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    return int(sample_rate)
 
 
 def load_audio(path: str | Path, offset_s: float = 0.0, duration_s: float | None = None) -> np.ndarray:
@@ -88,13 +136,21 @@ def _read_soundfile(
             frames = _read_span(f, name, offset_s, duration_s)
             sample_rate_hz = f.samplerate
     except sf.LibsndfileError as e:
-        raise AudioError(name, f"not a readable audio file ({e.error_string.rstrip('.')}); {_READABLE_HINT}") from e
+        raise AudioError(name, f"not a readable audio file ({_libsndfile_problem(e, source)}); {_READABLE_HINT}") from e
     except OSError as e:
         raise AudioError(name, f"cannot read file ({e.strerror or e})") from e
     if frames.shape[0] == 0:
         raise AudioError(name, "contains no audio samples (zero-length audio)")
     mono = frames.mean(axis=1, dtype=np.float32)
     return np.ascontiguousarray(resample(mono, sample_rate_hz, SAMPLE_RATE_HZ))
+
+
+def _libsndfile_problem(e: sf.LibsndfileError, source: Path | io.BytesIO) -> str:
+    """libsndfile's reason, except its misleading "File does not exist" for a file that exists but is not audio."""
+    if isinstance(source, Path) and source.is_file() and "does not exist" in e.error_string:
+        return f"its content is not audio in a format libsndfile knows, whatever its name ({source.suffix or 'no'} " \
+               "extension) says"
+    return e.error_string.rstrip(".")
 
 
 def _read_span(f: sf.SoundFile, name: str, offset_s: float, duration_s: float | None) -> np.ndarray:

@@ -48,26 +48,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: babelcast eval needs {' and '.join(missing)}: pip install 'babelcast[eval]'", file=sys.stderr)
         return EXIT_USAGE
-    import babelcast
-
-    model = args.model or babelcast.default_model()
-    if model is None:
-        print("error: no default model is configured; pass --model PATH_OR_HUB_ID", file=sys.stderr)
-        return EXIT_USAGE
-    from babelcast.recognizer import load_model
+    from babelcast.cli_errors import load_recognizer
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        recognizer = load_model(model, device=args.device)
-    except ValueError as e:
-        print(f"error: cannot load model {model}: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, RuntimeError) as e:
-        print(f"error: cannot load model {model}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    import babelcast
+
+    model = args.model or babelcast.default_model()
+    recognizer = load_recognizer(model, args.device)
     return evaluate_with(args, recognizer, model)
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
+
+from ..cli_errors import EXIT_FAILED, CliError
+
+NO_DATA_HINT = ("make the training data first: scripts/train_demo.sh data (for configs/demo.yaml), "
+                "or babelcast data synth ... --out DIR and point the config's data: at DIR/manifest.jsonl")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,17 +31,31 @@ def run_train(args: argparse.Namespace) -> int:
     from .parallel import fit, train_in_processes
     from .run import trainer_from_scratch
 
-    cfg = load_train_config(args.config)
+    try:
+        cfg = load_train_config(args.config)
+    except OSError as e:
+        raise CliError(f"{args.config}: cannot read the config ({e.strerror or e}); pass a training YAML such as "
+                       f"configs/demo.yaml") from None
+    except ValueError as e:
+        raise CliError(f"{e}; see configs/demo.yaml for a working config") from None
     overrides = {k: v for k, v in (("out_dir", args.out_dir), ("max_steps", args.max_steps),
                                    ("precision", args.precision), ("threads", args.threads),
                                    ("processes", args.processes), ("init_from", args.init_from)) if v is not None}
     if overrides:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
+    _check_manifests(cfg.data.train + cfg.data.val)
     if cfg.trainer.processes > 1:
         train_in_processes(cfg, resume=not args.no_resume)
     else:
         fit(trainer_from_scratch(cfg), resume=not args.no_resume)
     return 0
+
+
+def _check_manifests(sources) -> None:
+    """Missing training data fails here, in one line with the fix, not later inside a worker process."""
+    missing = [s.path for s in sources if not Path(s.path).is_file()]
+    if missing:
+        raise CliError(f"no such manifest: {', '.join(missing)}; {NO_DATA_HINT}", EXIT_FAILED)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
