@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
-from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, exit_code_of, load_recognizer
+from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, describe, exit_code_of, load_recognizer
 from babelcast.decoding.result import Transcript
 from babelcast.formats import to_json_dict, to_srt, to_text, to_vtt
 from babelcast.manifest import ManifestError, read_manifest
@@ -80,7 +80,7 @@ def reported(work: Callable[[], int]) -> int:
         code = exit_code_of(e)
         if code is None:
             raise  # not an ordinary mistake: a bug, whose traceback is wanted
-        _print_error(str(e))
+        _print_error(describe(e))
         return code
 
 
@@ -375,8 +375,10 @@ def _json_record(item: _Input, transcript: Transcript) -> dict:
 
 
 def _print_line(line: str) -> None:
-    """Print a result line to stdout without breaking a progress bar on stderr."""
+    """Print a result line to stdout without breaking a progress bar on stderr; flushed, so a pipe gets each
+    line as it is ready (and a closed pipe is noticed here, not at exit)."""
     tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def _print_error(message: str) -> None:

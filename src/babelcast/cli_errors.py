@@ -20,6 +20,12 @@ NAMED_ERRORS = (
 )
 
 
+# Packages of the optional extras, and the extra that brings each.
+EXTRA_OF_PACKAGE = {"uvicorn": "server", "starlette": "server", "websockets": "server", "multipart": "server",
+                    "prometheus_client": "server", "jiwer": "eval", "whisper_normalizer": "eval",
+                    "matplotlib": "bench"}
+
+
 class CliError(Exception):
     """An ordinary mistake or failure, reported as one line with its exit code."""
 
@@ -32,11 +38,22 @@ def exit_code_of(error: BaseException) -> int | None:
     """The exit code of a CliError or a named babelcast error; None for anything else (a bug: let it show)."""
     if isinstance(error, CliError):
         return error.exit_code
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] in EXTRA_OF_PACKAGE:
+        return EXIT_FAILED
     for module, name, code in NAMED_ERRORS:
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(error, cls):
             return code
     return None
+
+
+def describe(error: BaseException) -> str:
+    """The one line for an ordinary mistake: its message, or for a missing optional package how to install it."""
+    if isinstance(error, ModuleNotFoundError):
+        package = (error.name or "").split(".")[0]
+        return (f"this command needs the {package} package: run scripts/setup.sh, or pip install "
+                f"'babelcast[{EXTRA_OF_PACKAGE[package]}]'")
+    return str(error)
 
 
 def check_device(device: str) -> None:

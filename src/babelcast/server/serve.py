@@ -7,22 +7,39 @@ then lets uvicorn shut down. A second signal exits at once.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
+from ..cli_errors import EXIT_FAILED, EXIT_OK, CliError, load_recognizer
 from .config import ServerConfig
 
 log = logging.getLogger("babelcast.server")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SERVER_PACKAGES = ("uvicorn", "starlette", "websockets", "multipart", "prometheus_client")
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
+    return port
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     parser.add_argument("--model", help="checkpoint path or Hugging Face id (default: babelcast.DEFAULT_MODEL)")
     parser.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}; any other needs an API key)")
-    parser.add_argument("--port", type=int, default=d.port)
+    parser.add_argument("--port", type=port_number, default=d.port)
+    parser.add_argument("--open", action="store_true", help="open the live-caption page in a browser once serving")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help="accept this Bearer key (repeatable); also BABELCAST_API_KEYS=k1,k2")
     parser.add_argument("--api-key-file", type=Path, metavar="FILE", help="one key per line")
@@ -63,30 +80,62 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    if args.model is None:
-        import babelcast
-
-        args.model = babelcast.default_model()
-        if args.model is None:
-            print("error: no default model is configured; pass --model PATH_OR_HUB_ID", file=sys.stderr)
-            return EXIT_USAGE
+    """Check what can fail fast (packages, settings, the port), then load the model and serve."""
+    check_server_packages()
     try:
         cfg = config_from_args(args)
         cfg.validate()  # before the (slow) model load: a bad setting fails at once
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    from ..recognizer import load_model
+        raise CliError(str(e)) from None
+    check_port_free(cfg.host, cfg.port)
     from .logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
-
-    try:
-        rec = load_model(args.model)
-    except (OSError, RuntimeError, ValueError) as e:
-        print(f"error: cannot load model {args.model}: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    rec = load_recognizer(args.model)
+    if args.open:
+        open_when_ready(cfg.host, cfg.port)
     return serve(rec, cfg)
+
+
+def check_server_packages() -> None:
+    """The server extra must be installed; say how, instead of a ModuleNotFoundError from deep inside."""
+    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CliError(f"babelcast serve needs {', '.join(missing)}: run scripts/setup.sh, or "
+                       f"pip install 'babelcast[server]'", EXIT_FAILED)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once before anything is announced, so a busy port is the first and only message."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise CliError(f"cannot listen on {host}:{port} ({e.strerror or e}); stop what uses it or pass "
+                           f"--port with another number", EXIT_FAILED) from None
+
+
+def open_when_ready(host: str, port: int, timeout_s: float = 120.0) -> None:
+    """Open the caption page in the default browser once /ready answers (a daemon thread polls it)."""
+    import urllib.request
+    import webbrowser
+
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        print(f"live captions: {url}", file=sys.stderr)
+        webbrowser.open(url)
+
+    threading.Thread(target=wait_then_open, daemon=True, name="babelcast-open").start()
 
 
 def serve(rec, cfg: ServerConfig) -> int:
