@@ -84,12 +84,11 @@ class RelPositionAttention(nn.Module):
         proj = self.linear_pos(pos.to(dtype)).view(-1, self.n_heads, self.d_head)
         return proj.permute(1, 2, 0).contiguous()
 
-    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, pos_proj: Tensor,
-                mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, Tq, D] layer-normed queries (also this chunk's keys and values); k_cache, v_cache
-        [B, C, D] projected keys and values of the C earlier frames (C may be 0); pos_proj
-        [H, dh, 2Tk-1] from project_positions; mask [B, Tq, Tk] True where forbidden, Tk = C + Tq
-        → (out [B, Tq, D], keys [B, Tk, D], values [B, Tk, D]).
+    def forward(self, x: Tensor, kv: Tensor | None, pos_proj: Tensor, mask: Tensor) -> Tensor:
+        """x [B, Tq, D] layer-normed queries (also this chunk's keys and values); kv [2, B, C+Tq, D]
+        with the projected keys and values of the C earlier frames in [:, :, :C] (None: no cache);
+        pos_proj [H, dh, 2Tk-1] from project_positions; mask [B, Tq, Tk] True where forbidden,
+        Tk = C + Tq → out [B, Tq, D]. This chunk's keys and values are written into kv[:, :, C:].
 
         The cache holds K and V already projected: each frame is projected once, when it arrives,
         instead of once per step for all `left` cached frames (the same numbers, spec §3.6).
@@ -98,8 +97,12 @@ class RelPositionAttention(nn.Module):
         h, dh = self.n_heads, self.d_head
         q, k_new, v_new = self.project_qkv(x)
         q = q.reshape(b, tq, h, dh)
-        k_all = torch.cat([k_cache.to(k_new.dtype), k_new], dim=1) if k_cache.shape[1] else k_new
-        v_all = torch.cat([v_cache.to(v_new.dtype), v_new], dim=1) if v_cache.shape[1] else v_new
+        if kv is None:
+            k_all, v_all = k_new, v_new
+        else:
+            kv[0, :, kv.shape[2] - tq:] = k_new
+            kv[1, :, kv.shape[2] - tq:] = v_new
+            k_all, v_all = kv[0], kv[1]
         tk = k_all.shape[1]
         k = k_all.reshape(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
         v = v_all.reshape(b, tk, h, dh).transpose(1, 2)
@@ -112,7 +115,7 @@ class RelPositionAttention(nn.Module):
         scores = scores.masked_fill(mask[:, None], MASK_FILL)
         probs = torch.softmax(scores, dim=-1).masked_fill(mask[:, None], 0.0)
         out = torch.matmul(probs.to(v.dtype), v)  # [B, H, Tq, dh]
-        return self.linear_out(out.transpose(1, 2).reshape(b, tq, h * dh)), k_all, v_all
+        return self.linear_out(out.transpose(1, 2).reshape(b, tq, h * dh))
 
 
 def _rel_shift(x: Tensor, n_keys: int) -> Tensor:

@@ -67,15 +67,14 @@ class ConformerLayer(nn.Module):
         self.feed_forward2 = FeedForward(d, d * cfg.ff_expansion, bias)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor, k_cache: Tensor,
-                v_cache: Tensor, conv_cache: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x [B, T, D]; pos_proj from self_attn.project_positions;
-        k_cache, v_cache [B, C, D] projected keys and values of earlier frames (C may be 0);
-        conv_cache [B, D, K-1] → (x, keys [B, C+T, D], values [B, C+T, D], new conv cache)."""
+    def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor, kv: Tensor | None,
+                conv_cache: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, T, D]; pos_proj from self_attn.project_positions; kv [2, B, C+T, D] projected keys
+        and values, earlier frames first, this chunk's written in by the attention (None: no cache);
+        conv_cache [B, D, K-1] → (x, new conv cache)."""
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
-        att, keys, values = self.self_attn(self.norm_self_att(x), k_cache, v_cache, pos_proj, mask)
-        x = x + att
+        x = x + self.self_attn(self.norm_self_att(x), kv, pos_proj, mask)
         conv_out, conv_cache = self.conv(self.norm_conv(x), pad, conv_cache)
         x = x + conv_out
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
-        return self.norm_out(x), keys, values, conv_cache
+        return self.norm_out(x), conv_cache

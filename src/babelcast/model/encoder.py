@@ -66,11 +66,10 @@ class Encoder(nn.Module):
         enc_len = chunking.subsampled_len(mel_len, self.cfg.n_subsampling_stages)
         mask = context_mask(t, 0, left, right, zeros, enc_len)
         pad = torch.arange(t, device=mel.device)[None] >= enc_len[:, None]
-        no_cache = x.new_zeros(b, 0, self.cfg.d_model)
         conv_zero = x.new_zeros(b, self.cfg.d_model, self.cfg.conv_kernel - 1)
         x = self._scale(x)
         for layer, pos in zip(self.layers, self.positions(t, x.device)):
-            x, _, _, _ = layer(x, pos, mask, pad, no_cache, no_cache, conv_zero)
+            x, _ = layer(x, pos, mask, pad, None, conv_zero)
         return x, enc_len
 
     def positions(self, n_keys: int, device: torch.device | str) -> list[Tensor]:
@@ -138,22 +137,30 @@ class Encoder(nn.Module):
         pad = torch.arange(n_out, device=x.device)[None] >= valid[:, None]
         x = self._scale(x)
         pos_proj = pos_proj if pos_proj is not None else self.positions(left + n_out, x.device)
-        k_cache, v_cache, conv_cache = [], [], []
+        kv = self._kv_buffer(state, n_out)  # [L, 2, B, left + n_out, D]
+        conv_cache = []
         for i, layer in enumerate(self.layers):
-            x, keys, values, conv = layer(x, pos_proj[i], mask, pad, state.k_cache[i], state.v_cache[i],
-                                          state.conv_cache[i])
-            k_cache.append(keys[:, keys.shape[1] - left:])  # the newest `left` frames (spec §3.6)
-            v_cache.append(values[:, values.shape[1] - left:])
+            x, conv = layer(x, pos_proj[i], mask, pad, kv[i], state.conv_cache[i])
             conv_cache.append(conv)
         new_state = EncoderState(
             mel_history=mel_in[:, -chunking.history_mel(f):],
-            k_cache=torch.stack(k_cache).to(state.k_cache.dtype),
-            v_cache=torch.stack(v_cache).to(state.v_cache.dtype),
+            k_cache=kv[:, 0, :, n_out:],  # the newest `left` frames, a view: no copy (spec §3.6)
+            v_cache=kv[:, 1, :, n_out:],
             att_cache_len=(state.att_cache_len + valid).clamp(max=left),
             conv_cache=torch.stack(conv_cache).to(state.conv_cache.dtype),
             mel_pos=state.mel_pos + n_new,
         )
         return EncoderStep(x, valid, new_state)
+
+    @staticmethod
+    def _kv_buffer(state: EncoderState, n_new: int) -> Tensor:
+        """One buffer [L, 2, B, left + n_new, D] for every layer's keys and values: the cached frames
+        copied in once, the new ones written by the layers; the next state is a view of its tail."""
+        n_layers, b, left, d = state.k_cache.shape
+        kv = state.k_cache.new_empty(n_layers, 2, b, left + n_new, d)
+        kv[:, 0, :, :left] = state.k_cache
+        kv[:, 1, :, :left] = state.v_cache
+        return kv
 
     @property
     def dtype(self) -> torch.dtype:

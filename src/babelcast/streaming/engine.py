@@ -62,6 +62,7 @@ class EngineConfig:
 
 
 DEADLINE_SLACK_S = 0.3
+LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
 
 
@@ -237,7 +238,7 @@ class Engine:
     def _plan_group(self, right: int, members: list[Stream], now: float, drain: bool) -> tuple[_Batch | None, float]:
         """Step this latency group now (a batch), or wait until the returned time."""
         ready = [s for s in members if s.chunk_times]
-        etas = sorted(s.next_chunk_eta() for s in members if not s.chunk_times)
+        etas = sorted(e for s in members if not s.chunk_times and (e := s.next_chunk_eta()) >= now - LATE_S)
         if not ready:
             return None, etas[0] if etas else float("inf")
         deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
@@ -245,7 +246,8 @@ class Engine:
         step_s = self.costs.estimate(right, k, len(ready), self._chunk_s(right))
         joined_s = self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
         if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
-            return None, min(etas[0], deadline - step_s)  # a partner's chunk completes in time to share the step
+            # a partner's chunk completes in time to share the step
+            return None, max(now + 0.001, min(etas[0], deadline - step_s))
         return _Batch(deadline, right, k, ready), now
 
     def _chunks_per_step(self, right: int, batch: int, ready: int) -> int:
