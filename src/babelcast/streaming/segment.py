@@ -6,6 +6,7 @@ per 10 s of audio over 78 s), so the tokens before a *cut* are rendered once int
 partial renders only the tokens after it. A cut is a position where rendering can be split without
 changing the result: a kept word-start piece (`▁…`, not part of a tag) that the tag scan lands on, far
 enough from the end (2 × the longest tag) that no later token can change how the tags before it are read.
+Until the first cut (which needs a run that renders to a text) partials are `to_transcript` itself.
 Languages written without spaces have few word starts; their tail is bounded by the segment (endpoints).
 """
 from __future__ import annotations
@@ -72,6 +73,8 @@ class SegmentTokens:
         equal to `to_transcript` of those tokens, in time independent of the segment's length."""
         self._advance()
         n = len(self.ids) - self.tok.pending_tag_prefix(self.ids)
+        if not self._cut:  # nothing rendered yet: to_transcript's own rules for a text without words apply
+            return to_transcript(self.tok, self.ids[:n], self.frames[:n], self.probs[:n], self.opts, **meta)
         ids, frames, probs = self.ids[self._cut:n], self.frames[self._cut:n], self.probs[self._cut:n]
         tail = self._render(ids, frames, probs, _Head(prob_sum=self._head.prob_sum))
         h = self._head
@@ -92,7 +95,7 @@ class SegmentTokens:
             if i not in tagged and self.tok.pieces[self.ids[self._cut + i]].startswith(WORD_START):
                 cut = self._cut + i
                 break
-        if cut is None:
+        if cut is None or not (self._cut or self._has_words(cut)):
             return
         part = self._render(self.ids[self._cut:cut], self.frames[self._cut:cut], self.probs[self._cut:cut],
                             _Head(prob_sum=self._head.prob_sum))
@@ -104,6 +107,10 @@ class SegmentTokens:
         h.words += part.words
         h.locale = part.locale or h.locale
         self._cut = cut
+
+    def _has_words(self, end: int) -> bool:
+        """Whether the tokens before `end` render to a text (then the rest cannot empty it)."""
+        return bool(to_transcript(self.tok, self.ids[:end], self.frames[:end], self.probs[:end], self.opts).text)
 
     def _render(self, ids: list[int], frames: list[int], probs: list[float], start: _Head) -> _Head:
         """Render a run of tokens that starts at a cut (tags as to_transcript removes them)."""
