@@ -1,31 +1,37 @@
 #!/usr/bin/env bash
-# Set up babelcast in ./.venv on a fresh machine. `--test` adds the test extra (NeMo as the oracle).
+# Set up babelcast in ./.venv on a fresh machine: everything `transcribe`, `serve`, `stream` and `eval`
+# need. `--test` adds the test extra (NeMo as the oracle) and Chromium for the caption-page test.
 # torch is installed first, pinned, so that nothing pulls a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extra="[eval]"
-[ "${1:-}" = "--test" ] && extra="[test]"  # the test extra includes eval's packages
-# System tools for `babelcast data synth` (and its tests): espeak-ng and sox make the audio, Debian's
-# fortune packages hold the sentences (one package per language).
+test_run=false
+[ "${1:-}" = "--test" ] && test_run=true
+extra="[eval,server]"
+$test_run && extra="[test]"  # the test extra includes eval's and server's packages
+step() { echo "setup: $*" >&2; }
+
+# System packages, each with its reason: espeak-ng and sox make `babelcast data synth`'s audio, Debian's
+# fortune packages hold its sentences (one per language); chromium drives the caption-page test.
 sys_packages="espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs
               fortunes-br fortunes-bg fortunes-zh"
+$test_run && sys_packages="$sys_packages chromium"
 missing=""
 for p in $sys_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-          && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
-          || echo "warning: could not install$missing; babelcast data synth needs them" >&2
-    else
-        echo "note: for babelcast data synth, install:$missing (e.g. sudo apt-get install -y$missing)" >&2
-    fi
+if [ -z "$missing" ]; then
+    step "system packages: all present (espeak-ng, sox, fortunes-*$($test_run && echo ', chromium'))"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "apt-get install$missing (for babelcast data synth$($test_run && echo ' and the web page test'); ~1 min)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
+        || echo "setup: warning: could not install$missing; only babelcast data synth (and its tests) need them" >&2
+else
+    step "skipped (not root): for babelcast data synth, install:$missing (e.g. sudo apt-get install -y$missing)"
 fi
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ -x .venv/bin/python ]; then step "python venv: .venv (exists)"; else step "python venv: .venv"; python3 -m venv .venv; fi
+step "pip: upgrade pip"
 .venv/bin/python -m pip install -q --upgrade pip
+step "pip: torch 2.13.0 (pinned; the longest step on a fresh machine)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+step "pip: babelcast${extra} in editable mode ($($test_run && echo 'NeMo 3.0.0, the server, eval and test packages' || echo 'the server and eval packages'))"
 .venv/bin/python -m pip install -q -e ".${extra}"
-# The live-caption page's end-to-end test drives Debian's headless Chromium.
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-        || echo "warning: could not install chromium; the web page test will fail in CI" >&2
-fi
+step "done: .venv/bin/babelcast $(.venv/bin/python -c 'import babelcast; print(babelcast.__version__)')"

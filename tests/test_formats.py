@@ -117,3 +117,18 @@ def test_json_dict():
         {"word": "Hi", "start": 0.123, "end": 0.5, "confidence": 0.9},
         {"word": "there", "start": 0.6, "end": 1.0, "confidence": 0.9},
     ]
+
+
+def test_punctuation_alone_is_an_empty_transcript():
+    """Silence can decode to a lone '"' (the demo model): no letter or digit in any script, so no words."""
+    import babelcast
+    from babelcast.decoding.text import TextOptions, has_words, to_transcript
+
+    assert not has_words('" . ,') and has_words("1") and has_words("日本") and has_words("ß")
+    tok = babelcast.load_model(babelcast.DEFAULT_MODEL).tokenizer
+    quote = tok.encode('"')
+    for keep_tags in (False, True):
+        t = to_transcript(tok, quote, list(range(len(quote))), [0.9] * len(quote), TextOptions(0.08, keep_tags))
+        assert t.text == "" and t.tokens == [] and t.words == []
+    word = tok.encode("Nein.")
+    assert to_transcript(tok, word, list(range(len(word))), [0.9] * len(word), TextOptions(0.08)).text == "Nein."

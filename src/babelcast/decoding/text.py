@@ -23,6 +23,12 @@ def split_tags(tok: Tokenizer, ids: list[int]) -> tuple[list[int], str | None]:
     return keep, (spans[-1].locale if spans else None)
 
 
+def has_words(text: str) -> bool:
+    """Whether a text holds any letter or digit (any script). Silence and noise can decode to punctuation
+    alone (the demo model gives '"'): such a transcript has no words to show and becomes empty."""
+    return any(ch.isalnum() for ch in text)
+
+
 def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float], frame_s: float,
           offset_s: float = 0.0) -> list[Word]:
     """Group pieces into words at `▁` boundaries; a word spans its first to last token's frame."""
@@ -48,6 +54,9 @@ def to_transcript(tok: Tokenizer, ids: list[int], frames: list[int], probs: list
     if not opts.keep_lang_tags:
         ids, frames, probs = [ids[i] for i in keep], [frames[i] for i in keep], [probs[i] for i in keep]
     text = " ".join(tok.decode(ids).split())
+    spoken = tok.decode([ids[i] for i in keep]) if opts.keep_lang_tags else text  # the text less its tags
+    if not has_words(spoken):
+        ids, frames, probs, text = [], [], [], ""
     conf = sum(probs) / len(probs) if probs else 1.0
     return Transcript(text=text, tokens=list(ids), language=opts.language or detected,
                       words=words(tok, ids, frames, probs, opts.frame_s, opts.offset_s), token_frames=list(frames),
