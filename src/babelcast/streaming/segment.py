@@ -45,6 +45,7 @@ class SegmentTokens:
         self.last_token_frame = -1  # survives a segment end (endpointing counts blanks since it)
         self._cut = 0
         self._head = _Head()
+        self._partial: tuple[int, Transcript] | None = None  # (tokens it covers, rendering): steps without tokens reuse it
 
     def add(self, labels: list[int], frames: list[int], probs: list[float]) -> None:
         """Tokens of one step."""
@@ -58,7 +59,7 @@ class SegmentTokens:
         """A new segment (tokens go; last_token_frame stays); new text options for a new utterance."""
         self.opts = opts or self.opts
         self.ids, self.frames, self.probs = [], [], []
-        self._cut, self._head = 0, _Head()
+        self._cut, self._head, self._partial = 0, _Head(), None
 
     def tail(self) -> list[int]:
         """The tokens after the cut: the tag scan of the segment is aligned at their start."""
@@ -71,10 +72,15 @@ class SegmentTokens:
     def partial(self, **meta) -> Transcript:
         """The transcript so far, less trailing tokens that may still become a language tag;
         equal to `to_transcript` of those tokens, in time independent of the segment's length."""
+        if self._partial is None or self._partial[0] != len(self.ids):
+            self._partial = len(self.ids), self._render_partial()
+        return dataclasses.replace(self._partial[1], **meta)
+
+    def _render_partial(self) -> Transcript:
         self._advance()
         n = len(self.ids) - self.tok.pending_tag_prefix(self.ids)
         if not self._cut:  # nothing rendered yet: to_transcript's own rules for a text without words apply
-            return to_transcript(self.tok, self.ids[:n], self.frames[:n], self.probs[:n], self.opts, **meta)
+            return to_transcript(self.tok, self.ids[:n], self.frames[:n], self.probs[:n], self.opts)
         ids, frames, probs = self.ids[self._cut:n], self.frames[self._cut:n], self.probs[self._cut:n]
         tail = self._render(ids, frames, probs, _Head(prob_sum=self._head.prob_sum))
         h = self._head
@@ -82,7 +88,7 @@ class SegmentTokens:
         count = h.n_probs + tail.n_probs
         return Transcript(text=text, tokens=h.ids + tail.ids, language=self.opts.language or tail.locale or h.locale,
                           words=h.words + tail.words, token_frames=h.frames + tail.frames,
-                          confidence=round(tail.prob_sum / count, 4) if count else 1.0, **meta)
+                          confidence=round(tail.prob_sum / count, 4) if count else 1.0)
 
     def _advance(self) -> None:
         """Move the cut forward to the last safe position, rendering the tokens it passes once."""
