@@ -324,3 +324,22 @@ def test_cli_and_package_import_without_torch():
             "assert 'torch' in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_untrained_locale_warns_once_and_unknown_ones_list_trained_first(tmp_path, capsys):
+    from babelcast.config import PromptConfig, with_trained_locales
+
+    dictionary = {"en-US": 0, "en": 0, "fr-FR": 8, "fr": 8, "de-DE": 9, "auto": 101}
+    fake = FakeRecognizer()
+    fake.cfg = types.SimpleNamespace(prompt=with_trained_locales(PromptConfig(128, dictionary), ["en-US", "de-DE"]))
+    write_wav(tmp_path / "a.wav", 0.5)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio_filepath": "a.wav", "lang": "fr"}\n{"audio_filepath": "a.wav", "lang": "FR-fr"}\n'
+                        '{"audio_filepath": "a.wav", "lang": "de-DE"}\n')
+    assert run([str(manifest)], fake) == 0
+    err = capsys.readouterr().err
+    assert err == ("warning: this model was not trained on fr-FR (trained: de-DE, en-US); its transcripts will "
+                   "likely be in a trained language. Use a trained locale or auto\n")
+    assert run([str(tmp_path / "a.wav"), "--lang", "xx"], fake) == 2
+    assert capsys.readouterr().err == ("error: unknown language 'xx' (from --lang); use auto, or trained: de-DE, "
+                                       "en-US; untrained: fr-FR; aliases: en → en-US, fr → fr-FR\n")

@@ -230,16 +230,10 @@ def _check_languages(inputs: list[_Input], recognizer) -> None:
         if prompt.canonical(item.language) is None:
             raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); use "
                            f"{prompt.describe()}")
-        untrained = prompt.untrained(item.language)
-        if untrained and untrained not in warned:
-            warned.add(untrained)
-            tqdm.write(untrained_warning(untrained, prompt.trained_locales), file=sys.stderr)
-
-
-def untrained_warning(locale: str, trained: tuple[str, ...]) -> str:
-    """The one-line warning for a locale the model has a prompt slot for but was not trained on."""
-    return (f"warning: this model was not trained on {locale} (trained: {', '.join(trained)}); its transcripts "
-            f"will likely be in a trained language. Use a trained locale or auto")
+        note = prompt.untrained_note(item.language)
+        if note and prompt.canonical(item.language) not in warned:
+            warned.add(prompt.canonical(item.language))
+            tqdm.write(f"warning: {note}. Use a trained locale or auto", file=sys.stderr)
 
 
 def _check_listed_language(item: _Input, recognizer) -> None:

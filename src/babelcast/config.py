@@ -114,6 +114,14 @@ class PromptConfig:
             return None
         return locale
 
+    def untrained_note(self, language: str) -> str | None:
+        """What to tell a user who asks for a locale the model was not trained on; None for a trained one."""
+        locale = self.untrained(language)
+        if locale is None:
+            return None
+        return (f"this model was not trained on {locale} (trained: {', '.join(self.trained_locales)}); its "
+                f"transcripts will likely be in a trained language")
+
     def describe(self) -> str:
         """The accepted names for an error message: canonical locales (trained first), then aliases apart."""
         trained = [x for x in self.locales if x in (self.trained_locales or ())]
@@ -265,7 +273,7 @@ def with_trained_locales(prompt: PromptConfig, locales: Any) -> PromptConfig:
     unknown = [x for x in locales if prompt.canonical(str(x)) is None]
     if unknown:
         raise ConfigError(f"model_defaults.trained_locales names locales the prompt dictionary lacks: {unknown}")
-    return replace(prompt, trained_locales=tuple(dict.fromkeys(prompt.canonical(str(x)) for x in locales)))
+    return replace(prompt, trained_locales=tuple(sorted({prompt.canonical(str(x)) for x in locales})))
 
 
 def _yaml_key(key: Any) -> str:

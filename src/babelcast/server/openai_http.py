@@ -25,11 +25,38 @@ from .errors import ApiError
 
 log = logging.getLogger("babelcast.server")
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+UNTRAINED_HEADER = "X-Babelcast-Warning"
 
 
-def error_response(e: ApiError, headers: dict | None = None) -> JSONResponse:
+class QueueClock:
+    """How long one offline transcription runs (an exponential moving average), to tell a refused client when
+    the queue ahead of it will have drained (Retry-After)."""
+
+    WEIGHT = 0.3  # of the newest run
+
+    def __init__(self):
+        self.mean_s: float | None = None
+        self.warned_locales: set[str] = set()  # untrained locales already logged
+
+    def record(self, run_s: float) -> None:
+        """One transcription took run_s seconds on the worker."""
+        self.mean_s = run_s if self.mean_s is None else self.mean_s + self.WEIGHT * (run_s - self.mean_s)
+
+    def retry_after_s(self, pending: int) -> int:
+        """Whole seconds until `pending` queued or running transcriptions are done (1 before any was timed)."""
+        return max(1, math.ceil(pending * (self.mean_s or 0.0)))
+
+
+def queue_clock(app) -> QueueClock:
+    """The app's QueueClock, made on first use."""
+    if not hasattr(app.state, "queue_clock"):
+        app.state.queue_clock = QueueClock()
+    return app.state.queue_clock
+
+
+def error_response(e: ApiError, headers: dict | None = None, retry_after_s: int = 1) -> JSONResponse:
     if e.status == 503 and headers is None:
-        headers = {"Retry-After": "1"}
+        headers = {"Retry-After": str(retry_after_s)}
     return JSONResponse(e.openai_body(), status_code=e.status, headers=headers)
 
 
@@ -77,16 +104,31 @@ async def transcriptions_endpoint(request: Request) -> Response:
         _check_options(hub.rec, language, latency)
         data = await upload.read()
         name = upload.filename or "file"
-        t = await hub.offline(_transcribe, hub, data, name, language, latency, keep_tags)
+        t = await hub.offline(_transcribe, hub, queue_clock(request.app), data, name, language, latency, keep_tags)
     except ApiError as e:
         hub.metrics.errors.labels(e.code).inc()
         log.info("transcription refused", extra={"event": "transcription_error", "code": e.code,
                                                   "error": e.message})
-        return error_response(e)
+        return error_response(e, retry_after_s=queue_clock(request.app).retry_after_s(hub.pending_transcriptions))
     hub.metrics.transcription_seconds.observe(time.perf_counter() - t0)
     log.info("transcribed", extra={"event": "transcription", "audio_s": round(t.duration_s, 2),
                                    "seconds": round(time.perf_counter() - t0, 3), "format": fmt})
-    return render(t, fmt, hub.cfg.model_name)
+    response = render(t, fmt, hub.cfg.model_name)
+    warning = untrained_warning(hub.rec, language, queue_clock(request.app).warned_locales)
+    if warning:
+        response.headers[UNTRAINED_HEADER] = warning
+    return response
+
+
+def untrained_warning(rec, language: str, warned: set[str]) -> str | None:
+    """A warning for a locale the model was not trained on (logged once per locale); None for a trained one."""
+    prompt = rec.cfg.prompt
+    message = prompt.untrained_note(language) if prompt else None
+    locale = prompt.canonical(language) if message else None
+    if message and locale not in warned:
+        warned.add(locale)
+        log.warning(message, extra={"event": "untrained_language", "language": locale})
+    return message
 
 
 async def _form(request: Request):
@@ -113,7 +155,9 @@ def _check_options(rec, language: str, latency: int | None) -> None:
     try:
         rec.prompt_id(language)
     except ValueError as e:
-        raise ApiError("unsupported_language", str(e), "language") from None
+        prompt = rec.cfg.prompt
+        message = f"unknown language {language!r}; use {prompt.describe()}" if prompt else str(e)
+        raise ApiError("unsupported_language", message, "language") from None
     try:
         rec.context(latency, "offline")
     except ValueError as e:
@@ -121,8 +165,10 @@ def _check_options(rec, language: str, latency: int | None) -> None:
                                           f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
 
 
-def _transcribe(hub, data: bytes, name: str, language: str, latency: int | None, keep_tags: bool) -> Transcript:
-    """Worker thread: decode, check the duration, transcribe."""
+def _transcribe(hub, clock: QueueClock, data: bytes, name: str, language: str, latency: int | None,
+                keep_tags: bool) -> Transcript:
+    """Worker thread: decode, check the duration, transcribe (timed for Retry-After)."""
+    t0 = time.perf_counter()
     try:
         audio = decode_audio(data, name=name)
     except AudioError as e:
@@ -131,7 +177,9 @@ def _transcribe(hub, data: bytes, name: str, language: str, latency: int | None,
     if seconds > hub.cfg.max_upload_s:
         raise ApiError("audio_too_long", f"file {name}: {seconds:.0f} s of audio is over the limit of "
                                          f"{hub.cfg.max_upload_s:g} s", "file")
-    return hub.rec.transcribe([audio], language=language, latency_ms=latency, keep_lang_tags=keep_tags)[0]
+    transcript = hub.rec.transcribe([audio], language=language, latency_ms=latency, keep_lang_tags=keep_tags)[0]
+    clock.record(time.perf_counter() - t0)
+    return transcript
 
 
 def render(t: Transcript, fmt: str, model: str) -> Response:
