@@ -62,14 +62,24 @@ def first_mel_pos(factor: int) -> int:
     return -(history_mel(factor) + lead_in_mel(factor))
 
 
+def enc_frame_ms(factor: int, frame_ms: float) -> float:
+    """Length of one encoder frame: factor mel frames (80 ms for 3.5)."""
+    return factor * frame_ms
+
+
+def enc_frames_in(ms: float, factor: int, frame_ms: float) -> int:
+    """Encoder frames that cover ms of audio, rounded up (e.g. an endpoint's blank window)."""
+    return -int(-ms // enc_frame_ms(factor, frame_ms))
+
+
 def latency_ms(right: int, factor: int, frame_ms: float) -> int:
     """Chunk latency of right context r: (r + 1) encoder frames (80 ms each for 3.5)."""
-    return int(round((right + 1) * factor * frame_ms))
+    return int(round((right + 1) * enc_frame_ms(factor, frame_ms)))
 
 
 def right_for_latency(latency: int, factor: int, frame_ms: float) -> int:
     """Right context r for a chunk latency in ms; raises if it is not a whole number of frames."""
-    enc_ms = factor * frame_ms
+    enc_ms = enc_frame_ms(factor, frame_ms)
     frames = latency / enc_ms
     if latency <= 0 or abs(frames - round(frames)) > 1e-6:
         raise UnsupportedLatency(f"latency {latency} ms is not a positive multiple of {enc_ms:g} ms")
@@ -145,4 +155,4 @@ def enc_frames(n_chunks: int, right: int) -> int:
 
 def chunk_s(right: int, factor: int, frame_ms: float) -> float:
     """Audio seconds per chunk (the latency of right context r)."""
-    return (right + 1) * factor * frame_ms / 1000
+    return latency_ms(right, factor, frame_ms) / 1000

@@ -32,7 +32,7 @@ class Recognizer:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.cfg = model.cfg
         enc = self.cfg.encoder
-        self.frame_s = enc.subsampling_factor * self.cfg.features.hop_samples / self.cfg.features.sample_rate_hz
+        self.frame_s = chunking.enc_frame_ms(enc.subsampling_factor, self.cfg.features.frame_ms) / 1000
 
     # ---- options --------------------------------------------------------------------------
     @property

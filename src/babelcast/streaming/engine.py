@@ -100,7 +100,6 @@ class Engine:
         self.model = runtime_model(model, self.precision.precision)
         self.left = self.model.cfg.encoder.left_context_frames
         self.grid = Grid.of(self.model)
-        self.frame_ms = self.grid.factor * self.grid.mel_ms
         self.device = self.model.encoder.device
         self.pool = CachePool(self.model, cfg.max_sessions, self.left, self.device, self.model.encoder.dtype)
         self.costs = StepCosts()
@@ -130,7 +129,7 @@ class Engine:
             window = endpoint_ms if endpoint_ms is not None else self.cfg.endpoint_ms
             self._streams[sid] = Stream(
                 sid, slot, opts, self.grid, self.model.features, self.tok, interim,
-                int(np.ceil(window / self.frame_ms)) if window else 10**9,
+                chunking.enc_frames_in(window, self.grid.factor, self.grid.mel_ms) if window else 10**9,
                 reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)))
             self.metrics.opened += 1
             return sid
