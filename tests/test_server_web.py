@@ -56,6 +56,15 @@ class Cdp:
         raise AssertionError(f"timed out waiting for {expression}; page state: "
                              f"{self.js('JSON.stringify(window.babelcast)')}")
 
+    def event(self, method: str, timeout_s: float = 20.0) -> dict:
+        """The params of the next event of this kind (replies and other events are skipped)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            message = json.loads(self.ws.recv(timeout=timeout_s))
+            if message.get("method") == method:
+                return message["params"]
+        raise AssertionError(f"no {method} event")
+
     def click(self, selector: str) -> None:
         """A real mouse click (a user gesture, as the browser sees it)."""
         box = self.js(f"(() => {{ const r = document.querySelector('{selector}').getBoundingClientRect();"
@@ -130,9 +139,72 @@ def test_live_captions_page(tmp_path_factory, browser, tmp_path):
         assert finals and all(f.strip() for f in finals)
         assert browser.js("window.babelcast.error") in (None, "")
         assert browser.js("window.babelcast.framesSent") > 10
+        heard = browser.js("window.babelcast.audioConstraints")  # the browser's voice processing is off
+        assert heard["echoCancellation"] is False and heard["noiseSuppression"] is False
+        assert heard["autoGainControl"] is False
     finally:
         server.__exit__(None, None, None)
     path = Path(os.environ.get("BABELCAST_SCREENSHOT", tmp_path / "live-captions.png"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(shot)
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
+
+
+def test_the_page_asks_for_a_key_in_words_a_browser_user_understands(tmp_path_factory, browser):
+    server = start_server(load_tiny(tmp_path_factory), api_keys=("sk-web",))
+    try:
+        browser.call("Page.navigate", url=server.http_url + "/")
+        browser.wait("document.querySelectorAll('#latency-select option').length > 0")
+        assert browser.js("document.querySelector('#key-field').offsetParent") is not None  # the key field shows
+        browser.js("document.querySelector('#api-key').value = ''")
+        browser.click("#start")
+        error = browser.wait("document.querySelector('#error').textContent")
+        assert error.startswith("This server needs an API key. Type it in the API key field")
+        assert "Authorization" not in error and browser.js("window.babelcast.framesSent") == 0
+        browser.js("document.querySelector('#api-key').value = 'sk-wrong'")
+        browser.click("#start")
+        error = browser.wait("document.querySelector('#error').textContent.includes('not accepted') && "
+                             "document.querySelector('#error').textContent")
+        assert error.startswith("The API key was not accepted.")
+    finally:
+        server.__exit__(None, None, None)
+
+
+PHONE = dict(width=360, height=740, deviceScaleFactor=2, mobile=True)
+
+
+def test_phone_width_trained_languages_first(tmp_path_factory, browser):
+    """At 360 px nothing is wider than the screen, the longest language pill included; the language list puts
+    the locales /v1/info says were trained first (the info is served by the test, as the documented shape)."""
+    server = start_server(load_tiny(tmp_path_factory))
+    info = {"model": "tiny", "languages": ["auto", "de", "de-DE", "en", "en-US", "es-US", "ja-JA", "ja-JP"],
+            "locales": ["de-DE", "en-US", "es-US", "ja-JP"], "trained_locales": ["de-DE", "es-US"],
+            "latencies_ms": [80, 1120], "default_latency_ms": 80, "auth_required": False}
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", **PHONE)
+        browser.call("Fetch.enable", patterns=[{"urlPattern": "*/v1/info"}])
+        browser.call("Page.navigate", url=server.http_url + "/")
+        paused = browser.event("Fetch.requestPaused")
+        browser.call("Fetch.fulfillRequest", requestId=paused["requestId"], responseCode=200,
+                     responseHeaders=[{"name": "Content-Type", "value": "application/json"}],
+                     body=base64.b64encode(json.dumps(info).encode()).decode())
+        browser.wait("document.querySelectorAll('#latency-select option').length > 0")
+        groups = browser.js("[...document.querySelectorAll('#lang-select optgroup')].map(g => "
+                            "[g.label, [...g.children].map(o => o.value)])")
+        assert [g[1] for g in groups] == [["de-DE", "es-US"], ["en-US", "ja-JP"]]
+        assert groups[0][0] == "trained"
+        browser.js("document.querySelector('#language').textContent = 'language: haw-US'")
+        sizes = browser.js("({page: document.documentElement.scrollWidth, screen: window.innerWidth, "
+                           "pill: document.querySelector('#language').getBoundingClientRect().right, "
+                           "pillLines: (() => { const r = document.createRange();"
+                           " r.selectNodeContents(document.querySelector('#language'));"
+                           " return r.getClientRects().length; })(), "
+                           "start: document.querySelector('#start').getBoundingClientRect().right})")
+        assert sizes["screen"] == 360 and sizes["page"] <= 360, sizes
+        assert sizes["pill"] <= 360 and sizes["pillLines"] == 1 and sizes["start"] <= 360, sizes
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        Path(os.environ.get("BABELCAST_PHONE_SCREENSHOT", tmp_path_factory.getbasetemp() / "phone.png")).write_bytes(shot)
+    finally:
+        browser.call("Fetch.disable")
+        browser.call("Emulation.clearDeviceMetricsOverride")
+        server.__exit__(None, None, None)

@@ -12,8 +12,25 @@ const ui = {
 // State, also read by the end-to-end test.
 const state = window.babelcast = {
   running: false, finals: [], partial: "", language: null, events: 0, error: null, framesSent: 0, sampleRate: null,
+  authRequired: false, audioConstraints: null,
 };
 let ws = null, ctx = null, media = null, node = null;
+
+// The browser's voice processing (on by default) is made for calls: it gates, flattens and re-levels speech,
+// which the model was not trained on. Ask for the microphone as it is.
+const AUDIO = { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+
+// What a person at the page should do, for the server's error codes that concern them.
+function advice(code, message) {
+  if (code === "unauthorized") {
+    return ui.key.value
+      ? "The API key was not accepted. Check it with whoever runs this server, type it again, then press Start."
+      : "This server needs an API key. Type it in the API key field, then press Start.";
+  }
+  if (code === "server_full" || code === "server_busy") return "The server is busy right now. Try again in a minute.";
+  if (code === "unsupported_language") return "The server does not know this language. Pick another one.";
+  return `${code}: ${message}`;
+}
 
 function setStatus(text, kind) {
   ui.status.textContent = text;
@@ -30,18 +47,32 @@ async function loadInfo() {
   try {
     const info = await (await fetch("/v1/info")).json();
     ui.model.textContent = "model: " + info.model;
-    for (const lang of info.languages.filter((l) => l !== "auto" && l.includes("-"))) {
-      ui.langSelect.add(new Option(lang, lang));
-    }
+    addLanguages(info);
     for (const ms of info.latencies_ms) {
       const opt = new Option(ms + " ms", String(ms));
       opt.selected = ms === info.default_latency_ms;
       ui.latency.add(opt);
     }
     ui.keyField.hidden = !info.auth_required;
+    state.authRequired = Boolean(info.auth_required);
     ui.key.value = localStorage.getItem("babelcast-key") || "";
   } catch (e) {
     showError("cannot reach the server: " + e);
+  }
+}
+
+// Canonical locales, the ones the model was trained on first (in their own group), from /v1/info's
+// `locales` and `trained_locales`; a server without them gives `languages`, shown as they come.
+function addLanguages(info) {
+  const trained = info.trained_locales || [];
+  const locales = info.locales || info.languages.filter((l) => /^[a-z]{2,3}-[A-Z]{2}$/.test(l));
+  const groups = trained.length
+    ? [["trained", trained], ["not trained (results may be in another language)", locales.filter((l) => !trained.includes(l))]]
+    : [[null, locales]];
+  for (const [label, langs] of groups) {
+    const parent = label ? document.createElement("optgroup") : ui.langSelect;
+    if (label) { parent.label = label; ui.langSelect.append(parent); }
+    for (const lang of langs) parent.append(new Option(lang, lang));
   }
 }
 
@@ -106,7 +137,7 @@ function onEvent(ev) {
       addFinal(ev);
       break;
     case "error":
-      showError(`${ev.code}: ${ev.message}`);
+      showError(advice(ev.code, ev.message));
       break;
     case "closed":
       if (!state.error) setStatus("stopped", "idle");
@@ -118,13 +149,17 @@ function onEvent(ev) {
 
 async function start() {
   showError("");
+  if (state.authRequired && !ui.key.value) {  // no microphone and no connection until there is a key to send
+    showError(advice("unauthorized"));
+    ui.key.focus();
+    return;
+  }
   ui.placeholder.hidden = true;
   setStatus("connecting", "connecting");
   localStorage.setItem("babelcast-key", ui.key.value);
   try {
-    media = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: true },
-    });
+    media = await navigator.mediaDevices.getUserMedia({ audio: AUDIO });
+    state.audioConstraints = media.getAudioTracks()[0].getSettings();
     ctx = new AudioContext();
     await ctx.audioWorklet.addModule("/static/capture-worklet.js");
   } catch (e) {
