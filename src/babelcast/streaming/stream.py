@@ -3,8 +3,9 @@
 - intake (any thread, under the engine's lock): samples and flushes queue in order; audio sent while a
   flush is in progress is held and becomes the next utterance; only sample counts are updated, so the
   engine knows when each chunk's audio is complete (its deadline) without computing anything;
-- features (engine thread): the queued samples become mel frames in a preallocated buffer that starts
-  with the virtual lead-in frames; a flush adds the right padding and fixes the utterance's length;
+- features (engine thread): when chunks are taken, just enough queued samples become mel frames in a
+  preallocated buffer that starts with the virtual lead-in frames (a whole file may be queued: memory
+  stays bounded by the step); a flush fixes the utterance's length and adds the right padding;
 - chunks (engine thread): `take` copies k chunks, zero-padded after a flush;
 - tokens and events: partials (a possible language tag held back), finals at a model-detected endpoint
   or when a flush is done, then a restart for the next utterance with the held audio.
@@ -200,7 +201,7 @@ class Stream:
     # ---- the engine thread -------------------------------------------------------------------
     def take_into(self, out: Tensor, k: int) -> float:
         """Copy the next k chunks into out [k*chunk_mel, F]; the time the first one's audio was complete."""
-        self._compute_features()
+        self._compute_features(out.shape[0])
         self._mel.take_into(out)
         first = self.chunk_times[0]
         for _ in range(k):
@@ -209,8 +210,7 @@ class Stream:
 
     def mel_end(self) -> int:
         """Total mel frames of the utterance once it is flushed, else OPEN_END."""
-        self._compute_features()
-        return self._mel_end if self._mel_end is not None else OPEN_END
+        return self._total_mel() if self._flush is not None else OPEN_END
 
     def add_tokens(self, labels: list[int], frames: list[int], probs: list[float], k: int) -> None:
         """What a step of k chunks emitted."""
@@ -253,9 +253,9 @@ class Stream:
         """Fresh features, counters and buffers (the caller resets the model state)."""
         self.feat = self._features.init_state(self._device)
         self._mel.reset(chunking.lead_in_mel(self.grid.factor))
-        self._pending: list[np.ndarray] = []
+        self._pending: deque[np.ndarray] = deque()  # samples queued for features
         self._flush: _Flush | None = None
-        self._mel_end: int | None = None
+        self._padded = False  # the right padding of a flushed utterance is in the buffer
         self.n_samples = 0  # samples of this utterance received
         self.chunks_done = 0
         self.chunk_times: deque[float] = deque()  # when each complete, unstepped chunk's audio was complete
@@ -275,17 +275,31 @@ class Stream:
             else:
                 self.feed(item, t)
 
-    def _compute_features(self) -> None:
-        """Mel frames of the queued samples (and the right padding after a flush) into the buffer."""
-        if self._pending:
-            x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-            self._pending = []
+    def _compute_features(self, n_mel: int) -> None:
+        """Features of queued samples until the buffer holds n_mel frames (memory bounded by the step,
+        not by what was queued: a whole file may be); after a flush, its right padding at the end."""
+        missing = n_mel - len(self._mel)
+        if missing > 0 and self._pending:
+            need = chunking.samples_for_mel(self.feat.n_frames + missing, self.grid.hop_samples, self.grid.n_fft)
+            x = self._pop_pending(need - self.feat.n_samples)
             mel, self.feat = self._features.step(torch.from_numpy(x).to(self._device), self.feat)
             self._mel.append(mel.T)
-        if self._flush is not None and self._mel_end is None:
+        if self._flush is not None and not self._pending and not self._padded:
             mel, self.feat = self._features.step(torch.zeros(0, device=self._device), self.feat, final=True)
             self._mel.append(mel.T)
-            self._mel_end = self.feat.n_frames
+            self._padded = True
+
+    def _pop_pending(self, n_samples: int) -> np.ndarray:
+        """The first n_samples queued samples (fewer if fewer are queued)."""
+        parts, n = [], 0
+        while self._pending and n < n_samples:
+            x = self._pending.popleft()
+            if n + len(x) > n_samples:
+                x, rest = x[: n_samples - n], x[n_samples - n:]
+                self._pending.appendleft(rest)
+            parts.append(x)
+            n += len(x)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _whole_chunks(self) -> int:
         return chunking.whole_chunks(chunking.streamed_mel(self.n_samples, self.grid.hop_samples, self.grid.n_fft),
