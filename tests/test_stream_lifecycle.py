@@ -171,3 +171,23 @@ def test_mel_buffer_grows_without_losing_frames():
     assert torch.equal(out, torch.cat([torch.zeros(2, 3), frames[:2]]))
     assert torch.equal(rest[:8], frames[2:]) and not rest[8:].any() and len(buf) == 0
     assert np.isfinite(rest.numpy()).all()
+
+
+def test_step_costs_and_chunks_per_step(rec):
+    """Costs are learned per (latency, k, batch); k shrinks until a step is estimated to fit its chunk."""
+    from babelcast.streaming.engine import StepCosts
+
+    costs = StepCosts()
+    assert costs.estimate(3, 1, 2, prior_s=0.32) == pytest.approx(0.08)  # nothing measured: a prior
+    costs.record(3, 1, 1, 0.1)
+    costs.record(3, 1, 4, 0.2)
+    assert costs.estimate(3, 1, 2, 0.32) == pytest.approx(0.1 + 0.1 / 3)  # between measured batches
+    assert costs.estimate(3, 1, 8, 0.32) == pytest.approx(0.4)  # beyond them: linear, the safe side
+    assert costs.estimate(3, 2, 1, 0.32) == pytest.approx(0.2)  # k chunks: k times one chunk's step
+    costs.record(3, 1, 1, 0.2)
+    assert costs.estimate(3, 1, 1, 0.32) == pytest.approx(0.8 * 0.1 + 0.2 * 0.2)  # an EMA
+    engine = rec.engine(EngineConfig(max_sessions=1, precision="fp32"))
+    engine.costs.record(3, 1, 1, 0.1)
+    engine.costs.record(3, 4, 1, 1.0)  # 4 chunks of 320 ms in one step would take longer than a chunk
+    assert engine._chunks_per_step(3, 1, ready=4) == 3
+    assert engine._chunks_per_step(3, 1, ready=2) == 2

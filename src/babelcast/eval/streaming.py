@@ -1,7 +1,8 @@
 """Real-time streaming simulation of one utterance: partials, time to first token and to final.
 
 The audio is fed to a session in pieces of one chunk (latency_ms of audio), as a live source
-would deliver it. Two clocks are kept apart:
+would deliver it. A session is an engine of one (`streaming/session.py`): the same stream lifecycle and
+engine step the server runs. Two clocks are kept apart:
 
 - algorithmic (audio time): when a result can exist at all, as the audio time of the end of the
   piece after which it appeared. Time to first token (TTFT) = audio time of the first non-empty
