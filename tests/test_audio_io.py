@@ -210,3 +210,20 @@ def test_a_text_file_named_mp3_is_called_what_it_is(tmp_path):
     with pytest.raises(AudioError, match=r"content is not audio .*\(\.mp3 extension\)") as e:
         load_audio(fake)
     assert "does not exist" not in str(e.value)
+
+
+def test_pieces_of_a_stream_convert_like_the_whole():
+    from babelcast.audio.io import AudioPieces
+
+    x = (tone(1.0, 44100, channels=2) * 32767).astype(np.int16)
+    pieces = AudioPieces()
+    parts = [pieces.convert(x[i:i + 441 * 7], sample_rate=44100) for i in range(0, len(x), 441 * 7)]
+    y = np.concatenate([*parts, pieces.flush()])
+    whole = to_model_audio(x, sample_rate=44100)
+    assert abs(len(y) - len(whole)) <= 1
+    n = min(len(y), len(whole))
+    assert np.max(np.abs(y[100:n - 100] - whole[100:n - 100])) < 1e-3  # no trace of the 70 piece boundaries
+    with pytest.raises(ValueError, match="changed from 44100 Hz to 48000 Hz"):
+        pieces.convert(x[:100], sample_rate=48000)
+    same = AudioPieces()
+    assert np.array_equal(same.convert(tone(0.1, 16000)), tone(0.1, 16000)) and len(same.flush()) == 0

@@ -11,14 +11,15 @@ if TYPE_CHECKING:
 # The public names, imported on first use (PEP 562): `import babelcast` and the CLI's --help stay
 # quick, and the light commands (data, stream) never load torch.
 _LAZY = {"Transcript": ".decoding.result", "Word": ".decoding.result", "Recognizer": ".recognizer",
-         "load_model": ".recognizer", "Partial": ".streaming.session", "Session": ".streaming.session"}
+         "load_model": ".recognizer", "Partial": ".streaming.session", "Session": ".streaming.session",
+         "to_model_audio": ".audio.io"}
 
 __version__ = "0.1.0"
 # The small multilingual demo model babelcast trains itself (configs/demo.yaml, README "Demo model"):
 # what `babelcast transcribe / serve / eval` use when no --model is given, once the file ships.
 DEFAULT_MODEL = str(Path(__file__).parent / "assets" / "babelcast-demo.nemo")
 __all__ = ["Recognizer", "Session", "Partial", "Transcript", "Word", "load_model", "default_model", "DEFAULT_MODEL",
-           "__version__"]
+           "to_model_audio", "__version__"]
 
 
 def default_model() -> str | None:

@@ -46,6 +46,35 @@ def to_model_audio(audio, sample_rate: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(resample(mono, rate_hz, SAMPLE_RATE_HZ))
 
 
+class AudioPieces:
+    """`to_model_audio` for consecutive pieces of one stream (a microphone): the resampler keeps its state
+    across pieces, so piece boundaries leave no trace; one rate per stream."""
+
+    def __init__(self):
+        self.rate_hz: int | None = None
+        self._resampler: soxr.ResampleStream | None = None
+
+    def convert(self, piece, sample_rate: int | None = None) -> np.ndarray:
+        """One piece (an array as to_model_audio takes) → float32 mono 16 kHz samples ready so far."""
+        rate_hz = SAMPLE_RATE_HZ if sample_rate is None else _checked_rate_hz(sample_rate)
+        if self.rate_hz is None:
+            self.rate_hz = rate_hz
+            if rate_hz != SAMPLE_RATE_HZ:
+                self._resampler = soxr.ResampleStream(rate_hz, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        elif rate_hz != self.rate_hz:
+            raise ValueError(f"sample_rate changed from {self.rate_hz} Hz to {rate_hz} Hz within one stream; "
+                             "open a new stream for the new rate")
+        x = _as_float_samples(piece)
+        mono = x if x.ndim == 1 else x.mean(axis=1, dtype=np.float32)
+        return mono if self._resampler is None else self._resampler.resample_chunk(mono)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's last samples, at the end of the stream (empty at 16 kHz)."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        return self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
 def _as_float_samples(audio) -> np.ndarray:
     """numpy/torch samples [n] or [n, channels] → float32 in [-1, 1] (integers scaled by their full range)."""
     if hasattr(audio, "detach"):  # a torch tensor, without importing torch
