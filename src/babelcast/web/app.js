@@ -124,6 +124,7 @@ function onEvent(ev) {
     case "ready":
       setStatus("live", "live");
       ui.session.textContent = `session: ${ev.session_id} · ${ev.settings.latency_ms} ms`;
+      if (ev.warning) ui.error.textContent = ev.warning;  // e.g. a language the model was not trained on
       break;
     case "partial":
       state.partial = ev.text;
