@@ -81,3 +81,13 @@ def test_a_reader_that_leaves_early_is_not_a_traceback(tmp_path):
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300)
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in err.read_text() and "BrokenPipeError" not in err.read_text(), err.read_text()
+
+
+def test_a_missing_optional_package_names_its_extra():
+    from babelcast.cli_errors import EXIT_FAILED, describe, exit_code_of
+
+    missing = ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+    assert exit_code_of(missing) == EXIT_FAILED
+    assert describe(missing) == ("this command needs the uvicorn package: run scripts/setup.sh, or pip install "
+                                 "'babelcast[server]'")
+    assert exit_code_of(ModuleNotFoundError("No module named 'nope'", name="nope")) is None  # a bug: traceback
