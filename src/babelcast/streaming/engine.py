@@ -319,9 +319,10 @@ class Engine:
 
     def _events(self, s: Stream, now: float) -> list[Event]:
         """A stream's events after a step; a final that closes the session frees its slot."""
+        flush_time = s.flush_time  # read first: a flush's final restarts the stream
         events = s.events(now)
-        if any(e.kind == "final" and e.reason == "flush" for e in events):
-            self.metrics.record_final(now - s.flush_time if s.flush_time is not None else 0.0)
+        if flush_time is not None and any(e.kind == "final" and e.reason == "flush" for e in events):
+            self.metrics.record_final(now - flush_time)
         if s.closing:
             self._streams.pop(s.id, None)
             self.pool.free(s.slot)

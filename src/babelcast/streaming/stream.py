@@ -132,7 +132,6 @@ class Stream:
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
         self.right, self.prompt_id = opts.right, opts.prompt_id
         self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
-        self.chunk_s = chunking.chunk_s(opts.right, grid.factor, grid.mel_ms)
         self.interim, self.window_frames = interim, window_frames
         self._features, self._reset_state = features, reset_state
         device = features.window.device
