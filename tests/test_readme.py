@@ -24,7 +24,10 @@ def test_the_first_commands_quoted_output_is_its_output(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     samples = sorted(f"samples/{p.name}" for p in (ROOT / "samples").glob("*.wav"))  # the shell's glob order
     assert main(["transcribe", *samples]) == 0
-    assert capsys.readouterr().out == block_after("<!-- transcribe-samples -->")
+    out = capsys.readouterr().out
+    assert out == block_after("<!-- transcribe-samples -->")
+    english = next(line for line in out.splitlines() if line.startswith("samples/en-US.wav: "))
+    assert f'e.g. "{english.split(": ", 1)[1]}" for\n`samples/en-US.wav`' in README  # the demo section's example
 
 
 @pytest.mark.xfail(strict=True, reason="needs the recognizer wiring of issue 15: load_model() without a path, "
