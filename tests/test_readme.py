@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 
 from babelcast.cli import main
 
@@ -30,8 +29,6 @@ def test_the_first_commands_quoted_output_is_its_output(monkeypatch, capsys):
     assert f'e.g. "{english.split(": ", 1)[1]}" for\n`samples/en-US.wav`' in README  # the demo section's example
 
 
-@pytest.mark.xfail(strict=True, reason="needs the recognizer wiring of issue 15: load_model() without a path, "
-                                       "transcribe(paths | arrays, sample_rate=), accept_audio(sample_rate=)")
 def test_the_python_block_runs_as_written(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     code = block_after("## Python\n")

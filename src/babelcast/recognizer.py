@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import chunking
+from .audio.io import to_model_audio
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
@@ -21,8 +22,14 @@ from .streaming.session import Session
 from .streaming.stream import StreamOptions
 
 
-def load_model(model: str | Path, device: str | torch.device = "cpu") -> "Recognizer":
-    """A `.nemo` path or hub id → Recognizer (fp32)."""
+def load_model(model: str | Path | None = None, device: str | torch.device = "cpu") -> "Recognizer":
+    """A `.nemo` path or hub id (default: the bundled demo model) → Recognizer (fp32)."""
+    if model is None:
+        from . import default_model
+
+        model = default_model()
+        if model is None:
+            raise FileNotFoundError("this copy of babelcast has no bundled model; pass a .nemo path or hub id")
     net, tok = load_checkpoint(model)
     return Recognizer(net.to(device), tok)
 
@@ -94,11 +101,14 @@ class Recognizer:
         return Engine(self.model, self.tokenizer, cfg or EngineConfig())
 
     # ---- offline --------------------------------------------------------------------------
-    def transcribe(self, audios: Sequence[np.ndarray], language: str | None = AUTO,
+    def transcribe(self, audios: Sequence, language: str | None = AUTO,
                    latency_ms: int | None = None, mode: str = "offline", decoder: str = "rnnt",
                    keep_lang_tags: bool = False, batch_size: int = 8,
-                   on_batch_done: Callable[[int], None] | None = None) -> list[Transcript]:
-        """Transcribe float32 16 kHz mono arrays; results in input order."""
+                   on_batch_done: Callable[[int], None] | None = None,
+                   sample_rate: int | None = None) -> list[Transcript]:
+        """Transcribe paths or arrays (mono [n] or [n, channels], any dtype soundfile gives, at
+        `sample_rate`, default 16000; ValueError naming a wrong shape or rate); results in input order."""
+        audios = [to_model_audio(a, sample_rate) for a in audios]
         if mode not in ("offline", "streaming"):
             raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
         if decoder not in ("rnnt", "ctc"):

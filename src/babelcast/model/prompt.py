@@ -43,4 +43,4 @@ def prompt_index(cfg: PromptConfig, language: str | None) -> int:
     lowered = {k.lower(): v for k, v in cfg.dictionary.items()}
     if lang.lower() in lowered:
         return lowered[lang.lower()]
-    raise ValueError(f"unknown language {language!r}; supported: {', '.join(sorted(cfg.dictionary))}")
+    raise ValueError(f"unknown language {language!r}; use {cfg.describe()}")

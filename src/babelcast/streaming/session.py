@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
+from ..audio.io import AudioPieces
 from ..checkpoint.tokenizer import Tokenizer
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
@@ -38,13 +39,15 @@ class Session:
         self.opts = opts
         self._engine = Engine(model, tokenizer, cfg)
         self._sid = self._engine.open(opts, interim=False, endpoint_ms=0)
+        self._pieces = AudioPieces()
         self._final: Transcript | None = None
 
-    def accept_audio(self, samples: np.ndarray | Tensor) -> Partial:
-        """Feed float samples (16 kHz mono, any count); runs every chunk that is now complete."""
+    def accept_audio(self, samples: np.ndarray | Tensor, sample_rate: int | None = None) -> Partial:
+        """Feed samples of any count: mono [n] or [n, channels], any dtype, at `sample_rate` (default
+        16000, one rate per stream); runs every chunk that is now complete."""
         if self._final is not None:
             raise RuntimeError("session is closed")
-        self._engine.feed(self._sid, samples)
+        self._engine.feed(self._sid, self._pieces.convert(samples, sample_rate))
         self._engine.drain()
         return self.partial()
 
@@ -52,6 +55,9 @@ class Session:
         """End of stream: the last partial chunk is zero-padded and decoded, never dropped."""
         if self._final is None:
             partial = self.partial()
+            tail = self._pieces.flush()  # the resampler's last samples
+            if len(tail):
+                self._engine.feed(self._sid, tail)
             self._engine.finish(self._sid, close=True)
             finals = [e.transcript for e in self._engine.drain() if e.kind == "final"]
             self._final = finals[-1] if finals else partial
