@@ -64,6 +64,7 @@ class EngineConfig:
 DEADLINE_SLACK_S = 0.3
 LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
+COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a long step must not miss)
 
 
 @torch.no_grad()
@@ -242,8 +243,8 @@ class Engine:
             return None, etas[0] if etas else float("inf")
         deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
         k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready))
-        step_s = self.costs.estimate(right, k, len(ready), self._chunk_s(right))
-        joined_s = self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
+        step_s = COST_MARGIN * self.costs.estimate(right, k, len(ready), self._chunk_s(right))
+        joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
         if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
             # a partner's chunk completes in time to share the step
             return None, max(now + 0.001, min(etas[0], deadline - step_s))
