@@ -1,6 +1,7 @@
 """Resolve a model argument: a local `.nemo` path, or a hub id such as `nvidia/nemotron-3.5-asr-streaming-0.6b`."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -31,15 +32,20 @@ def _from_hub(repo_id: str) -> Path:
     except ImportError as err:  # pragma: no cover - huggingface_hub is a dependency
         raise CheckpointError("resolving hub ids needs huggingface_hub: pip install huggingface_hub") from err
     filename = repo_id.split("/")[1] + ".nemo"
+    # Read at call time: huggingface_hub reads these once at import, which may have come before they were set.
+    cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True, cache_dir=cache_dir))
     except Exception:
         pass
     try:
+        if offline:
+            raise ConnectionError("HF_HUB_OFFLINE is set and the file is not in the hub cache")
         names = [n for n in list_repo_files(repo_id) if n.endswith(".nemo")]
         if not names:
             raise CheckpointError(f"hub repo {repo_id} has no .nemo file")
-        return Path(hf_hub_download(repo_id, names[0]))
+        return Path(hf_hub_download(repo_id, names[0], cache_dir=cache_dir))
     except CheckpointError:
         raise
     except Exception as err:
