@@ -35,6 +35,9 @@ class Tokenizer:
                 if len(seq) > 1:
                     self.tag_sequences[seq] = loc
         self.max_tag_len = max((len(s) for s in self.tag_sequences), default=1)
+        self._sequences_from: dict[int, list[tuple[tuple[int, ...], str]]] = {}  # first id -> (seq, locale), in order
+        for seq, loc in self.tag_sequences.items():
+            self._sequences_from.setdefault(seq[0], []).append((seq, loc))
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -53,7 +56,7 @@ class Tokenizer:
                 spans.append(TagSpan(i, 1, self.tag_of_id[ids[i]]))
                 i += 1
                 continue
-            for seq, loc in self.tag_sequences.items():
+            for seq, loc in self._sequences_from.get(ids[i], ()):  # only those that start with ids[i]
                 if tuple(ids[i:i + len(seq)]) == seq:
                     spans.append(TagSpan(i, len(seq), loc))
                     i += len(seq)
