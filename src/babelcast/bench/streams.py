@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import babelcast
-from babelcast.model.precision import runtime_model
+from babelcast.model.precision import resolve_precision, runtime_model
 from babelcast.streaming.engine import Engine, EngineConfig
 
 PIECE_MS = 40  # clients send audio in 40 ms packets, like a WebRTC/phone stream
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=int, default=80)
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--precision", default="int8", choices=["fp32", "bf16", "int8"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                    help="auto: the one-time probe's choice for this CPU (printed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--deadline-ms", type=float, default=None,
                     help="engine deadline: chunk audio complete -> its tokens (default: chunk + 300 ms)")
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure NeMo cache-aware streaming and buffered streaming, lockstep, same checkpoint")
     args = ap.parse_args(argv)
     rec = babelcast.load_model(args.model)
+    choice = resolve_precision(args.precision, rec.model.encoder.device)
+    print(f"precision {choice.precision} ({choice.reason})", file=sys.stderr)
+    args.precision = choice.precision
     if not args.search:
         r = run(rec, args.streams, args.latency, args.seconds, args.precision, deadline_ms=args.deadline_ms)
         print(json.dumps(asdict(r)) if args.json else _table([r]))
