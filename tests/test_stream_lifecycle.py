@@ -191,3 +191,4 @@ def test_step_costs_and_chunks_per_step(rec):
     engine.costs.record(3, 4, 1, 1.0)  # 4 chunks of 320 ms in one step would take longer than a chunk
     assert engine._chunks_per_step(3, 1, ready=4) == 3
     assert engine._chunks_per_step(3, 1, ready=2) == 2
+    assert engine._chunks_per_step(3, 1, ready=4, drain=True) == 4  # files and Sessions: no deadline

@@ -242,7 +242,7 @@ class Engine:
         if not ready:
             return None, etas[0] if etas else float("inf")
         deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
-        k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready))
+        k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready), drain)
         step_s = COST_MARGIN * self.costs.estimate(right, k, len(ready), self._chunk_s(right))
         joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
         if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
@@ -250,11 +250,12 @@ class Engine:
             return None, max(now + 0.001, min(etas[0], deadline - step_s))
         return _Batch(deadline, right, k, ready), now
 
-    def _chunks_per_step(self, right: int, batch: int, ready: int) -> int:
-        """Chunks per row: all that every row has, at most max_chunks_per_step, and (k > 1) only
-        while the step is estimated to fit in one chunk of audio (a long step stalls everyone)."""
+    def _chunks_per_step(self, right: int, batch: int, ready: int, drain: bool = False) -> int:
+        """Chunks per row: all that every row has, at most max_chunks_per_step, and (k > 1, live
+        streams) only while the step is estimated to fit in one chunk of audio (a long step stalls
+        everyone); draining (files, a Session) takes as many as allowed: one weight read for all."""
         k = max(1, min(self.cfg.max_chunks_per_step, ready))
-        while k > 1 and self.costs.estimate(right, k, batch, self._chunk_s(right)) > self._chunk_s(right):
+        while not drain and k > 1 and self.costs.estimate(right, k, batch, self._chunk_s(right)) > self._chunk_s(right):
             k -= 1
         return k
 
