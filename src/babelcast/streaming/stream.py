@@ -150,6 +150,8 @@ class Stream:
     # ---- intake (any thread, under the engine's lock) -----------------------------------------
     def feed(self, x: np.ndarray, now: float) -> bool:
         """Queue samples; True when they complete a chunk."""
+        if not len(x):
+            return False  # keeps the pace estimate (piece size) of the stream
         if self._flush is not None:
             self._held.append((x, now))
             self.held_samples += len(x)
