@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from ..streaming.memory import machine_ram_bytes, memory_plan
 from .config import ServerConfig
 from .errors import ApiError
 from .hub import EngineHub
@@ -110,7 +111,18 @@ async def info(request: Request) -> Response:
         "encodings": ["pcm_s16le", "f32le"],
         "limits": {"max_sessions": cfg.max_sessions, "max_session_s": cfg.max_session_s,
                    "idle_timeout_s": cfg.idle_timeout_s, "max_frame_bytes": cfg.max_frame_bytes,
-                   "max_upload_bytes": cfg.max_upload_bytes, "max_upload_s": cfg.max_upload_s}})
+                   "max_upload_bytes": cfg.max_upload_bytes, "max_upload_s": cfg.max_upload_s},
+        "precision": hub.engine.precision.precision, "memory": _memory(request.app.state)})
+
+
+def _memory(state) -> dict:
+    """Cache bytes per session, resident weight bytes (the loaded model and the engine's runtime
+    copy) and the sessions that fit in this machine's RAM; measured once (int8 weights are unpacked
+    to be counted)."""
+    if getattr(state, "memory", None) is None:
+        hub = state.hub
+        state.memory = memory_plan(hub.engine.model, hub.engine.left, machine_ram_bytes(), hub.rec.model).to_json()
+    return state.memory
 
 
 # ---- middleware ---------------------------------------------------------------------------------
