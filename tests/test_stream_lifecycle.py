@@ -192,3 +192,18 @@ def test_step_costs_and_chunks_per_step(rec):
     assert engine._chunks_per_step(3, 1, ready=4) == 3
     assert engine._chunks_per_step(3, 1, ready=2) == 2
     assert engine._chunks_per_step(3, 1, ready=4, drain=True) == 4  # files and Sessions: no deadline
+
+
+def test_a_stream_behind_catches_up_at_once(rec):
+    """A stream with an older chunk waiting gains nothing from waiting for partners: it steps now,
+    alone, with all its chunks (k = 2), while a partner's chunk is about to complete."""
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0))
+    opts = rec.stream_options("auto", 320)
+    a, b = (engine._streams[engine.open(opts)] for _ in range(2))
+    two = chunking.samples_for_mel(chunking.mel_for_chunks(2, opts.right, 8), 160, 512)
+    one = chunking.samples_for_mel(chunking.mel_for_chunks(1, opts.right, 8), 160, 512)
+    a.feed(synth_audio(two, seed=1).numpy(), now=10.0)
+    b.feed(synth_audio(one - 1280, seed=2).numpy()[:one - 1280 - 640], now=9.96)
+    b.feed(synth_audio(640, seed=3).numpy(), now=10.0)  # b's chunk is expected at 10.04 s
+    batches, _ = engine._plan(10.0, drain=False)
+    assert [(bt.streams, bt.k) for bt in batches] == [([a], 2)]

@@ -241,11 +241,14 @@ class Engine:
         etas = sorted(e for s in members if not s.chunk_times and (e := s.next_chunk_eta()) >= now - LATE_S)
         if not ready:
             return None, etas[0] if etas else float("inf")
+        behind = [s for s in ready if len(s.chunk_times) > 1]
+        if behind and not drain:
+            ready = behind  # waiting cannot help a stream with an older chunk: it catches up now, alone
         deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
         k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready), drain)
         step_s = COST_MARGIN * self.costs.estimate(right, k, len(ready), self._chunk_s(right))
         joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
-        if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
+        if not drain and not behind and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
             # a partner's chunk completes in time to share the step
             return None, max(now + 0.001, min(etas[0], deadline - step_s))
         return _Batch(deadline, right, k, ready), now
