@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                     help="auto: the one-time probe's choice for this CPU (printed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads of the engine (default: torch's, the core count); on a machine "
+                         "whose cores other work shares, 1 can be faster than 2")
     ap.add_argument("--deadline-ms", type=float, default=None,
                     help="engine deadline: chunk audio complete -> its tokens (default: chunk + 300 ms)")
     ap.add_argument("--search", action="store_true", help="find the most streams per latency")
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", action="store_true",
                     help="also measure NeMo cache-aware streaming and buffered streaming, lockstep, same checkpoint")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the engine runs in this thread (run() passes the count on)
     rec = babelcast.load_model(args.model)
     choice = resolve_precision(args.precision, rec.model.encoder.device)
     print(f"precision {choice.precision} ({choice.reason})", file=sys.stderr)
