@@ -47,6 +47,10 @@ def test_fused_qkv_is_the_same_encoder():
 @pytest.mark.parametrize("name", ["bf16", "int8"])
 def test_runtime_copy_leaves_the_original(name):
     net = tiny_model(seed=3).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     rt = runtime_model(net, name)
     assert rt is not net and hasattr(net.encoder.layers[0].self_attn, "linear_q")
     assert hasattr(rt.encoder.layers[0].self_attn, "linear_qkv")
+    after = net.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert rt.joint.out.weight is net.joint.out.weight  # fp32 parts are shared, not copied

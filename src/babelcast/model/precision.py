@@ -6,7 +6,9 @@ language part is too small a fraction of its output for bf16).
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import gc
 import warnings
 from dataclasses import dataclass
 
@@ -94,17 +96,32 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> Pre
 
 
 def runtime_model(model: AsrModel, precision: str) -> AsrModel:
-    """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32."""
+    """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32
+    (shared with `model`, not copied: they are read-only at inference)."""
     precision = resolve_precision(precision, model.encoder.device).precision
     if precision == "fp32":
         return model.eval()
-    rt = copy.deepcopy(model).eval()
+    shared = [t for name, t in _tensors(model) if not name.startswith("encoder.")]
+    if precision == "int8":  # the linears are replaced by packed int8 ones: never copy their fp32 weights
+        shared += [t for m in model.encoder.modules() if isinstance(m, torch.nn.Linear) for t in m.parameters()]
+    rt = copy.deepcopy(model, {id(t): t for t in shared}).eval()
     for layer in rt.encoder.layers:
         layer.self_attn.fuse_qkv()
     if precision == "bf16":
         rt.encoder.to(torch.bfloat16)
-        return rt
-    for layer in rt.encoder.layers:  # kernel-1 convs are matmuls: quantize them too
+    else:
+        _quantize_int8(rt.encoder)
+    release_freed_memory()
+    return rt
+
+
+def _tensors(model: torch.nn.Module):
+    return [*model.named_parameters(), *model.named_buffers()]
+
+
+def _quantize_int8(encoder: torch.nn.Module) -> None:
+    """Dynamic int8 for every linear of the encoder, kernel-1 convs included (they are matmuls), in place."""
+    for layer in encoder.layers:
         for name in ("pointwise_conv1", "pointwise_conv2"):
             conv = getattr(layer.conv, name)
             linear = torch.nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None)
@@ -114,5 +131,14 @@ def runtime_model(model: AsrModel, precision: str) -> AsrModel:
             setattr(layer.conv, name, linear)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao eager quantization is deprecated but still the CPU int8 path
-        rt.encoder = torch.ao.quantization.quantize_dynamic(rt.encoder, {torch.nn.Linear}, dtype=torch.qint8)
-    return rt
+        torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a copy's conversion back to the OS (glibc keeps large freed arenas: the int8
+    copy's fp32 leftovers held ~4.7 GB of RSS for the full-size model, bench/results/memory-*.md)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
