@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
@@ -26,9 +26,18 @@ from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from ..recognizer import Recognizer
-    from .live import LiveSession
 
 log = logging.getLogger("babelcast.server")
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a live session (server/live.py's LiveSession; the hub does not import it)."""
+
+    def on_events(self, events: list[Event]) -> None: ...
+
+    def fail(self, error: ApiError) -> None: ...
+
+    def drain(self) -> None: ...
 
 
 class EngineHub:
@@ -38,8 +47,8 @@ class EngineHub:
                                               endpoint_ms=cfg.endpoint_ms, max_lag_ms=cfg.max_lag_ms,
                                               threads=cfg.threads))
         metrics.bind_engine(self.engine)
-        self.sessions: dict[str, LiveSession] = {}  # engine session id -> session (loop thread only)
-        self.live: set[LiveSession] = set()  # every connected live session, opened or not
+        self.sessions: dict[str, Subscriber] = {}  # engine session id -> session (loop thread only)
+        self.live: set[Subscriber] = set()  # every connected live session, opened or not
         self.loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
         self.healthy = True
@@ -92,7 +101,7 @@ class EngineHub:
         return None
 
     # ---- sessions (loop) --------------------------------------------------------------------
-    def open(self, session: "LiveSession", opts, interim: bool, endpoint_ms: int | None) -> str:
+    def open(self, session: Subscriber, opts, interim: bool, endpoint_ms: int | None) -> str:
         if self.draining:
             raise ApiError("shutting_down", "the server is shutting down; reconnect to another instance")
         try:

@@ -14,7 +14,6 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
@@ -23,10 +22,8 @@ from ..audio.io import SAMPLE_RATE_HZ, AudioError, pcm_to_float
 from ..errors import UnsupportedLanguage, UnsupportedLatency
 from ..streaming.engine import Event
 from .errors import ApiError
+from .hub import EngineHub
 from .settings import StreamSettings
-
-if TYPE_CHECKING:
-    from .hub import EngineHub
 
 log = logging.getLogger("babelcast.server")
 F32_LIMIT = 8.0  # |sample| above this in f32le is not audio in [-1, 1]: most likely s16 sent as f32
@@ -63,7 +60,7 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
 
 
 class LiveSession:
-    def __init__(self, hub: "EngineHub", api: str, peer: str = ""):
+    def __init__(self, hub: EngineHub, api: str, peer: str = ""):
         self.hub, self.api, self.peer = hub, api, peer
         self.id = f"{api}-{next(_ids)}"
         self.queue: asyncio.Queue[Out] = asyncio.Queue()

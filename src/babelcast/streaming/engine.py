@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..decoding.greedy import Emissions, greedy_rnnt
+from ..decoding.result import Transcript
 from ..model.asr import AsrModel
 from ..model.encoder import EncoderState
 from ..model.precision import resolve_precision, runtime_model
@@ -161,7 +162,7 @@ class Engine:
         with self._lock:
             return self._get(sid).held_samples
 
-    def partial(self, sid: str):
+    def partial(self, sid: str) -> Transcript:
         """The current segment's transcript so far."""
         with self._lock:
             return self._get(sid).partial()
