@@ -172,11 +172,11 @@ def emission(net: AsrModel, frames: list[tuple[Tensor, Tensor]]) -> tuple[float,
 
 
 @torch.no_grad()
-def calibrate(net: AsrModel, frames_per_token: float = 3.5) -> tuple[float, int]:
+def calibrate(net: AsrModel, frames_per_token: float = 3.5, seconds: float = 32.0) -> tuple[float, int]:
     """Bisect the blank margin until greedy decoding emits one token per `frames_per_token` encoder
     frames on the engine's inputs; returns the rate reached and the most tokens on one frame."""
     memoryless_predictor(net)
-    frames = calibration_frames(net)
+    frames = calibration_frames(net, seconds)
     lo, hi = 0.0, 8.0
     for _ in range(16):
         set_joint(net, frames, (lo + hi) / 2)
