@@ -2,11 +2,12 @@
 
 The architecture is the released checkpoint's (spec §0: 24 layers, d_model 1024, 8 heads, 13,088
 outputs, 128 mels, the 3.5 prompt dictionary); NeMo 3.0.0 restores the file, so NeMo and babelcast are
-measured on the same weights. The joint is calibrated so that greedy decoding emits about one token
-every 3–4 encoder frames on speech-like audio, like a trained model (a random joint emits either
-nothing or max_symbols tokens on every frame, which would make decoding cost unrepresentative).
+measured on the same weights. The joint and prediction net are set so that greedy decoding emits about
+one token every 3–4 encoder frames, at most one per frame, on the engine's speech-like inputs at every
+latency, like a trained model (a random joint emits either nothing or max_symbols tokens on a frame,
+which would make decoding cost unrepresentative). `bench/check_emission.py` checks it through the engine.
 
-    python bench/make_checkpoint.py /tmp/nemotron35-random.nemo      # ~2.5 GB, ~1 minute
+    python bench/make_checkpoint.py /tmp/n35.nemo      # ~2.4 GiB, 3–5 minutes on 2 cores
 """
 from __future__ import annotations
 
