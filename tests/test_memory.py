@@ -38,7 +38,8 @@ def test_weights_bytes_count_each_tensor_once(rec):
     assert weights_bytes(rec.model, runtime_model(rec.model, "fp32")) == fp32  # the same model, not a copy
     int8 = runtime_model(rec.model, "int8")
     assert weights_bytes(int8) < fp32  # int8 linears: one byte per weight
-    assert weights_bytes(int8, rec.model) == weights_bytes(int8) + fp32
+    both = weights_bytes(int8, rec.model)  # the parts the copy shares with the original count once
+    assert fp32 < both <= weights_bytes(int8) + fp32 and both - fp32 <= weights_bytes(int8.encoder)
 
 
 def test_sessions_that_fit():
