@@ -99,3 +99,17 @@ def test_reduced_precision_runs(rec, precision):
     engine = rec.engine(EngineConfig(max_sessions=4, precision=precision))
     sids, finals, _ = run_engine(engine, rec, SETUPS[:3])
     assert all(finals[s] for s in sids)
+
+
+def test_long_segments_are_cut_without_changing_tokens(rec, monkeypatch):
+    """A segment that runs past max_segment_ms without an endpoint gets a "length" final at a word
+    start; the tokens of all finals together are still the stream's tokens."""
+    from babelcast.streaming import segment
+
+    monkeypatch.setattr(segment, "MIN_TAIL_TOKENS", 12)  # the tiny model's clips are short
+    engine = rec.engine(EngineConfig(max_sessions=8, precision="fp32", max_segment_ms=400))
+    sids, finals, events = run_engine(engine, rec, SETUPS, endpoint_ms=0)
+    assert any(e.reason == "length" for e in events if e.kind == "final")
+    for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
+        got = [tok for t in finals[sid] for tok in t.tokens]
+        assert got == alone(rec, lang, lat, synth_audio(n, seed=seed).numpy())

@@ -164,7 +164,8 @@ class Recognizer:
 
         opts = self.stream_options(language, latency_ms, keep_lang_tags)
         engine = Engine(self.model, self.tokenizer, EngineConfig(max_sessions=max(1, batch_size), precision="fp32",
-                                                                 endpoint_ms=0, max_lag_ms=float("inf")))
+                                                                 endpoint_ms=0, max_lag_ms=float("inf"),
+                                                                 max_segment_ms=0))  # one final per file
         n, out = max(1, batch_size), []
         for start in range(0, len(audios), n):
             sids = [engine.open(opts, interim=False) for _ in audios[start:start + n]]

@@ -60,6 +60,9 @@ class EngineConfig:
     # Time from a chunk's audio being complete to its tokens; None: the chunk's own length + 300 ms (the
     # target for finals). Longer lets staggered streams share steps; shorter gives earlier partials.
     deadline_ms: float | None = None
+    # A segment without an endpoint for this long gets a final at a word start ("length"), the rest of
+    # it going on: host memory stays bounded for a talker who never pauses (0: no limit).
+    max_segment_ms: float = 60_000.0
 
 
 DEADLINE_SLACK_S = 0.3
@@ -132,7 +135,8 @@ class Engine:
             self._streams[sid] = Stream(
                 sid, slot, opts, self.grid, self.model.features, self.tok, interim,
                 chunking.enc_frames_in(window, self.grid.factor, self.grid.mel_ms) if window else 10**9,
-                reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)))
+                reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
+                max_segment_frames=chunking.enc_frames_in(self.cfg.max_segment_ms, self.grid.factor, self.grid.mel_ms))
             self.metrics.opened += 1
             return sid
 

@@ -69,6 +69,18 @@ class SegmentTokens:
         """The segment's transcript, rendered in full."""
         return to_transcript(self.tok, self.ids, self.frames, self.probs, self.opts, **meta)
 
+    def cut_final(self, **meta) -> Transcript | None:
+        """The tokens before the cut as a final of their own, the rest staying as the segment (bounds a
+        segment that never reaches an endpoint); None when there is no cut yet."""
+        self._advance()
+        cut = self._cut
+        if not cut:
+            return None
+        t = to_transcript(self.tok, self.ids[:cut], self.frames[:cut], self.probs[:cut], self.opts, **meta)
+        self.ids, self.frames, self.probs = self.ids[cut:], self.frames[cut:], self.probs[cut:]
+        self._cut, self._head, self._partial = 0, _Head(), None
+        return t
+
     def partial(self, **meta) -> Transcript:
         """The transcript so far, less trailing tokens that may still become a language tag;
         equal to `to_transcript` of those tokens, in time independent of the segment's length."""

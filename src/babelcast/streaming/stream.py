@@ -54,7 +54,7 @@ class Event:
     text: str = ""
     transcript: Transcript | None = None
     time: float = 0.0  # time.monotonic() when emitted
-    reason: str = ""  # for finals: "endpoint" (model-detected) or "flush" (finish() was called)
+    reason: str = ""  # finals: "endpoint" (model-detected), "flush" (finish() was called), "length" (max segment)
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,12 @@ class Stream:
     """The lifecycle of one session's stream (host side)."""
 
     def __init__(self, sid: str, slot: int, opts: StreamOptions, grid: Grid, features: LogMel, tok,
-                 interim: bool, window_frames: int, reset_state: Callable[[], None]):
+                 interim: bool, window_frames: int, reset_state: Callable[[], None], max_segment_frames: int = 0):
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
         self.right, self.prompt_id = opts.right, opts.prompt_id
         self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
         self.interim, self.window_frames = interim, window_frames
+        self.max_segment_frames = max_segment_frames  # 0: a segment ends only at an endpoint or a flush
         self._features, self._reset_state = features, reset_state
         device = features.window.device
         self._mel = MelBuffer(grid.feat_in, device)
@@ -230,12 +231,22 @@ class Stream:
         if is_endpoint(self.tokens.tok, self.tokens.tail(), self.tokens.last_token_frame, self.enc_done,
                        self.window_frames):
             return [self._final(now, "endpoint"), Event(self.id, "endpoint", self.segment - 1, time=now)]
+        if self._too_long():
+            t = self.tokens.cut_final(**self._meta())
+            if t is not None:
+                self.segment += 1
+                return [Event(self.id, "final", self.segment - 1, t.text, t, now, "length")]
         if self.interim:
             t = self.partial()
             if t.text != self._last_partial:
                 self._last_partial = t.text
                 return [Event(self.id, "partial", self.segment, t.text, t, now)]
         return []
+
+    def _too_long(self) -> bool:
+        """The segment has run max_segment_frames without an endpoint (a talker who never pauses)."""
+        frames = self.tokens.frames
+        return bool(self.max_segment_frames and frames and self.enc_done - frames[0] > self.max_segment_frames)
 
     def partial(self) -> Transcript:
         """The segment's text so far (a possibly unfinished language tag held back)."""
