@@ -1,12 +1,14 @@
 """Soak: do long streams stay flat? Compute per 10 s of audio and the process's RSS over a long stream.
 
-Compute is the process's CPU time (other processes on a shared machine disturb it far less than wall
-time, which is printed beside it). Each session streams `--minutes` of speech (the given files, or samples/*.wav, looped without pauses)
+Each session streams `--minutes` of speech (the given files, or samples/*.wav, looped without pauses)
 fast-forward in 40 ms pieces, stepping as soon as a chunk is whole: through the Python API (`Session`,
 one never-ending utterance: the worst case for its token lists) or through one `Engine` with several
-sessions (endpointing on, as served). Every `--report-s` seconds of audio it prints the median compute
-per 10 s of audio over that stretch and the RSS, then a verdict: flat when the last quarter's compute and
-RSS are within `--tolerance` of the first quarter's (the first stretch is warm-up and not counted).
+sessions (endpointing on, as served; unbroken speech gets a final every max_segment_ms). Compute is
+the process's CPU time (other processes on a shared machine disturb it far less than wall time, which
+is printed beside it). Every `--report-s` seconds of audio it prints the median compute per 10 s of
+audio over that stretch and the RSS, then a verdict: flat when the median CPU time of the last
+quarter's 10 s blocks and their RSS are within `--tolerance` of the first quarter's (the first
+stretch is warm-up and not counted).
 
     python -m babelcast.bench.soak --minutes 30 --latency 80 --api session
     python -m babelcast.bench.soak --minutes 5 --api engine --sessions 4 --json
@@ -97,33 +99,36 @@ class EngineFeeder:
 
 
 def soak(feeder, n_sessions: int, minutes: float, report_s: float, audio: Iterator[np.ndarray],
-         log=print) -> list[Report]:
-    """Stream `minutes` per session; a Report every report_s seconds of audio."""
+         log=print) -> tuple[list[Report], list[tuple[float, float]]]:
+    """Stream `minutes` per session; a Report every report_s seconds of audio, and every 10 s
+    block's (CPU seconds, RSS MB)."""
     pieces_per_block = int(BLOCK_S * 1000 / PIECE_MS)
     blocks_per_report = max(1, int(report_s / BLOCK_S))
-    reports, cpu_s, wall_s = [], [], []
+    reports, blocks, wall_s = [], [], []
     for block in range(int(minutes * 60 / BLOCK_S)):
         c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(pieces_per_block):
             feeder.feed([next(audio) for _ in range(n_sessions)])
-        cpu_s.append(time.process_time() - c0)
+        blocks.append((time.process_time() - c0, rss_mb()))
         wall_s.append(time.perf_counter() - t0)
         if (block + 1) % blocks_per_report == 0:
+            cpu_s = [c for c, _ in blocks[-blocks_per_report:]]
             r = Report(round((block + 1) * BLOCK_S, 1), round(statistics.median(cpu_s), 4),
-                       round(statistics.median(wall_s), 4), round(rss_mb(), 1), feeder.tokens())
+                       round(statistics.median(wall_s), 4), round(blocks[-1][1], 1), feeder.tokens())
             reports.append(r)
-            cpu_s, wall_s = [], []
+            wall_s = []
             log(json.dumps(asdict(r)))
-    return reports
+    return reports, blocks
 
 
-def verdict(reports: list[Report], tolerance: float) -> dict:
-    """First quarter against last quarter (after the first, warm-up report): CPU time and RSS ratios."""
-    body = reports[1:] if len(reports) > 2 else reports
+def verdict(blocks: list[tuple[float, float]], tolerance: float, warmup_blocks: int) -> dict:
+    """The last quarter of the 10 s blocks against the first quarter (after the warm-up): the ratio
+    of their median CPU time per block and of their median RSS."""
+    body = blocks[warmup_blocks:] if len(blocks) > warmup_blocks + 4 else blocks
     q = max(1, len(body) // 4)
     first, last = body[:q], body[-q:]
-    compute = statistics.median(r.cpu_per_10s for r in last) / statistics.median(r.cpu_per_10s for r in first)
-    rss = statistics.median(r.rss_mb for r in last) / statistics.median(r.rss_mb for r in first)
+    compute = statistics.median(c for c, _ in last) / statistics.median(c for c, _ in first)
+    rss = statistics.median(m for _, m in last) / statistics.median(m for _, m in first)
     return {"compute_ratio": round(compute, 3), "rss_ratio": round(rss, 3),
             "flat": abs(compute - 1) <= tolerance and abs(rss - 1) <= tolerance}
 
@@ -150,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     feeder = (SessionFeeder(rec, args.sessions, args.language, args.latency) if args.api == "session" else
               EngineFeeder(rec, args.sessions, args.language, args.latency, args.precision))
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print  # noqa: E731
-    reports = soak(feeder, args.sessions, args.minutes, args.report_s, speech(paths), log)
+    reports, blocks = soak(feeder, args.sessions, args.minutes, args.report_s, speech(paths), log)
     result = {"api": args.api, "sessions": args.sessions, "latency_ms": args.latency, "minutes": args.minutes,
-              **verdict(reports, args.tolerance)}
+              **verdict(blocks, args.tolerance, warmup_blocks=max(1, int(args.report_s / BLOCK_S)))}
     if args.json:
         print(json.dumps({**result, "reports": [asdict(r) for r in reports]}))
     else:
