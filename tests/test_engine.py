@@ -108,7 +108,7 @@ def test_long_segments_are_cut_without_changing_tokens(rec, monkeypatch):
 
     monkeypatch.setattr(segment, "MIN_TAIL_TOKENS", 12)  # the tiny model's clips are short
     engine = rec.engine(EngineConfig(max_sessions=8, precision="fp32", max_segment_ms=400))
-    sids, finals, events = run_engine(engine, rec, SETUPS, endpoint_ms=0)
+    sids, finals, events = run_engine(engine, rec, SETUPS, endpoint_ms=10**6)  # endpointing on, never firing
     assert any(e.reason == "length" for e in events if e.kind == "final")
     for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
         got = [tok for t in finals[sid] for tok in t.tokens]

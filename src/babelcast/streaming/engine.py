@@ -60,8 +60,9 @@ class EngineConfig:
     # Time from a chunk's audio being complete to its tokens; None: the chunk's own length + 300 ms (the
     # target for finals). Longer lets staggered streams share steps; shorter gives earlier partials.
     deadline_ms: float | None = None
-    # A segment without an endpoint for this long gets a final at a word start ("length"), the rest of
-    # it going on: host memory stays bounded for a talker who never pauses (0: no limit).
+    # With endpointing on, a segment without an endpoint for this long gets a final at a word start
+    # ("length"), the rest of it going on: host memory stays bounded for a talker who never pauses
+    # (0: no limit; a session without endpointing ends its segments itself, with finish()).
     max_segment_ms: float = 60_000.0
 
 
@@ -136,9 +137,15 @@ class Engine:
                 sid, slot, opts, self.grid, self.model.features, self.tok, interim,
                 chunking.enc_frames_in(window, self.grid.factor, self.grid.mel_ms) if window else 10**9,
                 reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
-                max_segment_frames=chunking.enc_frames_in(self.cfg.max_segment_ms, self.grid.factor, self.grid.mel_ms))
+                max_segment_frames=self._max_segment_frames(window))
             self.metrics.opened += 1
             return sid
+
+    def _max_segment_frames(self, endpoint_ms: int) -> int:
+        """A session with endpointing gets length finals too; one without ends segments itself."""
+        if not endpoint_ms or not self.cfg.max_segment_ms:
+            return 0
+        return chunking.enc_frames_in(self.cfg.max_segment_ms, self.grid.factor, self.grid.mel_ms)
 
     def feed(self, sid: str, samples: np.ndarray | Tensor) -> None:
         """Queue 16 kHz float samples (features and model run on the engine thread)."""
