@@ -82,9 +82,9 @@ def child_precision(model: str, precision: str) -> None:
     rec = babelcast.load_model(model)
     stage("load_model", weights=weights_bytes(rec.model))
     engine = rec.engine(EngineConfig(precision=precision, endpoint_ms=0, max_lag_ms=float("inf")))
+    stage("engine")
     plan = memory_plan(engine.model, engine.left, 0, rec.model)
-    stage("engine", runtime_weights=weights_bytes(engine.model), plan=plan.to_json(),
-          pool=sum(t.nbytes for s in (engine.pool.encoder, engine.pool.predictor) for t in vars(s).values()))
+    stage("memory_plan counted", runtime_weights=weights_bytes(engine.model), plan=plan.to_json())
     for clip in utterances(8.0, seed=1)[:2]:
         sid = engine.open(rec.stream_options("auto", 1120))
         engine.feed(sid, clip)
@@ -118,7 +118,7 @@ def plan_table(runs: dict[str, list[dict]], budgets_gib: list[float]) -> list[st
             + " | ".join(f"sessions in {b:g} GiB" for b in budgets_gib) + " |")
     lines = [head, "|" + "---|" * (4 + len(budgets_gib))]
     for precision, stages in runs.items():
-        eng = next(s for s in stages if s["stage"] == "engine")
+        eng = next(s for s in stages if "plan" in s)
         p = eng["plan"]
         fits = [sessions_that_fit(int(b * GIB), p["weights_bytes"], p["cache_bytes_per_session"]) for b in budgets_gib]
         lines.append(f"| {precision} | {p['cache_bytes_per_session'] / 1024:.0f} = {p['encoder_cache_bytes'] / 1024:.0f}"

@@ -46,30 +46,28 @@ def predictor_cache_bytes(model: AsrModel) -> int:
     return state_bytes(model.decoder.init_state(1, "cpu", torch.float32))
 
 
-def module_tensors(module: nn.Module) -> list[Tensor]:
-    """Parameters, buffers and int8 packed weights (held outside parameters by dynamic quantization)."""
-    out = list(module.parameters()) + list(module.buffers())
-    for m in module.modules():
-        packed = getattr(m, "_packed_params", None)
-        if packed is not None and hasattr(packed, "_weight_bias"):
-            out += [t for t in packed._weight_bias() if t is not None]
-    return out
-
-
 def tensor_bytes(t: Tensor) -> int:
     """Storage bytes of a tensor; a quantized tensor's element size is its integer type's."""
     return t.numel() * t.element_size()
 
 
+def packed_bytes(module: nn.Module) -> dict[int, int]:
+    """Bytes of the int8 weights dynamic quantization packs outside the parameters, by module id;
+    unpacked one module at a time (a transient copy of one layer, not of the whole model)."""
+    return {id(m): sum(tensor_bytes(t) for t in m._packed_params._weight_bias() if t is not None)
+            for m in module.modules() if hasattr(getattr(m, "_packed_params", None), "_weight_bias")}
+
+
 def weights_bytes(*models: nn.Module) -> int:
-    """Bytes of every distinct tensor of these models (a shared tensor, e.g. the fp32 runtime that
-    is the loaded model itself, counts once)."""
-    seen: dict[tuple, int] = {}
+    """Bytes of every distinct parameter, buffer and packed weight of these models (a tensor shared
+    by two models, e.g. the fp32 parts a runtime copy shares with the loaded model, counts once)."""
+    plain: dict[tuple, int] = {}
+    packed: dict[int, int] = {}
     for model in models:
-        for t in module_tensors(model):
-            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel()) if not t.is_quantized else (id(t),)
-            seen[key] = tensor_bytes(t)
-    return sum(seen.values())
+        for t in [*model.parameters(), *model.buffers()]:
+            plain[(t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())] = tensor_bytes(t)
+        packed.update(packed_bytes(model))
+    return sum(plain.values()) + sum(packed.values())
 
 
 def machine_ram_bytes() -> int:
