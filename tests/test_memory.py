@@ -55,16 +55,20 @@ def test_memory_plan(rec):
     assert plan.max_sessions == (10**9 - plan.weights_bytes) // plan.cache_bytes_per_session
 
 
-def test_info_reports_memory(rec):
-    server = start_server(rec)
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_info_reports_memory(rec, precision):
+    server = start_server(rec, precision=precision)
     try:
         body = httpx.get(f"{server.http_url}/v1/info").json()
+        runtime = server.hub.engine.model
     finally:
         server.__exit__(None, None, None)
     mem = body["memory"]
     left = rec.model.cfg.encoder.left_context_frames
-    assert mem["cache_bytes_per_session"] == encoder_cache_bytes(rec.model, left) + predictor_cache_bytes(rec.model)
-    assert mem["weights_bytes"] == weights_bytes(rec.model)  # fp32: the engine runs the loaded model
+    assert mem["cache_bytes_per_session"] == encoder_cache_bytes(runtime, left) + predictor_cache_bytes(runtime)
+    assert mem["weights_bytes"] == weights_bytes(runtime, rec.model)  # the loaded model and the engine's copy
+    if precision == "fp32":  # the engine runs the loaded model itself
+        assert mem["weights_bytes"] == weights_bytes(rec.model)
     assert mem["max_sessions"] == sessions_that_fit(mem["ram_bytes"], mem["weights_bytes"],
                                                     mem["cache_bytes_per_session"])
-    assert mem["ram_bytes"] > 0 and body["precision"] == "fp32"
+    assert mem["ram_bytes"] > 0 and body["precision"] == precision
