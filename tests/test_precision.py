@@ -54,3 +54,18 @@ def test_runtime_copy_leaves_the_original(name):
     after = net.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
     assert rt.joint.out.weight is net.joint.out.weight  # fp32 parts are shared, not copied
+
+
+def test_predictor_step_is_the_lstm():
+    """Predictor.step (the LSTM cell equations) gives nn.LSTM's numbers for one step."""
+    net = tiny_model(seed=2).eval()
+    p = net.decoder
+    torch.manual_seed(0)
+    st = p.init_state(5)
+    st = type(st)(torch.randn_like(st.out), torch.randn_like(st.h), torch.randn_like(st.c))
+    labels = torch.randint(0, p.cfg.vocab_size, (5,))
+    with torch.no_grad():
+        new = p.step(labels, st)
+        out, (h, c) = p.prediction["dec_rnn"].lstm(p.prediction["embed"](labels)[:, None], (st.h, st.c))
+    torch.testing.assert_close(new.out, out[:, 0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close((new.h, new.c), (h, c), rtol=1e-6, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TransducerConfig
@@ -50,10 +51,24 @@ class Predictor(nn.Module):
         return self.step(blank, PredictorState(z[0], z, z))
 
     def step(self, labels: Tensor, state: PredictorState) -> PredictorState:
-        """Advance every row by one label: labels [B] → new state."""
-        x = self.prediction["embed"](labels)[:, None]  # [B, 1, H]
-        out, (h, c) = self.prediction["dec_rnn"].lstm(x.to(state.h.dtype), (state.h, state.c))
-        return PredictorState(out[:, 0], h, c)
+        """Advance every row by one label: labels [B] → new state.
+
+        One time step of the LSTM written as its cell equations: the same numbers as nn.LSTM, without
+        its per-call sequence setup, which dominates at one step of a few rows (decoding calls this
+        once per emitted symbol).
+        """
+        lstm = self.prediction["dec_rnn"].lstm
+        x = self.prediction["embed"](labels).to(state.h.dtype)  # [B, H]
+        hs, cs = [], []
+        for layer in range(lstm.num_layers):
+            gates = F.linear(x, getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"bias_ih_l{layer}")) \
+                + F.linear(state.h[layer], getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_hh_l{layer}"))
+            i, f, g, o = gates.chunk(4, dim=-1)  # PyTorch's gate order
+            c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(x)
+            cs.append(c)
+        return PredictorState(x, torch.stack(hs), torch.stack(cs))
 
     def forward(self, targets: Tensor) -> Tensor:
         """Training: targets [B, U] → [B, U+1, H] with a zero start-of-sequence input (spec §5.1)."""
