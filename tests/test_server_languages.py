@@ -50,3 +50,24 @@ def test_retry_after_is_the_time_the_queue_ahead_needs():
     assert clock.retry_after_s(4) == 40
     clock.record(20.0)  # the average follows the newest runs
     assert clock.retry_after_s(1) == 13 and clock.retry_after_s(0) == 1
+
+
+def test_a_live_session_in_an_untrained_locale_is_warned_in_ready(server):
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async def ready(language: str) -> dict:
+        async with connect(f"{server.ws_url}/v1/listen?language={language}") as ws:
+            return json.loads(await ws.recv())
+
+    untrained, trained = asyncio.run(ready("es")), asyncio.run(ready("de-DE"))
+    assert untrained["type"] == "ready" and untrained["warning"].startswith("this model was not trained on es-US")
+    assert trained["type"] == "ready" and "warning" not in trained
+
+
+def test_info_lists_locales_trained_first(server):
+    info = httpx.get(f"{server.http_url}/v1/info", timeout=30).json()
+    assert info["trained_locales"] == ["de-DE", "en-US"] and info["locales"][:2] == ["de-DE", "en-US"]
+    assert info["aliases"]["de"] == "de-DE"

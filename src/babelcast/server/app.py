@@ -112,7 +112,17 @@ async def info(request: Request) -> Response:
         "limits": {"max_sessions": cfg.max_sessions, "max_session_s": cfg.max_session_s,
                    "idle_timeout_s": cfg.idle_timeout_s, "max_frame_bytes": cfg.max_frame_bytes,
                    "max_upload_bytes": cfg.max_upload_bytes, "max_upload_s": cfg.max_upload_s},
-        "precision": hub.engine.precision.precision, "memory": _memory(request.app.state)})
+        "precision": hub.engine.precision.precision, "memory": _memory(request.app.state),
+        **_locales(rec.cfg.prompt)})
+
+
+def _locales(prompt) -> dict:
+    """Canonical locales (trained first), the trained ones, and short aliases apart (the caption page
+    lists trained locales first)."""
+    if prompt is None:
+        return {"locales": [], "trained_locales": [], "aliases": {}}
+    return {"locales": list(prompt.locales), "trained_locales": list(prompt.trained_locales or ()),
+            "aliases": dict(prompt.aliases)}
 
 
 def _memory(state) -> dict:

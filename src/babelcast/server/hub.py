@@ -53,6 +53,7 @@ class EngineHub:
         self.draining = False
         self.healthy = True
         self.pending_transcriptions = 0
+        self.warned_locales: set[str] = set()  # untrained locales already logged (every API)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._offline: ThreadPoolExecutor | None = None
@@ -99,6 +100,17 @@ class EngineHub:
         if lag > self.cfg.max_lag_ms:
             return f"engine is {lag:.0f} ms behind real time"
         return None
+
+    def untrained_warning(self, language: str | None) -> str | None:
+        """A warning for a locale the model was not trained on (logged once per locale); None for a
+        trained one, auto, or a model that does not say what it was trained on."""
+        prompt = self.rec.cfg.prompt
+        message = prompt.untrained_note(language) if prompt and language else None
+        locale = prompt.canonical(language) if message else None
+        if message and locale not in self.warned_locales:
+            self.warned_locales.add(locale)
+            log.warning(message, extra={"event": "untrained_language", "language": locale})
+        return message
 
     # ---- sessions (loop) --------------------------------------------------------------------
     def open(self, session: Subscriber, opts, interim: bool, endpoint_ms: int | None) -> str:

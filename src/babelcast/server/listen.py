@@ -81,10 +81,13 @@ def _ready_json(session: LiveSession) -> dict:
     settings = s.to_dict()
     settings["latency_ms"] = session.latency_ms
     settings["endpoint_ms"] = s.endpoint_ms if s.endpoint_ms is not None else cfg.endpoint_ms
-    return {"type": "ready", "session_id": session.id, "model": cfg.model_name, "settings": settings,
-            "trained_latency": session.trained_latency,
-            "limits": {"max_session_s": cfg.max_session_s, "idle_timeout_s": cfg.idle_timeout_s,
-                       "max_frame_bytes": cfg.max_frame_bytes}}
+    ready = {"type": "ready", "session_id": session.id, "model": cfg.model_name, "settings": settings,
+             "trained_latency": session.trained_latency,
+             "limits": {"max_session_s": cfg.max_session_s, "idle_timeout_s": cfg.idle_timeout_s,
+                        "max_frame_bytes": cfg.max_frame_bytes}}
+    if session.warning:
+        ready["warning"] = session.warning  # e.g. a locale the model was not trained on
+    return ready
 
 
 def event_json(out: Out) -> dict:

@@ -63,6 +63,7 @@ class LiveSession:
     def __init__(self, hub: EngineHub, api: str, peer: str = ""):
         self.hub, self.api, self.peer = hub, api, peer
         self.id = f"{api}-{next(_ids)}"
+        self.warning: str | None = None  # set when the session asks for a locale the model was not trained on
         self.queue: asyncio.Queue[Out] = asyncio.Queue()
         self.settings: StreamSettings | None = None
         self.sid: str | None = None  # engine session id
@@ -98,6 +99,7 @@ class LiveSession:
                            soxr.ResampleStream(settings.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32"))
         self.latency_ms = opts.latency_ms
         self.trained_latency = opts.trained
+        self.warning = self.hub.untrained_warning(settings.language)
         if not self._counted:
             self._counted = True
             self.hub.metrics.sessions_active.labels(self.api).inc()

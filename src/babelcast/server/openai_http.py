@@ -36,7 +36,6 @@ class QueueClock:
 
     def __init__(self):
         self.mean_s: float | None = None
-        self.warned_locales: set[str] = set()  # untrained locales already logged
 
     def record(self, run_s: float) -> None:
         """One transcription took run_s seconds on the worker."""
@@ -114,21 +113,10 @@ async def transcriptions_endpoint(request: Request) -> Response:
     log.info("transcribed", extra={"event": "transcription", "audio_s": round(t.duration_s, 2),
                                    "seconds": round(time.perf_counter() - t0, 3), "format": fmt})
     response = render(t, fmt, hub.cfg.model_name)
-    warning = untrained_warning(hub.rec, language, queue_clock(request.app).warned_locales)
+    warning = hub.untrained_warning(language)
     if warning:
         response.headers[UNTRAINED_HEADER] = warning
     return response
-
-
-def untrained_warning(rec, language: str, warned: set[str]) -> str | None:
-    """A warning for a locale the model was not trained on (logged once per locale); None for a trained one."""
-    prompt = rec.cfg.prompt
-    message = prompt.untrained_note(language) if prompt else None
-    locale = prompt.canonical(language) if message else None
-    if message and locale not in warned:
-        warned.add(locale)
-        log.warning(message, extra={"event": "untrained_language", "language": locale})
-    return message
 
 
 async def _form(request: Request):
