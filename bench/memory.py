@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from step import machine
+from babelcast.bench.streams import machine
 
 GIB = 2**30
 

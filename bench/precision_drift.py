@@ -31,7 +31,7 @@ from babelcast.eval.metrics import error_rate
 from babelcast.manifest import ManifestEntry, load_entry_audio, read_manifest
 from babelcast.model.precision import runtime_model
 from babelcast.streaming.engine import EngineConfig
-from step import machine
+from babelcast.bench.streams import machine
 
 
 def edits(a: list[int], b: list[int]) -> int:

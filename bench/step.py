@@ -11,23 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-
 import torch
 
 import babelcast
 from babelcast import chunking
 from babelcast.bench import baselines, roofline
-from babelcast.model.precision import cpu_flags, cpu_model, resolve_precision
-
-FLAGS_SHOWN = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def machine() -> dict:
-    """CPU model, the flags that pick fast paths, threads and date: printed with every result."""
-    return {"cpu": cpu_model(), "flags": sorted(cpu_flags() & set(FLAGS_SHOWN)),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+from babelcast.bench.streams import machine
+from babelcast.model.precision import resolve_precision
 
 
 def measure(rec, latency_ms: int, batch: int, precision: str) -> dict:

@@ -189,10 +189,25 @@ def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1,
     return good, results
 
 
+FLAGS_SHOWN = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "torch_threads": __import__("torch").get_num_threads()}
+    """CPU model, the flags that pick the fast paths, cores, threads and date: printed with every result."""
+    from babelcast.model.precision import cpu_flags, cpu_model
+
+    return {"cpu": cpu_model(), "flags": sorted(cpu_flags() & set(FLAGS_SHOWN)), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch_threads": torch.get_num_threads()}
+
+
+def memory(rec, precision: str) -> dict:
+    """Cache bytes per session at this precision and the sessions that fit in this machine's RAM."""
+    from babelcast.bench.baselines import _runtime
+    from babelcast.streaming.memory import machine_ram_bytes, memory_plan
+
+    runtime = _runtime(rec, precision)
+    return memory_plan(runtime, rec.cfg.encoder.left_context_frames, machine_ram_bytes(), rec.model).to_json()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asdict(r)) if args.json else _table([r]))
         return 0 if r.realtime else 1
     summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision,
-               "deadline_ms": args.deadline_ms, "runs": [],
-               "max_streams": {}}
+               "precision_reason": choice.reason, "deadline_ms": args.deadline_ms, "runs": [],
+               "max_streams": {}, "memory": memory(rec, args.precision)}
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log(json.dumps({k: summary[k] for k in ("machine", "precision", "precision_reason", "memory")}))
     for lat in [int(x) for x in args.latencies.split(",")]:
         best, runs = search(rec, lat, args.seconds, args.precision, log=log, deadline_ms=args.deadline_ms)
         summary["max_streams"][lat] = best
