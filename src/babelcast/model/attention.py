@@ -85,27 +85,28 @@ class RelPositionAttention(nn.Module):
         return proj.permute(1, 2, 0).contiguous()
 
     def forward(self, x: Tensor, kv: Tensor | None, pos_proj: Tensor, mask: Tensor) -> Tensor:
-        """x [B, Tq, D] layer-normed queries (also this chunk's keys and values); kv [2, B, C+Tq, D]
-        with the projected keys and values of the C earlier frames in [:, :, :C] (None: no cache);
+        """x [B, Tq, D] layer-normed queries (also this chunk's keys and values); kv [2, B, H, C+Tq, dh]
+        with the projected keys and values of the C earlier frames in [..., :C, :] (None: no cache);
         pos_proj [H, dh, 2Tk-1] from project_positions; mask [B, Tq, Tk] True where forbidden,
-        Tk = C + Tq → out [B, Tq, D]. This chunk's keys and values are written into kv[:, :, C:].
+        Tk = C + Tq → out [B, Tq, D]. This chunk's keys and values are written into kv[..., C:, :].
 
         The cache holds K and V already projected: each frame is projected once, when it arrives,
-        instead of once per step for all `left` cached frames (the same numbers, spec §3.6).
+        instead of once per step for all `left` cached frames (the same numbers, spec §3.6). It is
+        head-major, so the score and value matmuls read it in place.
         """
         b, tq, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k_new, v_new = self.project_qkv(x)
         q = q.reshape(b, tq, h, dh)
+        k_new = k_new.reshape(b, tq, h, dh).transpose(1, 2)  # [B, H, Tq, dh]
+        v_new = v_new.reshape(b, tq, h, dh).transpose(1, 2)
         if kv is None:
-            k_all, v_all = k_new, v_new
+            k, v = k_new, v_new
         else:
-            kv[0, :, kv.shape[2] - tq:] = k_new
-            kv[1, :, kv.shape[2] - tq:] = v_new
-            k_all, v_all = kv[0], kv[1]
-        tk = k_all.shape[1]
-        k = k_all.reshape(b, tk, h, dh).transpose(1, 2)  # [B, H, Tk, dh]
-        v = v_all.reshape(b, tk, h, dh).transpose(1, 2)
+            kv[0, :, :, kv.shape[3] - tq:] = k_new
+            kv[1, :, :, kv.shape[3] - tq:] = v_new
+            k, v = kv[0], kv[1]  # [B, H, Tk, dh]
+        tk = k.shape[2]
         p = pos_proj.to(q.dtype)
         q_u = (q + self.pos_bias_u.to(q.dtype)).transpose(1, 2)  # [B, H, Tq, dh]
         q_v = (q + self.pos_bias_v.to(q.dtype)).transpose(1, 2)

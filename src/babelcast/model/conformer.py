@@ -69,7 +69,7 @@ class ConformerLayer(nn.Module):
 
     def forward(self, x: Tensor, pos_proj: Tensor, mask: Tensor, pad: Tensor, kv: Tensor | None,
                 conv_cache: Tensor) -> tuple[Tensor, Tensor]:
-        """x [B, T, D]; pos_proj from self_attn.project_positions; kv [2, B, C+T, D] projected keys
+        """x [B, T, D]; pos_proj from self_attn.project_positions; kv [2, B, H, C+T, dh] projected keys
         and values, earlier frames first, this chunk's written in by the attention (None: no cache);
         conv_cache [B, D, K-1] → (x, new conv cache)."""
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))

@@ -25,8 +25,8 @@ class EncoderState:
     """Streaming state of B streams; every tensor has the stream axis documented."""
 
     mel_history: Tensor  # [B, H, F] last H = factor+1 mel frames fed (zeros before the stream starts)
-    k_cache: Tensor  # [L, B, left, D] projected attention keys of the last `left` frames
-    v_cache: Tensor  # [L, B, left, D] projected attention values of the same frames
+    k_cache: Tensor  # [L, B, H, left, dh] projected attention keys of the last `left` frames, head-major
+    v_cache: Tensor  # [L, B, H, left, dh] projected attention values of the same frames
     att_cache_len: Tensor  # [B] int64 valid entries at the end of k_cache / v_cache (≤ left)
     conv_cache: Tensor  # [L, B, D, K-1] GLU outputs of the last K-1 frames (depthwise conv history)
     mel_pos: Tensor  # [B] int64 absolute mel index of mel_history[:, 0]
@@ -39,7 +39,7 @@ class EncoderState:
     @property
     def left(self) -> int:
         """Left attention context the state was made for (cache frames)."""
-        return self.k_cache.shape[2]
+        return self.k_cache.shape[3]
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ class Encoder(nn.Module):
         cfg, f = self.cfg, self.cfg.subsampling_factor
         return EncoderState(
             mel_history=torch.zeros(batch, chunking.history_mel(f), cfg.feat_in, device=device),
-            k_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
-            v_cache=torch.zeros(cfg.n_layers, batch, left, cfg.d_model, device=device, dtype=dtype),
+            k_cache=torch.zeros(cfg.n_layers, batch, cfg.n_heads, left, cfg.d_head, device=device, dtype=dtype),
+            v_cache=torch.zeros(cfg.n_layers, batch, cfg.n_heads, left, cfg.d_head, device=device, dtype=dtype),
             att_cache_len=torch.zeros(batch, dtype=torch.long, device=device),
             conv_cache=torch.zeros(cfg.n_layers, batch, cfg.d_model, cfg.conv_kernel - 1, device=device, dtype=dtype),
             mel_pos=torch.full((batch,), chunking.first_mel_pos(f), dtype=torch.long, device=device),
@@ -137,15 +137,15 @@ class Encoder(nn.Module):
         pad = torch.arange(n_out, device=x.device)[None] >= valid[:, None]
         x = self._scale(x)
         pos_proj = pos_proj if pos_proj is not None else self.positions(left + n_out, x.device)
-        kv = self._kv_buffer(state, n_out)  # [L, 2, B, left + n_out, D]
+        kv = self._kv_buffer(state, n_out)  # [L, 2, B, H, left + n_out, dh]
         conv_cache = []
         for i, layer in enumerate(self.layers):
             x, conv = layer(x, pos_proj[i], mask, pad, kv[i], state.conv_cache[i])
             conv_cache.append(conv)
         new_state = EncoderState(
             mel_history=mel_in[:, -chunking.history_mel(f):],
-            k_cache=kv[:, 0, :, n_out:],  # the newest `left` frames, a view: no copy (spec §3.6)
-            v_cache=kv[:, 1, :, n_out:],
+            k_cache=kv[:, 0, :, :, n_out:],  # the newest `left` frames, a view: no copy (spec §3.6)
+            v_cache=kv[:, 1, :, :, n_out:],
             att_cache_len=(state.att_cache_len + valid).clamp(max=left),
             conv_cache=torch.stack(conv_cache).to(state.conv_cache.dtype),
             mel_pos=state.mel_pos + n_new,
@@ -154,12 +154,12 @@ class Encoder(nn.Module):
 
     @staticmethod
     def _kv_buffer(state: EncoderState, n_new: int) -> Tensor:
-        """One buffer [L, 2, B, left + n_new, D] for every layer's keys and values: the cached frames
+        """One buffer [L, 2, B, H, left + n_new, dh] for every layer's keys and values: the cached frames
         copied in once, the new ones written by the layers; the next state is a view of its tail."""
-        n_layers, b, left, d = state.k_cache.shape
-        kv = state.k_cache.new_empty(n_layers, 2, b, left + n_new, d)
-        kv[:, 0, :, :left] = state.k_cache
-        kv[:, 1, :, :left] = state.v_cache
+        n_layers, b, h, left, dh = state.k_cache.shape
+        kv = state.k_cache.new_empty(n_layers, 2, b, h, left + n_new, dh)
+        kv[:, 0, :, :, :left] = state.k_cache
+        kv[:, 1, :, :, :left] = state.v_cache
         return kv
 
     @property

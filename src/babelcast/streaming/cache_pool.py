@@ -42,8 +42,8 @@ class CachePool:
         """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
         n = slots.numel()
         fe, fp = self._fresh_encoder, self._fresh_predictor
-        self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1),
-                                         fe.v_cache.expand(-1, n, -1, -1), fe.att_cache_len.expand(n),
+        self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1, -1),
+                                         fe.v_cache.expand(-1, n, -1, -1, -1), fe.att_cache_len.expand(n),
                                          fe.conv_cache.expand(-1, n, -1, -1), fe.mel_pos.expand(n)),
                      PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)))
 
