@@ -113,3 +113,41 @@ def test_long_segments_are_cut_without_changing_tokens(rec, monkeypatch):
     for sid, (lang, lat, n), seed in zip(sids, SETUPS, range(len(SETUPS))):
         got = [tok for t in finals[sid] for tok in t.tokens]
         assert got == alone(rec, lang, lat, synth_audio(n, seed=seed).numpy())
+
+
+def test_files_run_beside_live_streams_and_short_ones_overtake(rec):
+    """Uploads are fast-forward streams: tokens equal to offline at their latency; files of a latency
+    advance together, so a short file is done long before a long one sent earlier; a live stream
+    keeps its tokens."""
+    engine = rec.engine(EngineConfig(max_sessions=2, max_files=2, precision="fp32", max_chunks_per_step=2))
+    long_audio, short_audio = synth_audio(160000, seed=7).numpy(), synth_audio(12000, seed=8).numpy()
+    opts = rec.stream_options("de-DE", None, keep_lang_tags=True, mode="offline")
+    long_id = engine.open_file(opts, long_audio)
+    short_id = engine.open_file(opts, short_audio)
+    live = engine.open(rec.stream_options("auto", 80, keep_lang_tags=True), endpoint_ms=0)
+    live_audio = synth_audio(16000, seed=9).numpy()
+    engine.feed(live, live_audio)
+    engine.finish(live, close=True)
+    assert engine.n_sessions == 1 and engine.n_files == 2
+    finals, order = {}, []
+    for _ in range(1000):
+        for e in engine.step():
+            if e.kind == "final":
+                finals[e.session_id] = e.transcript
+                order.append(e.session_id)
+        if len(finals) == 3:
+            break
+    assert order.index(short_id) < order.index(long_id)
+    offline = rec.transcribe([long_audio, short_audio], language="de-DE", keep_lang_tags=True)
+    assert [finals[long_id].tokens, finals[short_id].tokens] == [t.tokens for t in offline]
+    assert finals[live].tokens == alone(rec, "auto", 80, live_audio)
+    assert "files" in engine.metrics.by_latency and engine.n_files == 0
+
+
+def test_file_limit(rec):
+    engine = rec.engine(EngineConfig(max_sessions=1, max_files=1, precision="fp32"))
+    opts = rec.stream_options("auto", None, mode="offline")
+    engine.open_file(opts, synth_audio(8000).numpy())
+    with pytest.raises(EngineFull, match="files"):
+        engine.open_file(opts, synth_audio(8000).numpy())
+    engine.open(rec.stream_options("auto", 80))  # files do not take live sessions' places

@@ -83,9 +83,10 @@ class Recognizer:
 
     # ---- streaming ------------------------------------------------------------------------
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
-                       keep_lang_tags: bool = False) -> StreamOptions:
-        """Validated per-stream options (context, prompt, text handling) for a Session or the Engine."""
-        left, right, trained = self.context(latency_ms, "streaming")
+                       keep_lang_tags: bool = False, mode: str = "streaming") -> StreamOptions:
+        """Validated per-stream options (context, prompt, text handling) for a Session or the Engine;
+        mode="offline" picks the offline default latency (a file streamed through the engine)."""
+        left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
                              trained)
 

@@ -4,7 +4,7 @@
   with `call_soon_threadsafe` and routed to their sessions there.
 - The loop calls `engine.feed` / `engine.finish` directly: they only queue samples under the engine's
   lock (features are computed on the engine thread), and the engine holds audio sent during a flush.
-- Offline HTTP transcriptions run on a worker thread.
+- HTTP uploads are decoded on a worker thread, then run by the engine as fast-forward streams.
 Opening and aborting sessions stay synchronous (cheap, and admission must answer at once).
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 import torch
 
+from ..decoding.result import Transcript
 from ..streaming.engine import EngineConfig, EngineFull, Event
 from .config import ServerConfig
 from .errors import ApiError
@@ -45,6 +46,7 @@ class EngineHub:
         self.rec, self.cfg, self.metrics = rec, cfg, metrics
         self.engine = rec.engine(EngineConfig(max_sessions=cfg.max_sessions, precision=cfg.precision,
                                               endpoint_ms=cfg.endpoint_ms, max_lag_ms=cfg.max_lag_ms,
+                                              max_files=cfg.max_pending_transcriptions,
                                               threads=cfg.threads))
         metrics.bind_engine(self.engine)
         self.sessions: dict[str, Subscriber] = {}  # engine session id -> session (loop thread only)
@@ -186,20 +188,59 @@ class EngineHub:
         for session in list(self.sessions.values()):
             session.fail(ApiError("internal_error", message))
 
-    # ---- offline (worker thread) -----------------------------------------------------------
-    async def offline(self, fn: Callable, *args):
-        """Run fn(*args) on the offline worker; ApiError server_busy when too many are queued."""
+    # ---- uploads ------------------------------------------------------------------------------
+    async def transcribe(self, decode: Callable[[], np.ndarray], opts) -> Transcript:
+        """An upload: decoded on the worker thread, then run by the engine as a fast-forward stream on the
+        live streams' chunk grid (tokens equal to offline at that latency), live chunks first, files
+        round-robin by chunk; ApiError server_busy past max_pending_transcriptions."""
         if self.draining:
             raise ApiError("shutting_down", "the server is shutting down")
         if self.pending_transcriptions >= self.cfg.max_pending_transcriptions:
             self.metrics.sessions_refused.labels("transcriptions_busy").inc()
-            raise ApiError("server_busy", f"{self.pending_transcriptions} transcriptions are already queued; "
+            raise ApiError("server_busy", f"{self.pending_transcriptions} transcriptions are already running; "
                                           "retry later")
         self.pending_transcriptions += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._offline, fn, *args)
+            loop = asyncio.get_running_loop()
+            audio = await loop.run_in_executor(self._offline, decode)
+            return await self._run_file(opts, audio, loop)
         finally:
             self.pending_transcriptions -= 1
+
+    async def _run_file(self, opts, audio: np.ndarray, loop: asyncio.AbstractEventLoop) -> Transcript:
+        """The engine's final for one file (the request gone: the file is dropped from the engine)."""
+        job = _FileJob(loop.create_future())
+        try:
+            sid = self.engine.open_file(opts, audio)
+        except EngineFull as e:
+            raise ApiError("server_busy", str(e)) from None
+        self.sessions[sid] = job
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self.engine.abort(sid)
+            raise
+        finally:
+            self.sessions.pop(sid, None)
+
+
+class _FileJob:
+    """The hub's subscriber for one upload: its future gets the final transcript (or the engine's failure)."""
+
+    def __init__(self, future: asyncio.Future):
+        self.future = future
+
+    def on_events(self, events: list[Event]) -> None:
+        for e in events:
+            if e.kind == "final" and not self.future.done():
+                self.future.set_result(e.transcript)
+
+    def fail(self, error: ApiError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def drain(self) -> None:
+        """A file finishes on its own."""
 
 
 def _one_thread() -> None:

@@ -1,7 +1,9 @@
 """OpenAI-compatible `POST /v1/audio/transcriptions` and `GET /v1/models`.
 
-The upload is decoded and transcribed offline (padded batches, the model's largest trained
-context unless `latency_ms` is given) on the hub's worker thread.
+The upload is decoded on the hub's worker thread, then transcribed by the engine as a fast-forward
+stream (the model's largest trained context unless `latency_ms` is given): the same tokens as offline at
+that latency, interleaved with the live streams (live chunks first) and the other uploads (round-robin
+by chunk), so a short upload is not stuck behind a long one.
 """
 from __future__ import annotations
 
@@ -103,7 +105,9 @@ async def transcriptions_endpoint(request: Request) -> Response:
         _check_options(hub.rec, language, latency)
         data = await upload.read()
         name = upload.filename or "file"
-        t = await hub.offline(_transcribe, hub, queue_clock(request.app), data, name, language, latency, keep_tags)
+        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline")
+        t = await hub.transcribe(functools.partial(_decode, hub, data, name), opts)
+        queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:
         hub.metrics.errors.labels(e.code).inc()
         log.info("transcription refused", extra={"event": "transcription_error", "code": e.code,
@@ -153,10 +157,8 @@ def _check_options(rec, language: str, latency: int | None) -> None:
                                           f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
 
 
-def _transcribe(hub, clock: QueueClock, data: bytes, name: str, language: str, latency: int | None,
-                keep_tags: bool) -> Transcript:
-    """Worker thread: decode, check the duration, transcribe (timed for Retry-After)."""
-    t0 = time.perf_counter()
+def _decode(hub, data: bytes, name: str) -> np.ndarray:
+    """Worker thread: the upload's samples at 16 kHz, within the duration limit."""
     try:
         audio = decode_audio(data, name=name)
     except AudioError as e:
@@ -165,9 +167,7 @@ def _transcribe(hub, clock: QueueClock, data: bytes, name: str, language: str, l
     if seconds > hub.cfg.max_upload_s:
         raise ApiError("audio_too_long", f"file {name}: {seconds:.0f} s of audio is over the limit of "
                                          f"{hub.cfg.max_upload_s:g} s", "file")
-    transcript = hub.rec.transcribe([audio], language=language, latency_ms=latency, keep_lang_tags=keep_tags)[0]
-    clock.record(time.perf_counter() - t0)
-    return transcript
+    return audio
 
 
 def render(t: Transcript, fmt: str, model: str) -> Response:

@@ -57,6 +57,10 @@ class EngineConfig:
     # A stream with several whole chunks waiting (it fell behind, or a file) runs up to this many in one
     # step: the same tokens (multi-chunk steps keep the chunk grid), one weight read for all.
     max_chunks_per_step: int = 4
+    # Files (HTTP uploads) run as fast-forward streams beside the live ones, on the same chunk grid (tokens
+    # equal to offline at that latency): live chunks first by deadline, files in the time between, all
+    # files of a latency advancing together, round-robin across latencies. Up to this many at once.
+    max_files: int = 4
     # Time from a chunk's audio being complete to its tokens; None: the chunk's own length + 300 ms (the
     # target for finals). Longer lets staggered streams share steps; shorter gives earlier partials.
     deadline_ms: float | None = None
@@ -95,6 +99,7 @@ class _Batch:
     right: int
     k: int
     streams: list[Stream]
+    files: bool = False  # a batch of file streams: no deadlines to miss
 
 
 class Engine:
@@ -107,7 +112,10 @@ class Engine:
         self.left = self.model.cfg.encoder.left_context_frames
         self.grid = Grid.of(self.model)
         self.device = self.model.encoder.device
-        self.pool = CachePool(self.model, cfg.max_sessions, self.left, self.device, self.model.encoder.dtype)
+        self.pool = CachePool(self.model, cfg.max_sessions + cfg.max_files, self.left, self.device,
+                              self.model.encoder.dtype)
+        self._files: set[str] = set()  # session ids of file streams
+        self._file_turn = 0  # round-robin over the latencies of waiting files
         self.costs = StepCosts()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
@@ -123,23 +131,39 @@ class Engine:
         """Admit a session (options from Recognizer.stream_options); EngineFull when at the limit
         or behind real time."""
         with self._lock:
-            if len(self._streams) >= self.cfg.max_sessions:
+            if len(self._streams) - len(self._files) >= self.cfg.max_sessions:
                 self.metrics.refused += 1
                 raise EngineFull("full", f"server is at its limit of {self.cfg.max_sessions} concurrent sessions")
             if self.lag_ms() > self.cfg.max_lag_ms:
                 self.metrics.refused += 1
                 raise EngineFull("behind", f"engine is {self.lag_ms():.0f} ms behind real time; try again later")
-            if opts.left != self.left:
-                raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
-            sid, slot = f"s{next(self._ids)}", self.pool.alloc()
             window = endpoint_ms if endpoint_ms is not None else self.cfg.endpoint_ms
-            self._streams[sid] = Stream(
-                sid, slot, opts, self.grid, self.model.features, self.tok, interim,
-                chunking.enc_frames_in(window, self.grid.factor, self.grid.mel_ms) if window else 10**9,
-                reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
-                max_segment_frames=self._max_segment_frames(window))
-            self.metrics.opened += 1
-            return sid
+            return self._admit(opts, interim, window)
+
+    def open_file(self, opts: StreamOptions, samples: np.ndarray) -> str:
+        """A whole file as a fast-forward stream: its final (one, at the end) comes as an event, then
+        `closed`. EngineFull("files") when max_files are running."""
+        with self._lock:
+            if len(self._files) >= self.cfg.max_files:
+                raise EngineFull("files", f"{len(self._files)} files are being transcribed; try again later")
+            sid = self._admit(opts, interim=False, window_ms=0)
+            self._files.add(sid)
+        self.feed(sid, samples)
+        self.finish(sid, close=True)
+        return sid
+
+    def _admit(self, opts: StreamOptions, interim: bool, window_ms: int) -> str:
+        """A stream in a free slot of the pool (under the lock)."""
+        if opts.left != self.left:
+            raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
+        sid, slot = f"s{next(self._ids)}", self.pool.alloc()
+        self._streams[sid] = Stream(
+            sid, slot, opts, self.grid, self.model.features, self.tok, interim,
+            chunking.enc_frames_in(window_ms, self.grid.factor, self.grid.mel_ms) if window_ms else 10**9,
+            reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
+            max_segment_frames=self._max_segment_frames(window_ms))
+        self.metrics.opened += 1
+        return sid
 
     def _max_segment_frames(self, endpoint_ms: int) -> int:
         """A session with endpointing gets length finals too; one without ends segments itself."""
@@ -181,18 +205,29 @@ class Engine:
     def abort(self, sid: str) -> None:
         """Drop a session at once (client gone); no final."""
         with self._lock:
-            s = self._streams.pop(sid, None)
-            if s is not None:
-                self.pool.free(s.slot)
+            self._remove(sid)
+
+    def _remove(self, sid: str) -> None:
+        """A stream leaves: its slot goes back to the pool (under the lock)."""
+        s = self._streams.pop(sid, None)
+        self._files.discard(sid)
+        if s is not None:
+            self.pool.free(s.slot)
 
     @property
     def n_sessions(self) -> int:
-        return len(self._streams)
+        """Live sessions (files not counted)."""
+        return len(self._streams) - len(self._files)
+
+    @property
+    def n_files(self) -> int:
+        return len(self._files)
 
     def lag_ms(self) -> float:
-        """How far the most-behind stream is: audio that arrived beyond one chunk, not yet stepped."""
+        """How far the most-behind live stream is: audio that arrived beyond one chunk, not yet stepped
+        (files are fast-forward: always behind by design)."""
         with self._lock:
-            behind = [s.backlog_mel() - s.chunk_mel for s in self._streams.values()]
+            behind = [s.backlog_mel() - s.chunk_mel for sid, s in self._streams.items() if sid not in self._files]
         return max([0.0] + [b * self.grid.mel_ms for b in behind])
 
     # ---- the engine loop -----------------------------------------------------------------
@@ -232,10 +267,13 @@ class Engine:
     def _plan(self, now: float, drain: bool) -> tuple[list[_Batch], list[Stream]]:
         """Due batches, earliest deadline first, and flushed streams that owe no step (their final is due)."""
         groups: dict[int, list[Stream]] = {}
+        files: dict[int, list[Stream]] = {}
         finished = []
         for s in self._streams.values():
             if s.flushing and not s.chunk_times:
                 finished.append(s)
+            elif s.id in self._files:
+                files.setdefault(s.right, []).append(s)
             else:
                 groups.setdefault(s.right, []).append(s)
         batches, wake = [], now + 0.05
@@ -244,8 +282,24 @@ class Engine:
             if batch is not None:
                 batches.append(batch)
             wake = min(wake, when)
+        if files and not batches:  # files use the time no live chunk needs
+            batches.append(self._plan_files(files, wake - now))
+            wake = now
         self._next_plan = wake
         return sorted(batches, key=lambda b: b.deadline), finished
+
+    def _plan_files(self, files: dict[int, list[Stream]], slack_s: float) -> _Batch:
+        """One step for the files of one latency (round-robin across latencies): every file of it
+        advances the same number of chunks, so a short upload is not stuck behind a long one; as many
+        chunks as fit before the next live group is due (at least one)."""
+        rights = sorted(files)
+        right = rights[self._file_turn % len(rights)]
+        self._file_turn += 1
+        members = [s for s in files[right] if s.chunk_times]
+        k = max(1, min(self.cfg.max_chunks_per_step, min(len(s.chunk_times) for s in members)))
+        while k > 1 and COST_MARGIN * self.costs.estimate(right, k, len(members), self._chunk_s(right)) > slack_s:
+            k -= 1
+        return _Batch(float("inf"), right, k, members, files=True)
 
     def _plan_group(self, right: int, members: list[Stream], now: float, drain: bool) -> tuple[_Batch | None, float]:
         """Step this latency group now (a batch), or wait until the returned time."""
@@ -291,11 +345,13 @@ class Engine:
         self.costs.record(batch.right, batch.k, len(batch.streams), seconds)
         now = time.monotonic()
         budget = self.budget_s(batch.right)
-        misses = sum(now > t + budget for t in ready_times)
         latency_ms = chunking.latency_ms(batch.right, self.grid.factor, self.grid.mel_ms)
-        self.metrics.record_step(latency_ms, len(batch.streams), batch.k, seconds, misses,
+        key = "files" if batch.files else latency_ms  # files have no deadlines: kept apart from live stats
+        misses = 0 if batch.files else sum(now > t + budget for t in ready_times)
+        self.metrics.record_step(key, len(batch.streams), batch.k, seconds, misses,
                                  len(batch.streams) * batch.k * self._chunk_s(batch.right))
-        self.metrics.chunk_latency_s.extend(now - t for t in ready_times)
+        if not batch.files:
+            self.metrics.chunk_latency_s.extend(now - t for t in ready_times)
         with self._lock:
             return self._update(batch, emissions, now)
 
@@ -341,8 +397,7 @@ class Engine:
         if flush_time is not None and any(e.kind == "final" and e.reason == "flush" for e in events):
             self.metrics.record_final(now - flush_time)
         if s.closing:
-            self._streams.pop(s.id, None)
-            self.pool.free(s.slot)
+            self._remove(s.id)
         return events
 
     def _get(self, sid: str) -> Stream:
@@ -407,7 +462,7 @@ class EngineMetrics:
     steps: int = 0
     compute_s: float = 0.0
     audio_s: float = 0.0
-    by_latency: dict[int, LatencyStats] = field(default_factory=dict)
+    by_latency: dict[int | str, LatencyStats] = field(default_factory=dict)
 
     def __post_init__(self):
         self.batch_sizes: deque[int] = deque(maxlen=self.window)
@@ -415,7 +470,7 @@ class EngineMetrics:
         self.final_latency_s: deque[float] = deque(maxlen=self.window)
         self.chunk_latency_s: deque[float] = deque(maxlen=self.window)  # chunk audio complete → its tokens
 
-    def record_step(self, latency_ms: int, batch: int, k: int, seconds: float, misses: int, audio_s: float) -> None:
+    def record_step(self, latency_ms: int | str, batch: int, k: int, seconds: float, misses: int, audio_s: float) -> None:
         self.steps += 1
         self.compute_s += seconds
         self.audio_s += audio_s
