@@ -35,8 +35,14 @@ def _timed(step: Callable[[], None], warmup: int = 2, repeats: int = 4) -> float
     return (time.perf_counter() - t0) / repeats
 
 
+MAX_PROBE_STEP_S = 1.5  # batches keep doubling while a step takes at most this long (or fits a chunk)
+
+
 def max_streams(make_step: StepFn, chunk_s: float, limit: int = 256, log=print) -> tuple[int, dict[int, float]]:
-    """Largest batch whose lockstep step fits in one chunk: doubling, then bisection."""
+    """Largest batch whose lockstep step fits in one chunk (doubling, then bisection), and every step
+    time measured: batches keep doubling past a miss while a step takes at most MAX_PROBE_STEP_S, so a
+    configuration that misses at batch 1 but gains from batching gets its capacity measured (the same
+    rule for babelcast and its peers)."""
     times: dict[int, float] = {}
 
     def fits(b: int) -> bool:
@@ -44,11 +50,17 @@ def max_streams(make_step: StepFn, chunk_s: float, limit: int = 256, log=print) 
         log(f"    batch {b:>4}: {1000 * times[b]:8.1f} ms per {1000 * chunk_s:.0f} ms chunk")
         return times[b] <= chunk_s
 
-    good, b = 0, 1
-    while b <= limit and fits(b):
-        good, b = b, b * 2
-    bad = b
-    while bad - good > 1 and good:
+    good, bad, b = 0, None, 1
+    while b <= limit:
+        if fits(b):
+            good = b
+        elif bad is None:
+            bad = b
+        if times[b] > max(chunk_s, MAX_PROBE_STEP_S):
+            break
+        b *= 2
+    bad = bad if bad is not None else min(b, limit + 1)
+    while good and bad - good > 1:
         mid = (good + bad) // 2
         good, bad = (mid, bad) if fits(mid) else (good, mid)
     return good, times

@@ -321,10 +321,13 @@ class Engine:
 
     def _chunks_per_step(self, right: int, batch: int, ready: int, drain: bool = False) -> int:
         """Chunks per row: all that every row has, at most max_chunks_per_step, and (k > 1, live
-        streams) only while the step is estimated to fit in one chunk of audio (a long step stalls
-        everyone); draining (files, a Session) takes as many as allowed: one weight read for all."""
+        streams) only while the step is estimated to end within the latency budget (a longer step
+        would make its own and other groups' chunks late); draining (files, a Session) takes as many
+        as allowed. Several chunks per step is how streams that fell behind catch up: one weight read
+        serves all of them (at 80 ms a one-chunk step can take longer than a chunk)."""
         k = max(1, min(self.cfg.max_chunks_per_step, ready))
-        while not drain and k > 1 and self.costs.estimate(right, k, batch, self._chunk_s(right)) > self._chunk_s(right):
+        while not drain and k > 1 and COST_MARGIN * self.costs.estimate(right, k, batch, self._chunk_s(right)) \
+                > self.budget_s(right):
             k -= 1
         return k
 
