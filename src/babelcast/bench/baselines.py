@@ -21,7 +21,7 @@ import babelcast
 from babelcast import chunking
 from babelcast.decoding.greedy import greedy_rnnt
 from babelcast.model.precision import runtime_model
-from babelcast.streaming.session import decode_chunks
+from babelcast.streaming.engine import decode_chunks
 
 StepFn = Callable[[int], Callable[[], None]]  # batch → a function doing one lockstep step
 
@@ -67,7 +67,7 @@ def max_streams(make_step: StepFn, chunk_s: float, limit: int = 256, log=print) 
 
 
 @functools.lru_cache(maxsize=2)
-def _runtime(rec: babelcast.Recognizer, precision: str):
+def runtime_copy(rec: babelcast.Recognizer, precision: str):
     """One runtime copy per precision for the whole benchmark run."""
     return runtime_model(rec.model, precision)
 
@@ -106,7 +106,7 @@ def lockstep_chunks(mel: torch.Tensor, batch: int, n: int):
 
 def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str, counts: list | None = None) -> StepFn:
     """The engine's batched step on speech-like chunks; `counts` collects (labels, frames) per step."""
-    model = _runtime(rec, precision)
+    model = runtime_copy(rec, precision)
     left, right, _ = rec.context(latency_ms, "streaming")
     enc = model.encoder
     n = chunking.chunk_mel(right, enc.cfg.subsampling_factor)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from babelcast.model.asr import AsrModel
-from babelcast.streaming.session import decode_chunks
+from babelcast.streaming.engine import decode_chunks
 
 PROBE_IN, PROBE_OUT = 1024, 4096  # the shape of a FastConformer-large feed-forward linear
 

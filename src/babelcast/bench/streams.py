@@ -166,10 +166,10 @@ def _pct(values: list[float], q: float) -> float:
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
            log=print, deadline_ms: float | None = None) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
-    from .baselines import _runtime
+    from .baselines import runtime_copy
 
     results, good, bad, n = [], 0, None, start
-    runtime = _runtime(rec, precision)
+    runtime = runtime_copy(rec, precision)
     while bad is None or bad - good > 1:
         r = run(rec, n, latency_ms, seconds, precision, runtime=runtime, deadline_ms=deadline_ms)
         results.append(r)
@@ -203,10 +203,10 @@ def machine() -> dict:
 
 def memory(rec, precision: str) -> dict:
     """Cache bytes per session at this precision and the sessions that fit in this machine's RAM."""
-    from babelcast.bench.baselines import _runtime
+    from babelcast.bench.baselines import runtime_copy
     from babelcast.streaming.memory import machine_ram_bytes, memory_plan
 
-    runtime = _runtime(rec, precision)
+    runtime = runtime_copy(rec, precision)
     return memory_plan(runtime, rec.cfg.encoder.left_context_frames, machine_ram_bytes(), rec.model).to_json()
 
 

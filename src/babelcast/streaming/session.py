@@ -16,10 +16,10 @@ from ..audio.io import AudioPieces
 from ..checkpoint.tokenizer import Tokenizer
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
-from .engine import Engine, EngineConfig, decode_chunks
+from .engine import Engine, EngineConfig
 from .stream import StreamOptions
 
-__all__ = ["Partial", "Session", "StreamOptions", "decode_chunks"]
+__all__ = ["Partial", "Session", "StreamOptions"]
 
 SESSION_CONFIG = EngineConfig(max_sessions=1, precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
                               max_segment_ms=0)  # flush returns the whole stream
