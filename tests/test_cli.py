@@ -18,7 +18,10 @@ SR = 16000
 
 
 class FakeRecognizer:
-    """Deterministic stand-in for babelcast.recognizer.Recognizer: text says the language and length."""
+    """Deterministic stand-in for babelcast.recognizer.Recognizer: text says the language and length;
+    progress is reported every BLOCK_S of a batch's audio, as the real one reports a long file's blocks."""
+
+    BLOCK_S = 20.0
 
     supported_languages = ["en-US", "de-DE", "fr-FR"]
     latencies_ms = [80, 320, 560, 1120]
@@ -28,7 +31,7 @@ class FakeRecognizer:
 
     def transcribe(
         self, audios, language="auto", latency_ms=None, mode="offline", decoder="rnnt",
-        keep_lang_tags=False, batch_size=8, on_batch_done=None,
+        keep_lang_tags=False, batch_size=8, on_batch_done=None, progress=None,
     ):
         if latency_ms is not None and latency_ms not in (*self.latencies_ms, 160):
             raise ValueError(f"latency {latency_ms} ms is not supported; choose one of 80, 160, 320, 560, 1120")
@@ -36,12 +39,19 @@ class FakeRecognizer:
             dict(n=len(audios), lengths=[len(a) for a in audios], language=language, latency_ms=latency_ms,
                  mode=mode, decoder=decoder, keep_lang_tags=keep_lang_tags, batch_size=batch_size)
         )
-        results = []
+        results, done_s = [], 0.0
         for start in range(0, len(audios), batch_size):
             batch = audios[start : start + batch_size]
+            batch_s = sum(len(a) for a in batch) / SR
+            for block_end in np.arange(self.BLOCK_S, batch_s, self.BLOCK_S):
+                if progress:
+                    progress(done_s + block_end)
             results += [self._transcript(a, language, latency_ms or 1120, mode) for a in batch]
+            done_s += batch_s
             if on_batch_done:
                 on_batch_done(len(batch))
+            if progress:
+                progress(done_s)
         return results
 
     @staticmethod
@@ -304,6 +314,45 @@ def test_progress_bar_counts_audio_seconds_when_forced(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "16/16 audio-s" in err and "6/6" not in err
     assert [c["n"] for c in fake.calls] == [4, 2]  # audio is loaded batch_size * 4 inputs at a time
+
+
+class RecordingBar(cli.tqdm):
+    """The CLI's tqdm, recording the bar's position after every update."""
+
+    positions: list[float] = []
+
+    def update(self, n=1):
+        super().update(n)
+        RecordingBar.positions.append(self.n)
+
+
+@pytest.fixture
+def bar_positions(monkeypatch):
+    RecordingBar.positions = []
+    monkeypatch.setattr(cli, "tqdm", RecordingBar)
+    return RecordingBar.positions
+
+
+def test_progress_bar_moves_within_one_long_file(tmp_path, capsys, bar_positions):
+    """One 70-s file: the bar advances as the recognizer reports blocks, not 0 → done."""
+    path = write_wav(tmp_path / "long.wav", 70.0, rate_hz=8000)
+    assert run([path, "--progress"], FakeRecognizer()) == 0
+    assert bar_positions == pytest.approx([20, 40, 60, 70])
+    assert "70/70 audio-s" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_a_real_recognizer_block_by_block(tmp_path, capsys, bar_positions):
+    """The real recognizer's callback reaches the CLI's bar: a 65-s file (blocks) moves it several times."""
+    import babelcast
+    from tiny_nemo import write_tiny_nemo
+
+    rec = babelcast.load_model(write_tiny_nemo(tmp_path / "tiny.nemo"))
+    path = write_wav(tmp_path / "long.wav", 65.0)
+    assert run([path, "--progress", "--lang", "de-DE"], rec) == 0
+    assert len(bar_positions) >= 3 and bar_positions == sorted(bar_positions)
+    assert bar_positions[-1] == pytest.approx(65.0) and bar_positions[0] < 40
+    out = capsys.readouterr()
+    assert "65/65 audio-s" in out.err and "Traceback" not in out.err
 
 
 def test_no_progress_bar_when_not_a_tty(tmp_path, capsys):

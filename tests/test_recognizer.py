@@ -74,6 +74,25 @@ def test_bad_options(rec):
         rec.transcribe(clips(), decoder="ctc")
 
 
+def test_progress_reports_blocks_of_one_long_file(rec):
+    """A 65-s file is encoded in blocks: progress rises block by block to its length, tokens unchanged."""
+    audio = synth_audio(65 * 16000, seed=5).numpy()
+    seen: list[float] = []
+    with_progress = rec.transcribe([audio], language="de-DE", progress=seen.append)[0]
+    assert len(seen) >= 3 and all(a < b for a, b in zip(seen, seen[1:])), seen
+    assert seen[-1] == pytest.approx(65.0) and seen[0] < 30
+    assert with_progress.tokens == rec.transcribe([audio], language="de-DE")[0].tokens
+
+
+@pytest.mark.parametrize("mode", ["offline", "streaming"])
+def test_progress_counts_audio_seconds_per_batch(rec, mode):
+    audio = clips()
+    seen: list[float] = []
+    rec.transcribe(audio, mode=mode, batch_size=2, progress=seen.append)
+    lengths = sorted(map(len, audio)) if mode == "offline" else [len(a) for a in audio]  # offline sorts by length
+    assert seen == pytest.approx([sum(lengths[:2]) / 16000, sum(lengths) / 16000])
+
+
 def test_160ms_is_reported_untrained(rec):
     t = rec.transcribe(clips()[:1], latency_ms=160)[0]
     assert t.latency_ms == 160 and not t.trained_latency

@@ -12,10 +12,10 @@ from babelcast.checkpoint.tokenizer import Tokenizer
 from babelcast.decoding.text import TextOptions, to_transcript
 from babelcast.errors import UnsupportedLanguage, UnsupportedLatency
 from babelcast.streaming.engine import EngineConfig
-from babelcast.streaming.segment import SegmentTokens
+from babelcast.streaming.segment import MIN_TAIL_TOKENS, SegmentTokens
 
 from tiny import synth_audio, tiny_model
-from tiny_nemo import tiny_spm, write_tiny_nemo
+from tiny_nemo import TAGS, tiny_spm, write_tiny_nemo
 
 LOCALES = ["en-US", "de-DE", "es-US", "no-NO", "mt-MT"]
 
@@ -102,6 +102,29 @@ def test_incremental_partials_equal_full_rendering(keep_tags, language):
         assert got.confidence == pytest.approx(want.confidence, abs=1e-4)
         cuts += seg._cut > 0
     assert cuts > 0 and len(seg.tail()) < 200  # the rendered head grew: partials did not re-render everything
+
+
+@pytest.mark.parametrize("keep_tags", [False, True])
+def test_partials_without_words_are_empty(keep_tags):
+    """Silence can decode to quotes alone: partials stay empty, as the final does (to_transcript's has_words
+    decides both), through enough tokens that a cut is looked for; the first word shows them all."""
+    tok = Tokenizer(tiny_spm(60, tags=(*TAGS, '"', '▁"')), LOCALES)
+    opts = TextOptions(0.08, keep_tags)
+    seg = SegmentTokens(tok, opts)
+    quotes = [tok.pieces.index('▁"'), tok.pieces.index('"')] * (MIN_TAIL_TOKENS + tok.max_tag_len)
+    for i, q in enumerate(quotes):
+        seg.add([q], [i], [0.9])
+        partial = seg.partial()
+        assert (partial.text, partial.tokens, partial.words) == ("", [], [])
+    assert seg.final().text == "" and seg._cut == 0
+    word = tok.encode("kalo mine.")
+    seg.add(word, list(range(len(quotes), len(quotes) + len(word))), [0.9] * len(word))
+    text = seg.partial().text
+    assert text.startswith('"') and text.endswith("kalo mine.") and text == seg.final().text
+    for i in range(40):  # more words: a cut is made and partials stay the full rendering
+        seg.add(word, [len(quotes) + len(word) * (i + 1) + j for j in range(len(word))], [0.9] * len(word))
+        assert seg.partial().text == seg.final().text
+    assert seg._cut > 0
 
 
 @pytest.mark.parametrize("piece", [160, 397, 1600, 10**6])

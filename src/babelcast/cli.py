@@ -158,7 +158,7 @@ def run_transcribe(args: argparse.Namespace, recognizer) -> int:
                 if audios:
                     progress = _ChunkProgress(bar, [seconds[i] for i in loaded])
                     try:
-                        transcripts = _transcribe(recognizer, audios, language, args, on_batch_done=progress.inputs_done)
+                        transcripts = _transcribe(recognizer, audios, language, args, progress=progress.advance)
                     except ValueError as e:  # the recognizer rejects an option (latency, decoder...)
                         raise CliError(str(e)) from None
                     progress.finish()
@@ -171,7 +171,7 @@ def run_transcribe(args: argparse.Namespace, recognizer) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespace, on_batch_done) -> list[Transcript]:
+def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespace, progress) -> list[Transcript]:
     """One recognizer call with the command line's decoding options."""
     return recognizer.transcribe(
         audios,
@@ -181,7 +181,7 @@ def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespac
         decoder=args.decoder,
         keep_lang_tags=args.keep_lang_tags,
         batch_size=args.batch_size,
-        on_batch_done=on_batch_done,
+        progress=progress,
     )
 
 
@@ -281,23 +281,26 @@ def _audio_seconds(item: _Input) -> float:
 
 
 class _ChunkProgress:
-    """Advances the bar by audio seconds as the recognizer reports finished inputs, then settles the chunk
-    exactly (the recognizer batches by length, so the count alone does not say which inputs finished)."""
+    """Advances the bar by the audio seconds the recognizer reports transcribed (block by block within a
+    long file), then settles the chunk at its inputs' header durations, which the bar's total counts."""
 
     def __init__(self, bar: tqdm, seconds: list[float]):
-        self.bar, self.total_s, self.mean_s = bar, sum(seconds), sum(seconds) / max(1, len(seconds))
-        self.done_s = 0.0
+        self.bar, self.total_s = bar, sum(seconds)
+        self.shown_s = 0.0  # what this chunk has added to the bar
 
-    def inputs_done(self, n: int) -> None:
-        """The recognizer's callback: n more inputs of this chunk are transcribed."""
-        step_s = min(n * self.mean_s, self.total_s - self.done_s)
-        self.done_s += step_s
-        self.bar.update(round(step_s, 1))
+    def advance(self, done_s: float) -> None:
+        """The recognizer's progress callback: done_s audio seconds of this chunk are transcribed."""
+        self._show(min(done_s, self.total_s))
 
     def finish(self) -> None:
-        """The chunk is done: count whatever the estimate left out."""
-        self.bar.update(round(self.total_s - self.done_s, 1))
-        self.done_s = self.total_s
+        """The chunk is done: count whatever the reports left out."""
+        self._show(self.total_s)
+
+    def _show(self, done_s: float) -> None:
+        step_s = round(done_s - self.shown_s, 1)
+        if step_s > 0:
+            self.bar.update(step_s)
+            self.shown_s += step_s
 
 
 class _OutputWriter:

@@ -106,9 +106,15 @@ class Recognizer:
                    latency_ms: int | None = None, mode: str = "offline", decoder: str = "rnnt",
                    keep_lang_tags: bool = False, batch_size: int = 8,
                    on_batch_done: Callable[[int], None] | None = None,
+                   progress: Callable[[float], None] | None = None,
                    sample_rate: int | None = None) -> list[Transcript]:
         """Transcribe paths or arrays (mono [n] or [n, channels], any dtype soundfile gives, at
-        `sample_rate`, default 16000; ValueError naming a wrong shape or rate); results in input order."""
+        `sample_rate`, default 16000; ValueError naming a wrong shape or rate); results in input order.
+
+        on_batch_done(n): n more inputs are transcribed. progress(seconds): the audio seconds of these
+        inputs transcribed so far, never decreasing, the last call giving their total; called after each batch
+        and, offline, after each encoder block of a batch encoded in blocks (audio over 60 s), so one long
+        file reports as it goes."""
         audios = [to_model_audio(a, sample_rate) for a in audios]
         if mode not in ("offline", "streaming"):
             raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
@@ -120,24 +126,47 @@ class Recognizer:
             raise ValueError("streaming decodes with the RNNT head; use --decoder rnnt or --mode offline")
         self.prompt_id(language)  # validate before any work
         if mode == "streaming":
-            return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size)
+            return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size,
+                                              progress)
         left, right, trained = self.context(latency_ms, "offline")
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
         results: dict[int, Transcript] = {}
+        done_s = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = self._offline_batch([audios[i] for i in idx], language, left, right, decoder, keep_lang_tags)
+            lengths = [len(audios[i]) for i in idx]
+            on_block = None if progress is None else self._block_progress(progress, done_s, lengths)
+            batch = self._offline_batch([audios[i] for i in idx], language, left, right, decoder, keep_lang_tags,
+                                        on_block)
             for i, t in zip(idx, batch):
                 results[i] = _with(t, latency_ms=chunking.latency_ms(right, self.cfg.encoder.subsampling_factor,
                                                                      self.cfg.features.frame_ms),
                                    trained_latency=trained, duration_s=len(audios[i]) / self.cfg.features.sample_rate_hz)
+            done_s += sum(lengths) / self.cfg.features.sample_rate_hz
             if on_batch_done:
                 on_batch_done(len(idx))
+            if progress:
+                progress(done_s)
         return [results[i] for i in range(len(audios))]
+
+    def _block_progress(self, progress: Callable[[float], None], done_s: float,
+                        lengths: list[int]) -> Callable[[int], None]:
+        """The encoder's per-block callback (mel frames encoded) for one batch as `progress` calls: done_s
+        plus the batch's audio seconds encoded. The batch's end is left to the call after decoding."""
+        hop, rate = self.cfg.features.hop_samples, self.cfg.features.sample_rate_hz
+        total = sum(lengths)
+
+        def on_block(mel_done: int) -> None:
+            samples = sum(min(n, mel_done * hop) for n in lengths)
+            if samples < total:
+                progress(done_s + samples / rate)
+
+        return on_block
 
     @torch.no_grad()
     def _offline_batch(self, audios: list[np.ndarray], language: str | None, left: int, right: int,
-                       decoder: str, keep_lang_tags: bool) -> list[Transcript]:
+                       decoder: str, keep_lang_tags: bool,
+                       on_block: Callable[[int], None] | None = None) -> list[Transcript]:
         device = self.model.encoder.device
         lengths = torch.tensor([len(a) for a in audios], device=device)
         batch = torch.zeros(len(audios), max(1, int(lengths.max())), device=device)
@@ -145,7 +174,7 @@ class Recognizer:
             batch[i, : len(a)] = torch.as_tensor(np.asarray(a, dtype=np.float32))
         pid = self.prompt_id(language)
         prompt = None if pid is None else torch.full((len(audios),), pid, device=device)
-        frames, enc_len = self.model.encode(batch, lengths, left, right, prompt)
+        frames, enc_len = self.model.encode(batch, lengths, left, right, prompt, on_block)
         em = self._decode(frames, enc_len, decoder)
         opts = self._text_options(language, keep_lang_tags)
         return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in em.to_lists()]
@@ -159,7 +188,8 @@ class Recognizer:
         return em
 
     def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,
-                              batch_size: int) -> list[Transcript]:
+                              batch_size: int,
+                              progress: Callable[[float], None] | None = None) -> list[Transcript]:
         """Files as fast-forward streams through one engine, up to batch_size at a time (fp32)."""
         from .streaming.engine import Engine, EngineConfig
 
@@ -167,7 +197,7 @@ class Recognizer:
         engine = Engine(self.model, self.tokenizer, EngineConfig(max_sessions=max(1, batch_size), precision="fp32",
                                                                  endpoint_ms=0, max_lag_ms=float("inf"),
                                                                  max_segment_ms=0))  # one final per file
-        n, out = max(1, batch_size), []
+        n, out, done_s = max(1, batch_size), [], 0.0
         for start in range(0, len(audios), n):
             sids = [engine.open(opts, interim=False) for _ in audios[start:start + n]]
             for sid, audio in zip(sids, audios[start:start + n]):
@@ -175,8 +205,11 @@ class Recognizer:
                 engine.finish(sid, close=True)
             finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
             out += [finals[sid] for sid in sids]
+            done_s += sum(len(a) for a in audios[start:start + n]) / self.cfg.features.sample_rate_hz
             if on_batch_done:
                 on_batch_done(len(sids))
+            if progress:
+                progress(done_s)
         return out
 
 

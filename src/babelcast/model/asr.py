@@ -1,6 +1,8 @@
 """The whole network: features → encoder → prompt → transducer (and CTC head). No decoding, no I/O."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -49,12 +51,14 @@ class AsrModel(nn.Module):
             raise ValueError("this model needs prompt ids (a language or 'auto')")
         return self.prompt_kernel(frames, prompt_ids)
 
-    def encode(self, audio: Tensor, lengths: Tensor, left: int, right: int,
-               prompt_ids: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Offline: audio [B, S] + lengths [B] samples → prompted frames [B, T, D], lengths [B]."""
+    def encode(self, audio: Tensor, lengths: Tensor, left: int, right: int, prompt_ids: Tensor | None,
+               on_block: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+        """Offline: audio [B, S] + lengths [B] samples → prompted frames [B, T, D], lengths [B].
+        on_block: called with the mel frames encoded so far after each block of audio encoded in blocks
+        (longer than FULL_FORWARD_MAX_MEL); never for a single full forward."""
         mel, mel_len = self.features(audio, lengths)
         if mel.shape[2] > FULL_FORWARD_MAX_MEL:
-            frames, enc_len = self.encoder.forward_blocks(mel, mel_len, left, right)
+            frames, enc_len = self.encoder.forward_blocks(mel, mel_len, left, right, on_block=on_block)
         else:
             frames, enc_len = self.encoder(mel, mel_len, left, right)
         return self.apply_prompt(frames, prompt_ids), enc_len

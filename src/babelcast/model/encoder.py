@@ -6,6 +6,7 @@ Both run the same layers; with the same (left, right) context they give the same
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,10 +78,12 @@ class Encoder(nn.Module):
         pos = rel_positions(n_keys, self.cfg.d_model, device)
         return [layer.self_attn.project_positions(pos, self.dtype) for layer in self.layers]
 
-    def forward_blocks(self, mel: Tensor, mel_len: Tensor, left: int, right: int,
-                       block_mel: int = 2048) -> tuple[Tensor, Tensor]:
+    def forward_blocks(self, mel: Tensor, mel_len: Tensor, left: int, right: int, block_mel: int = 2048,
+                       on_block: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
         """Offline in blocks of whole chunks through `step`: the same frames as `forward`, with memory
-        linear in the length (the full forward's attention scores are quadratic)."""
+        linear in the length (the full forward's attention scores are quadratic). on_block: called after
+        each block with the mel frames of `mel` encoded so far (a host int: no device sync, so on a GPU
+        it counts blocks queued)."""
         f = self.cfg.subsampling_factor
         b, _, t = mel.shape
         per_block = max(1, block_mel // chunking.chunk_mel(right, f)) * chunking.chunk_mel(right, f)
@@ -93,6 +96,8 @@ class Encoder(nn.Module):
             step = self.step(x[:, start:start + per_block], state, left, right, mel_len)
             state = step.state
             outs.append(step.frames)
+            if on_block is not None:
+                on_block(min(t, start + per_block - chunking.lead_in_mel(f)))
         frames = torch.cat(outs, dim=1)[:, : chunking.subsampled_len(t, self.cfg.n_subsampling_stages)]
         return frames, enc_len
 

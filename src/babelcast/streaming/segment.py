@@ -127,7 +127,8 @@ class SegmentTokens:
         self._cut = cut
 
     def _has_words(self, end: int) -> bool:
-        """Whether the tokens before `end` render to a text (then the rest cannot empty it)."""
+        """Whether the tokens before `end` render to a text, by to_transcript's rule for finals (has_words:
+        punctuation alone, such as a lone '"', is no text); then the rest cannot empty it."""
         return bool(to_transcript(self.tok, self.ids[:end], self.frames[:end], self.probs[:end], self.opts).text)
 
     def _render(self, ids: list[int], frames: list[int], probs: list[float], start: _Head) -> _Head:
