@@ -50,7 +50,7 @@ def engine_finals(rec, precision: str, clips, language, latency: int,
     """Each clip streamed whole through one Engine (no endpoints), its final transcript; the
     engine path users run, not real time."""
     engine = rec.engine(EngineConfig(max_sessions=len(clips), precision=precision, endpoint_ms=0,
-                                     max_lag_ms=float("inf")))
+                                     max_lag_ms=float("inf"), phase_align=False))  # not real time
     sids = []
     for clip in clips:
         sid = engine.open(rec.stream_options(language, latency, keep_lang_tags))

@@ -30,9 +30,10 @@ def load_tiny(tmp_path_factory) -> babelcast.Recognizer:
 
 
 def server_config(**overrides) -> ServerConfig:
-    """Fast, deterministic settings: one engine thread, no real-time pacing, no admission by lag."""
+    """Fast, deterministic settings: one engine thread, no real-time pacing, no admission by lag, no
+    phase alignment (each stream's text is exactly offline's, whoever else is connected)."""
     base = dict(model_name="tiny", precision="fp32", threads=1, max_lag_ms=1e9, pace_lag_ms=1e9, max_sessions=16,
-                drain_timeout_s=10)
+                drain_timeout_s=10, phase_align=False)
     base.update(overrides)
     return ServerConfig(**base)
 

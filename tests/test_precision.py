@@ -53,7 +53,25 @@ def test_runtime_copy_leaves_the_original(name):
     assert hasattr(rt.encoder.layers[0].self_attn, "linear_qkv")
     after = net.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
-    assert rt.joint.out.weight is net.joint.out.weight  # fp32 parts are shared, not copied
+    embed = rt.decoder.prediction["embed"].weight
+    assert embed is net.decoder.prediction["embed"].weight  # fp32 parts are shared, not copied
+    if name == "bf16":
+        assert rt.joint.out.weight is net.joint.out.weight
+
+
+def test_fused_gates_are_the_lstm():
+    """The fused gate linears a runtime copy quantizes compute the LSTM's step before quantization."""
+    net = tiny_model(seed=2).eval()
+    p = net.decoder
+    torch.manual_seed(0)
+    st = p.init_state(5)
+    st = type(st)(torch.randn_like(st.out), torch.randn_like(st.h), torch.randn_like(st.c))
+    labels = torch.randint(0, p.cfg.vocab_size, (5,))
+    with torch.no_grad():
+        plain = p.step(labels, st)
+        p.fuse_gates()
+        fused = p.step(labels, st)
+    torch.testing.assert_close((fused.out, fused.h, fused.c), (plain.out, plain.h, plain.c), rtol=1e-5, atol=1e-5)
 
 
 def test_predictor_step_is_the_lstm():

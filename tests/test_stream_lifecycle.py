@@ -147,7 +147,7 @@ def test_sample_arithmetic_matches_features(piece):
 def test_group_waits_for_a_partner_then_steps_together(rec):
     """A ready chunk waits when a partner's chunk completes before its deadline allows, and the two
     then share one step; with nothing to wait for it steps at once (times given, not measured)."""
-    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0))
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
     opts = rec.stream_options("auto", 320)
     a, b = (engine._streams[engine.open(opts)] for _ in range(2))
     chunk = chunking.samples_for_mel(chunking.mel_for_chunks(1, opts.right, rec.cfg.encoder.subsampling_factor),
@@ -218,9 +218,10 @@ def test_step_costs_and_chunks_per_step(rec):
 
 
 def test_a_stream_behind_catches_up_at_once(rec):
-    """A stream with an older chunk waiting gains nothing from waiting for partners: it steps now,
-    alone, with all its chunks (k = 2), while a partner's chunk is about to complete."""
-    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0))
+    """A stream with an older chunk waiting gains nothing from waiting for partners: when its step ends
+    in time for the group's next one (the partner's chunk is expected at 10.04 s, deadline 10.66 s), it
+    steps now, alone, with all its chunks (k = 2)."""
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
     opts = rec.stream_options("auto", 320)
     a, b = (engine._streams[engine.open(opts)] for _ in range(2))
     two = chunking.samples_for_mel(chunking.mel_for_chunks(2, opts.right, 8), 160, 512)
@@ -230,3 +231,53 @@ def test_a_stream_behind_catches_up_at_once(rec):
     b.feed(synth_audio(640, seed=3).numpy(), now=10.0)  # b's chunk is expected at 10.04 s
     batches, _ = engine._plan(10.0, drain=False)
     assert [(bt.streams, bt.k) for bt in batches] == [([a], 2)]
+
+
+def test_a_stream_behind_rides_along_when_there_is_no_time(rec):
+    """When a catch-up step would push the group's next step past its deadline, the stream behind
+    waits for that step and rides along a chunk at a time (k = 1), instead of splitting the group."""
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
+    opts = rec.stream_options("auto", 320)
+    a, b = (engine._streams[engine.open(opts)] for _ in range(2))
+    engine.costs.record(opts.right, 1, 1, 0.3)  # a one-chunk step of one stream: 300 ms
+    engine.costs.record(opts.right, 1, 2, 0.45)  # of both: 450 ms
+    two = chunking.samples_for_mel(chunking.mel_for_chunks(2, opts.right, 8), 160, 512)
+    one = chunking.samples_for_mel(chunking.mel_for_chunks(1, opts.right, 8), 160, 512)
+    a.feed(synth_audio(two, seed=1).numpy(), now=10.0)
+    xb = synth_audio(one, seed=2).numpy()
+    b.feed(xb[:one - 1280], now=9.92)
+    b.feed(xb[one - 1280:one - 640], now=9.96)  # 40 ms pieces: b's chunk is expected at 10.0 s
+    batches, _ = engine._plan(9.99, drain=False)
+    assert batches == [] and engine._next_plan <= 10.0 + 1e-9
+    b.feed(xb[one - 640:], now=10.0)
+    batches, _ = engine._plan(10.0, drain=False)
+    assert [(bt.streams, bt.k) for bt in batches] == [([a, b], 1)]
+
+
+def test_phase_align_puts_a_late_stream_on_the_group_clock(rec):
+    """A stream that starts between two of its group's steps gets leading silence so its chunks complete
+    with the others' (one step serves both); its tokens are offline's on that silence + its audio, its
+    timestamps are the audio's own."""
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0))
+    opts = rec.stream_options("auto", 320)
+    sa, sb = engine.open(opts), engine.open(opts)
+    a, b = engine._streams[sa], engine._streams[sb]
+    piece, start_b = 640, 10.1  # 40 ms pieces; b's first piece arrives 100 ms after a's
+    x = synth_audio(16000 * 3, seed=4).numpy()
+    ticks_a, ticks_b = [], []
+    for i in range(0, len(x), piece):
+        for s, t0, ticks in ((a, 10.0, ticks_a), (b, start_b, ticks_b)):
+            now = round(t0 + (i + piece) / 16000, 6)
+            if s.feed(x[i:i + piece], now):
+                ticks.append(now)
+    assert a.pad_samples == 0 and 0 < b.pad_samples < 16000 * 0.32 and b.pad_samples % 160 == 0
+    assert len(ticks_b) >= len(ticks_a) - 1
+    assert all(abs(tb - ta) < 0.041 for ta, tb in zip(ticks_a[-len(ticks_b):], ticks_b))  # within a piece
+    engine.finish(sb, close=True)
+    engine.finish(sa, close=True)
+    finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
+    padded = np.concatenate([np.zeros(b.pad_samples, np.float32), x])
+    offline = rec.transcribe([padded], language="auto", latency_ms=320, mode="streaming")[0]
+    assert finals[sb].tokens == offline.tokens
+    pad_s = b.pad_samples / 16000
+    assert [w.start for w in finals[sb].words] == pytest.approx([w.start - pad_s for w in offline.words], abs=1e-3)

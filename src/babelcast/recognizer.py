@@ -194,9 +194,9 @@ class Recognizer:
         from .streaming.engine import Engine, EngineConfig
 
         opts = self.stream_options(language, latency_ms, keep_lang_tags)
-        engine = Engine(self.model, self.tokenizer, EngineConfig(max_sessions=max(1, batch_size), precision="fp32",
-                                                                 endpoint_ms=0, max_lag_ms=float("inf"),
-                                                                 max_segment_ms=0))  # one final per file
+        cfg = EngineConfig(max_sessions=max(1, batch_size), precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
+                           max_segment_ms=0, phase_align=False)  # one final per file, offline's tokens
+        engine = Engine(self.model, self.tokenizer, cfg)
         n, out, done_s = max(1, batch_size), [], 0.0
         for start in range(0, len(audios), n):
             sids = [engine.open(opts, interim=False) for _ in audios[start:start + n]]

@@ -88,14 +88,14 @@ class Client:
 
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
-        seed: int = 0, runtime=None, deadline_ms: float | None = None) -> RunResult:
+        seed: int = 0, runtime=None, deadline_ms: float | None = None, phase_align: bool = True) -> RunResult:
     """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
     precision's model copy, made once per search instead of once per run)."""
     model = runtime if runtime is not None else runtime_model(rec.model, precision)
     # precision="fp32": `model` already is the precision's copy, which the engine takes as it is
     engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, precision="fp32", endpoint_ms=0,
                                                        max_lag_ms=1e9, threads=torch.get_num_threads(),
-                                                       deadline_ms=deadline_ms))
+                                                       deadline_ms=deadline_ms, phase_align=phase_align))
     chunk_ms = latency_ms
     clients = []
     for i in range(n_streams):

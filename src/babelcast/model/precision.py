@@ -96,14 +96,17 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> Pre
 
 
 def runtime_model(model: AsrModel, precision: str) -> AsrModel:
-    """The engine's copy: encoder in the chosen precision; features, prompt, decoder, joint in fp32
-    (shared with `model`, not copied: they are read-only at inference)."""
+    """The engine's copy: encoder in the chosen precision; features and prompt in fp32 (shared with
+    `model`, not copied: they are read-only at inference); int8 also quantizes the prediction net's step
+    and the joint, which greedy decoding runs once per symbol on a handful of rows: their fp32 weight
+    reads (33 MB for a 13k vocabulary) cost more than the arithmetic (bench/results/step-*)."""
     precision = resolve_precision(precision, model.encoder.device).precision
     if precision == "fp32":
         return model.eval()
     shared = [t for name, t in _tensors(model) if not name.startswith("encoder.")]
     if precision == "int8":  # the linears are replaced by packed int8 ones: never copy their fp32 weights
-        shared += [t for m in model.encoder.modules() if isinstance(m, torch.nn.Linear) for t in m.parameters()]
+        shared += [t for m in (model.encoder, model.joint) for lin in m.modules() if isinstance(lin, torch.nn.Linear)
+                   for t in lin.parameters()]
     rt = copy.deepcopy(model, {id(t): t for t in shared}).eval()
     for layer in rt.encoder.layers:
         layer.self_attn.fuse_qkv()
@@ -111,6 +114,7 @@ def runtime_model(model: AsrModel, precision: str) -> AsrModel:
         rt.encoder.to(torch.bfloat16)
     else:
         _quantize_int8(rt.encoder)
+        _quantize_int8_decoding(rt)
     release_freed_memory()
     return rt
 
@@ -132,6 +136,15 @@ def _quantize_int8(encoder: torch.nn.Module) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao eager quantization is deprecated but still the CPU int8 path
         torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _quantize_int8_decoding(rt: AsrModel) -> None:
+    """Dynamic int8 for the prediction net's step (fused gate linears) and every linear of the joint."""
+    rt.decoder.fuse_gates()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for module in (rt.decoder.fused_gates, rt.joint):
+            torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def release_freed_memory() -> None:

@@ -42,6 +42,9 @@ class Predictor(nn.Module):
             "embed": nn.Embedding(cfg.vocab_size + 1, cfg.pred_hidden, padding_idx=cfg.blank_id),
             "dec_rnn": _LSTM(cfg.pred_hidden, cfg.pred_layers),
         })
+        # Runtime copies only (model/precision.py): per layer one linear [x; h] → gates, made from the
+        # LSTM's weights (then quantized); None: the LSTM's own weights, as NeMo computes them.
+        self.fused_gates: nn.ModuleList | None = None
 
     def init_state(self, batch: int, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> PredictorState:
@@ -61,14 +64,29 @@ class Predictor(nn.Module):
         x = self.prediction["embed"](labels).to(state.h.dtype)  # [B, H]
         hs, cs = [], []
         for layer in range(lstm.num_layers):
-            gates = F.linear(x, getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"bias_ih_l{layer}")) \
-                + F.linear(state.h[layer], getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_hh_l{layer}"))
+            if self.fused_gates is not None:
+                gates = self.fused_gates[layer](torch.cat([x, state.h[layer]], dim=-1))
+            else:
+                gates = F.linear(x, getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"bias_ih_l{layer}")) \
+                    + F.linear(state.h[layer], getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_hh_l{layer}"))
             i, f, g, o = gates.chunk(4, dim=-1)  # PyTorch's gate order
             c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
             x = torch.sigmoid(o) * torch.tanh(c)
             hs.append(x)
             cs.append(c)
         return PredictorState(x, torch.stack(hs), torch.stack(cs))
+
+    def fuse_gates(self) -> None:
+        """One linear per layer for step(): W = [W_ih W_hh], b = b_ih + b_hh (the same function; a
+        runtime copy then quantizes it; the LSTM stays for training's forward)."""
+        lstm, layers = self.prediction["dec_rnn"].lstm, []
+        for layer in range(lstm.num_layers):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+            fused = nn.Linear(w_ih.shape[1] + w_hh.shape[1], w_ih.shape[0], device=w_ih.device, dtype=w_ih.dtype)
+            fused.weight.data = torch.cat([w_ih, w_hh], dim=1).detach()
+            fused.bias.data = (getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")).detach()
+            layers.append(fused)
+        self.fused_gates = nn.ModuleList(layers)
 
     def forward(self, targets: Tensor) -> Tensor:
         """Training: targets [B, U] → [B, U+1, H] with a zero start-of-sequence input (spec §5.1)."""

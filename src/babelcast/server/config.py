@@ -21,6 +21,9 @@ class ServerConfig:
     endpoint_ms: int = 800  # default endpointing window of a live session; 0 disables
     max_lag_ms: float = 2000.0  # the engine refuses new sessions while a stream is this far behind
     threads: int | None = None  # torch intra-op threads of the engine thread (None: torch's default)
+    # live utterances start on their latency group's step clock (up to one chunk of leading silence):
+    # concurrent streams share steps; off: each stream's tokens are exactly offline's, steps split more
+    phase_align: bool = True
     # live sessions
     max_session_s: float = 3600.0  # wall-clock and audio length limit of one session
     idle_timeout_s: float = 30.0  # no message for this long ends a session

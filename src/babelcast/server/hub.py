@@ -47,7 +47,7 @@ class EngineHub:
         self.engine = rec.engine(EngineConfig(max_sessions=cfg.max_sessions, precision=cfg.precision,
                                               endpoint_ms=cfg.endpoint_ms, max_lag_ms=cfg.max_lag_ms,
                                               max_files=cfg.max_pending_transcriptions,
-                                              threads=cfg.threads))
+                                              threads=cfg.threads, phase_align=cfg.phase_align))
         metrics.bind_engine(self.engine)
         self.sessions: dict[str, Subscriber] = {}  # engine session id -> session (loop thread only)
         self.live: set[Subscriber] = set()  # every connected live session, opened or not

@@ -68,6 +68,11 @@ class EngineConfig:
     # ("length"), the rest of it going on: host memory stays bounded for a talker who never pauses
     # (0: no limit; a session without endpointing ends its segments itself, with finish()).
     max_segment_ms: float = 60_000.0
+    # Each utterance of a live stream starts with up to one chunk of silence that puts its chunk ends on
+    # its latency group's step clock: streams that started at any moment complete their chunks together
+    # and share every step (as in lockstep); without it, staggered streams split a chunk period into
+    # small steps. Tokens are offline's on the audio with that silence before it; timestamps are not moved.
+    phase_align: bool = True
 
 
 DEADLINE_SLACK_S = 0.3
@@ -116,6 +121,7 @@ class Engine:
                               self.model.encoder.dtype)
         self._files: set[str] = set()  # session ids of file streams
         self._file_turn = 0  # round-robin over the latencies of waiting files
+        self._clock: dict[int, float] = {}  # right -> a tick of that latency group's step clock (monotonic s)
         self.costs = StepCosts()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
@@ -138,7 +144,7 @@ class Engine:
                 self.metrics.refused += 1
                 raise EngineFull("behind", f"engine is {self.lag_ms():.0f} ms behind real time; try again later")
             window = endpoint_ms if endpoint_ms is not None else self.cfg.endpoint_ms
-            return self._admit(opts, interim, window)
+            return self._admit(opts, interim, window, live=True)
 
     def open_file(self, opts: StreamOptions, samples: np.ndarray) -> str:
         """A whole file as a fast-forward stream: its final (one, at the end) comes as an event, then
@@ -152,8 +158,8 @@ class Engine:
         self.finish(sid, close=True)
         return sid
 
-    def _admit(self, opts: StreamOptions, interim: bool, window_ms: int) -> str:
-        """A stream in a free slot of the pool (under the lock)."""
+    def _admit(self, opts: StreamOptions, interim: bool, window_ms: int, live: bool = False) -> str:
+        """A stream in a free slot of the pool (under the lock); live streams align to their step clock."""
         if opts.left != self.left:
             raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
         sid, slot = f"s{next(self._ids)}", self.pool.alloc()
@@ -161,9 +167,22 @@ class Engine:
             sid, slot, opts, self.grid, self.model.features, self.tok, interim,
             chunking.enc_frames_in(window_ms, self.grid.factor, self.grid.mel_ms) if window_ms else 10**9,
             reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
-            max_segment_frames=self._max_segment_frames(window_ms))
+            max_segment_frames=self._max_segment_frames(window_ms),
+            align=(lambda t0_s: self._phase_pad(sid, opts.right, t0_s)) if live and self.cfg.phase_align else None)
         self.metrics.opened += 1
         return sid
+
+    def _phase_pad(self, sid: str, right: int, t0_s: float) -> int:
+        """Leading silence for an utterance whose first sample arrived at t0_s: its chunks then complete on
+        the latency group's step clock. A stream alone at its latency sets the clock and needs none (its
+        tokens stay offline's); under the lock."""
+        g = self.grid
+        first_end_s = t0_s + chunking.first_chunk_samples(right, g.factor, g.hop_samples, g.n_fft) / g.sample_rate_hz
+        if right not in self._clock or not any(
+                s.right == right for i, s in self._streams.items() if i != sid and i not in self._files):
+            self._clock[right] = first_end_s
+        tick_s = self._clock[right]
+        return chunking.phase_pad_samples(first_end_s, tick_s, self._chunk_s(right), g.sample_rate_hz, g.hop_samples)
 
     def _max_segment_frames(self, endpoint_ms: int) -> int:
         """A session with endpointing gets length finals too; one without ends segments itself."""
@@ -308,16 +327,40 @@ class Engine:
         if not ready:
             return None, etas[0] if etas else float("inf")
         behind = [s for s in ready if len(s.chunk_times) > 1]
-        if behind and not drain:
-            ready = behind  # waiting cannot help a stream with an older chunk: it catches up now, alone
-        deadline = min(s.chunk_times[0] for s in ready) + self.budget_s(right)
+        if behind and len(behind) == len(ready) and not drain:  # between two of the group's steps
+            latest_s = float("inf")  # when the group's next step must start to meet its deadline
+            if etas:
+                latest_s = etas[0] + self.budget_s(right) - COST_MARGIN * self.costs.estimate(
+                    right, 1, len(members), self._chunk_s(right))
+            catch_up = self._catch_up(right, behind, now, latest_s)
+            if catch_up is not None:
+                return catch_up, now
+            return None, etas[0]  # no time before the group's next step: they ride along with it
+        # the group's step: streams that fell behind ride along a chunk a step, so their (missed)
+        # deadlines do not stop the group from waiting for members about to complete a chunk
+        on_time = [s for s in ready if len(s.chunk_times) == 1] or ready
+        deadline = min(s.chunk_times[0] for s in on_time) + self.budget_s(right)
         k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready), drain)
         step_s = COST_MARGIN * self.costs.estimate(right, k, len(ready), self._chunk_s(right))
         joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
-        if not drain and not behind and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
+        if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
             # a partner's chunk completes in time to share the step
             return None, max(now + 0.001, min(etas[0], deadline - step_s))
         return _Batch(deadline, right, k, ready), now
+
+    def _catch_up(self, right: int, behind: list[Stream], now: float, next_due: float) -> _Batch | None:
+        """Streams with several chunks waiting (they fell behind, or a flush made its last chunks whole)
+        run them now when the step ends by next_due, the latest start that keeps the group's next step
+        within its deadline. Else None: they ride with the group, a chunk per step, until there is such
+        time (stepping them alone whenever they are ready split the group's steps: every flush cost
+        the others a step)."""
+        k = min(self.cfg.max_chunks_per_step, min(len(s.chunk_times) for s in behind))
+        while k >= 1:
+            if now + COST_MARGIN * self.costs.estimate(right, k, len(behind), self._chunk_s(right)) <= next_due:
+                deadline = min(s.chunk_times[0] for s in behind) + self.budget_s(right)
+                return _Batch(deadline, right, k, behind)
+            k -= 1
+        return None
 
     def _chunks_per_step(self, right: int, batch: int, ready: int, drain: bool = False) -> int:
         """Chunks per row: all that every row has, at most max_chunks_per_step, and (k > 1, live

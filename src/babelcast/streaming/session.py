@@ -22,7 +22,7 @@ from .stream import StreamOptions
 __all__ = ["Partial", "Session", "StreamOptions"]
 
 SESSION_CONFIG = EngineConfig(max_sessions=1, precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
-                              max_segment_ms=0)  # flush returns the whole stream
+                              max_segment_ms=0, phase_align=False)  # flush returns the whole stream
 
 
 @dataclass(frozen=True)

@@ -128,13 +128,15 @@ class Stream:
     """The lifecycle of one session's stream (host side)."""
 
     def __init__(self, sid: str, slot: int, opts: StreamOptions, grid: Grid, features: LogMel, tok,
-                 interim: bool, window_frames: int, reset_state: Callable[[], None], max_segment_frames: int = 0):
+                 interim: bool, window_frames: int, reset_state: Callable[[], None], max_segment_frames: int = 0,
+                 align: Callable[[float], int] | None = None):
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
         self.right, self.prompt_id = opts.right, opts.prompt_id
         self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
         self.interim, self.window_frames = interim, window_frames
         self.max_segment_frames = max_segment_frames  # 0: a segment ends only at an endpoint or a flush
         self._features, self._reset_state = features, reset_state
+        self._align = align  # first sample's arrival time -> leading silence (samples) onto the step clock
         device = features.window.device
         self._mel = MelBuffer(grid.feat_in, device)
         self.tokens = SegmentTokens(tok, opts.text)
@@ -157,8 +159,10 @@ class Stream:
             self._held.append((x, now))
             self.held_samples += len(x)
             return False
-        self._pending.append(x)
         before = self._whole_chunks()
+        if self.n_samples == 0 and self._align is not None:
+            self._pad_start(self._align(now - len(x) / self.grid.sample_rate_hz))
+        self._pending.append(x)
         self.n_samples += len(x)
         self.piece_samples, self.last_feed = len(x), now
         new = self._whole_chunks() - before
@@ -173,6 +177,17 @@ class Stream:
         self._flush = _Flush(close, now)
         total = chunking.utterance_chunks(self._total_mel(), self.right, self.grid.factor, self.grid.stages)
         self.chunk_times.extend([now] * (total - self.chunks_done - len(self.chunk_times)))
+
+    def _pad_start(self, pad_samples: int) -> None:
+        """Leading silence before the utterance's first sample (its timestamps move back by as much)."""
+        if pad_samples > 0:
+            self._pending.append(np.zeros(pad_samples, dtype=np.float32))
+            self.n_samples = self.pad_samples = pad_samples
+            self.tokens.clear(dataclasses.replace(self.opts.text, offset_s=self.offset_s - self._pad_s))
+
+    @property
+    def _pad_s(self) -> float:
+        return self.pad_samples / self.grid.sample_rate_hz
 
     def drop_held(self) -> bool:
         """Drop the audio held after the last flush asked for; False when no flush is in progress."""
@@ -268,7 +283,8 @@ class Stream:
         self._pending: deque[np.ndarray] = deque()  # samples queued for features
         self._flush: _Flush | None = None
         self._padded = False  # the right padding of a flushed utterance is in the buffer
-        self.n_samples = 0  # samples of this utterance received
+        self.n_samples = 0  # samples of this utterance queued (its leading silence, pad_samples, included)
+        self.pad_samples = 0
         self.chunks_done = 0
         self.chunk_times: deque[float] = deque()  # when each complete, unstepped chunk's audio was complete
         self.last_feed = 0.0
@@ -277,7 +293,7 @@ class Stream:
 
     def _restart(self) -> None:
         """The next utterance on the same session: fresh state, then the held audio and flushes."""
-        self.offset_s += self.n_samples / self.grid.sample_rate_hz
+        self.offset_s += self.n_samples / self.grid.sample_rate_hz - self._pad_s
         self._reset_state()
         self._start_utterance()
         held, self._held, self.held_samples = self._held, deque(), 0
@@ -329,4 +345,4 @@ class Stream:
 
     def _meta(self) -> dict:
         return dict(latency_ms=self.opts.latency_ms, mode="streaming", trained_latency=self.opts.trained,
-                    duration_s=self.n_samples / self.grid.sample_rate_hz)
+                    duration_s=self.n_samples / self.grid.sample_rate_hz - self._pad_s)
