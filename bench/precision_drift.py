@@ -164,7 +164,7 @@ def write_demo(out: Path, rows: list[dict], manifest: Path, model: Path) -> None
                                                     "model": str(model), "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join([
         f"# Precision drift on the demo model ({model.name}, {manifest})", "",
-        f"Machine: {info['cpu']}, flags {', '.join(info['flags'])}; torch {info['torch']}, {info['threads']} threads; "
+        f"Machine: {info['cpu']}, flags {', '.join(info['flags'])}; torch {info['torch']}, {info['torch_threads']} threads; "
         f"{info['date']}.", f"Command: `{command}`", "", *table, ""]))
 
 
