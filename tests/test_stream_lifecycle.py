@@ -218,20 +218,19 @@ def test_step_costs_and_chunks_per_step(rec):
 
 
 def test_a_stream_behind_catches_up_at_once(rec):
-    """A stream with an older chunk waiting gains nothing from waiting for partners: when its step ends
-    in time for the group's next one (the partner's chunk is expected at 10.04 s, deadline 10.66 s), it
-    steps now, alone, with all its chunks (k = 2)."""
+    """A stream with an older chunk waiting, between its group's steps (the partner's next chunk is
+    240 ms away), runs now, alone, with all its chunks (k = 2): that step ends long before the group's
+    next one must start (partner's chunk + 620 ms − its step)."""
     engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
     opts = rec.stream_options("auto", 320)
     a, b = (engine._streams[engine.open(opts)] for _ in range(2))
     two = chunking.samples_for_mel(chunking.mel_for_chunks(2, opts.right, 8), 160, 512)
     one = chunking.samples_for_mel(chunking.mel_for_chunks(1, opts.right, 8), 160, 512)
     a.feed(synth_audio(two, seed=1).numpy(), now=10.0)
-    b.feed(synth_audio(one - 1280, seed=2).numpy()[:one - 1280 - 640], now=9.96)
-    b.feed(synth_audio(640, seed=3).numpy(), now=10.0)  # b's chunk is expected at 10.04 s
+    b.feed(synth_audio(640, seed=2).numpy(), now=10.0)  # 40 ms pieces: b's chunk is expected at 10.24 s
+    assert one == 4096 and b.next_chunk_eta() == pytest.approx(10.24)
     batches, _ = engine._plan(10.0, drain=False)
     assert [(bt.streams, bt.k) for bt in batches] == [([a], 2)]
-
 
 def test_a_stream_behind_rides_along_when_there_is_no_time(rec):
     """When a catch-up step would push the group's next step past its deadline, the stream behind

@@ -321,39 +321,45 @@ class Engine:
         return _Batch(float("inf"), right, k, members, files=True)
 
     def _plan_group(self, right: int, members: list[Stream], now: float, drain: bool) -> tuple[_Batch | None, float]:
-        """Step this latency group now (a batch), or wait until the returned time."""
+        """Step this latency group now (a batch), or wait until the returned time.
+
+        With the group on one step clock: at a tick, wait for members whose chunk completes before the
+        step would end (within the deadline) and step together. Between ticks (ready streams fell
+        behind, are out of phase, or a flush made its last chunks whole), run them now when that step still lets the
+        group's next step meet its deadline, with as many of their chunks as fit; else they ride along
+        with the group's next step, a chunk at a time (stepping them alone whenever ready would split
+        the group's steps: every flush cost the others a step)."""
         ready = [s for s in members if s.chunk_times]
         etas = sorted(e for s in members if not s.chunk_times and (e := s.next_chunk_eta()) >= now - LATE_S)
         if not ready:
             return None, etas[0] if etas else float("inf")
-        behind = [s for s in ready if len(s.chunk_times) > 1]
-        if behind and len(behind) == len(ready) and not drain:  # between two of the group's steps
-            latest_s = float("inf")  # when the group's next step must start to meet its deadline
-            if etas:
-                latest_s = etas[0] + self.budget_s(right) - COST_MARGIN * self.costs.estimate(
-                    right, 1, len(members), self._chunk_s(right))
-            catch_up = self._catch_up(right, behind, now, latest_s)
-            if catch_up is not None:
-                return catch_up, now
-            return None, etas[0]  # no time before the group's next step: they ride along with it
-        # the group's step: streams that fell behind ride along a chunk a step, so their (missed)
-        # deadlines do not stop the group from waiting for members about to complete a chunk
-        on_time = [s for s in ready if len(s.chunk_times) == 1] or ready
+        on_time = [s for s in ready if len(s.chunk_times) == 1] or ready  # the others' deadlines are past
         deadline = min(s.chunk_times[0] for s in on_time) + self.budget_s(right)
         k = self._chunks_per_step(right, len(ready), min(len(s.chunk_times) for s in ready), drain)
         step_s = COST_MARGIN * self.costs.estimate(right, k, len(ready), self._chunk_s(right))
+        if drain or not etas:
+            return _Batch(deadline, right, k, ready), now
         joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
-        if not drain and etas and etas[0] + joined_s <= deadline and now + step_s < deadline:
-            # a partner's chunk completes in time to share the step
-            return None, max(now + 0.001, min(etas[0], deadline - step_s))
+        in_time = etas[0] + joined_s <= deadline  # waiting for the next partner keeps the deadline
+        # in phase: the newest ready chunk and the partner's are of one tick (not a period apart)
+        in_phase = etas[0] - max(s.chunk_times[-1] for s in ready) <= self._chunk_s(right) / 2
+        if etas[0] <= now + step_s and in_phase:  # a partner's chunk completes before this step would end
+            if in_time and now + step_s < deadline:
+                return None, max(now + 0.001, min(etas[0], deadline - step_s))  # share the step
+            return _Batch(deadline, right, k, ready), now
+        latest_s = etas[0] + self.budget_s(right) - COST_MARGIN * self.costs.estimate(
+            right, 1, len(members), self._chunk_s(right))  # the group's next step must start by then
+        catch_up = self._catch_up(right, ready, now, latest_s)
+        if catch_up is not None:
+            return catch_up, now
+        if in_time or len(on_time) < len(ready):  # ride along (streams behind have missed already)
+            return None, etas[0]
         return _Batch(deadline, right, k, ready), now
 
     def _catch_up(self, right: int, behind: list[Stream], now: float, next_due: float) -> _Batch | None:
-        """Streams with several chunks waiting (they fell behind, or a flush made its last chunks whole)
-        run them now when the step ends by next_due, the latest start that keeps the group's next step
-        within its deadline. Else None: they ride with the group, a chunk per step, until there is such
-        time (stepping them alone whenever they are ready split the group's steps: every flush cost
-        the others a step)."""
+        """A step of streams ready between the group's steps, with as many of their chunks as end by
+        next_due (the latest start that keeps the group's next step within its deadline); None when
+        not even one chunk does."""
         k = min(self.cfg.max_chunks_per_step, min(len(s.chunk_times) for s in behind))
         while k >= 1:
             if now + COST_MARGIN * self.costs.estimate(right, k, len(behind), self._chunk_s(right)) <= next_due:
