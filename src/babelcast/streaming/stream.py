@@ -2,7 +2,9 @@
 
 - intake (any thread, under the engine's lock): samples and flushes queue in order; audio sent while a
   flush is in progress is held and becomes the next utterance; only sample counts are updated, so the
-  engine knows when each chunk's audio is complete (its deadline) without computing anything;
+  engine knows when each chunk's audio is complete (its deadline) without computing anything; a live
+  utterance's first audio may be preceded by leading silence that puts its chunk ends on the engine's
+  step clock for its latency (`align`; timestamps are moved back by as much);
 - features (engine thread): when chunks are taken, just enough queued samples become mel frames in a
   preallocated buffer that starts with the virtual lead-in frames (a whole file may be queued: memory
   stays bounded by the step); a flush fixes the utterance's length and adds the right padding;
