@@ -178,3 +178,35 @@ def test_limits_and_admission(rec):
     assert [e["code"] for e in errors] == ["session_too_long"] and "1 s" in errors[0]["message"]
     finals = [e for e in long_ if e["type"] == "final"]
     assert finals and finals[-1]["from_finalize"] and long_[-1]["audio_s"] <= 1.0 and long_code == 1008
+
+
+def test_phase_aligned_sessions_give_offline_text_after_their_leading_silence(rec):
+    """With the server's default phase alignment, a session that starts between the group's steps gets
+    up to one chunk (80 ms here) of leading silence in whole 10 ms hops: each final is offline's text on
+    the audio after some such silence, and every stream's finals and close arrive."""
+    server = start_server(rec, phase_align=True)
+    engine, pads = server.hub.engine, []
+    plain_pad = engine._phase_pad
+    engine._phase_pad = lambda *args: pads.append(plain_pad(*args)) or pads[-1]  # record what each got
+    try:
+        good = [speech(2.0, seed=20), speech(2.0, seed=21)]
+
+        async def late(audio, delay_s):
+            await asyncio.sleep(delay_s)
+            return await stream_session(server.ws_url, audio, "latency=80&endpoint_ms=0", pause_s=0.02)
+
+        async def both():
+            return await asyncio.gather(late(good[0], 0.0), late(good[1], 0.05))
+
+        results = run(both())
+    finally:
+        server.__exit__(None, None, None)
+    finals = []
+    for events, code in results:
+        assert kinds(events)[0] == "ready" and kinds(events)[-1] == "closed" and code == 1000
+        finals += [e["text"] for e in events if e["type"] == "final"]
+    assert len(pads) == 2 and pads[0] == 0 and 0 <= pads[1] < 1280 and pads[1] % 160 == 0
+    offline = {pad: [expected_text(rec, np.concatenate([np.zeros(pad, np.float32), a])) for a in good]
+               for pad in set(pads)}
+    assert sorted(finals) in (sorted([offline[pads[0]][0], offline[pads[1]][1]]),
+                              sorted([offline[pads[1]][0], offline[pads[0]][1]]))  # whichever fed first
