@@ -1,10 +1,11 @@
 """Many live streams in one process, stepped together: plan → run → update (continuous batching).
 
-- plan: streams are grouped by latency; every whole chunk has a deadline (when its audio was complete +
-  the latency budget). A group steps when waiting longer would miss its earliest deadline, or when waiting
-  gains nothing (no other member's chunk completes early enough to share the step at the estimated step
-  cost); it then takes every member that is ready. Groups that are due run earliest deadline first, so a
-  stream that fell behind (older chunks, earlier deadlines) catches up between the others' steps;
+- plan: streams are grouped by latency, and each live utterance starts on its group's step clock (up to
+  a chunk of leading silence), so the members' chunks complete together; every whole chunk has a
+  deadline (when its audio was complete + the latency budget). At a tick the group waits for members
+  whose chunk completes before its step would end and steps them together; streams ready between ticks
+  (behind, or a flush's last chunks) run in time that keeps the group's next step within its deadline,
+  or ride along with it. Groups that are due run earliest deadline first;
 - run: one batched encoder step of k chunks per row, prompt and greedy decode, on rows gathered from the
   cache pool by slot and scattered back (no Python loop over streams around the model);
 - update: tokens go to their streams (`Stream` owns a stream's lifecycle); partials, finals (endpoint or
@@ -325,10 +326,10 @@ class Engine:
 
         With the group on one step clock: at a tick, wait for members whose chunk completes before the
         step would end (within the deadline) and step together. Between ticks (ready streams fell
-        behind, are out of phase, or a flush made its last chunks whole), run them now when that step still lets the
-        group's next step meet its deadline, with as many of their chunks as fit; else they ride along
-        with the group's next step, a chunk at a time (stepping them alone whenever ready would split
-        the group's steps: every flush cost the others a step)."""
+        behind, are out of phase, or a flush made its last chunks whole), run them now when that step
+        still lets the group's next step meet its deadline, with as many of their chunks as fit; else
+        they ride along with the group's next step, a chunk at a time (stepping them alone whenever
+        ready would split the group's steps: every flush cost the others a step)."""
         ready = [s for s in members if s.chunk_times]
         etas = sorted(e for s in members if not s.chunk_times and (e := s.next_chunk_eta()) >= now - LATE_S)
         if not ready:
