@@ -280,3 +280,36 @@ def test_phase_align_puts_a_late_stream_on_the_group_clock(rec):
     assert finals[sb].tokens == offline.tokens
     pad_s = b.pad_samples / 16000
     assert [w.start for w in finals[sb].words] == pytest.approx([w.start - pad_s for w in offline.words], abs=1e-3)
+
+
+def test_a_language_switch_mid_stream_takes_effect_from_the_next_chunk_in_any_batch(rec):
+    """Switching the prompt mid-stream (no cache reset) gives the same tokens in a shared engine, beside
+    a stream that does not switch, as in a Session alone; it changes them; switching before any audio
+    is opening in that language."""
+    x = synth_audio(16000 * 3, seed=5).numpy()
+    half = 4096  # the first chunk at 320 ms (this tiny model emits within the first half second)
+    engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
+    a, b = (engine.open(rec.stream_options("de-DE", 320)) for _ in range(2))
+    for sid in (a, b):
+        engine.feed(sid, x[:half])
+    engine.drain()
+    engine.set_language(a, rec.stream_options("es-US", 320))
+    for sid in (a, b):
+        engine.feed(sid, x[half:])
+        engine.finish(sid, close=True)
+    finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
+    alone = rec.stream("de-DE", 320)
+    alone.accept_audio(x[:half])
+    alone.set_language("es-US")
+    alone.accept_audio(x[half:])
+    switched = alone.flush()
+    assert finals[a].tokens == switched.tokens and finals[a].language == switched.language == "es-US"
+    assert finals[a].tokens != finals[b].tokens  # the switch did something
+    early = rec.stream("de-DE", 320)
+    early.set_language("es-US")
+    early.accept_audio(x)
+    plain = rec.stream("es-US", 320)
+    plain.accept_audio(x)
+    assert early.flush().tokens == plain.flush().tokens
+    with pytest.raises(UnsupportedLanguage):
+        alone.set_language("xx-XX")

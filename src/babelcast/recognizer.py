@@ -93,7 +93,8 @@ class Recognizer:
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
                keep_lang_tags: bool = False) -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
-        return Session(self.model, self.tokenizer, self.stream_options(language, latency_ms, keep_lang_tags))
+        return Session(self.model, self.tokenizer, self.stream_options(language, latency_ms, keep_lang_tags),
+                       options_for=lambda lang: self.stream_options(lang, latency_ms, keep_lang_tags))
 
     def engine(self, cfg: "EngineConfig | None" = None) -> "Engine":
         """A multi-stream engine sharing this recognizer's weights (a runtime copy for bf16/int8)."""

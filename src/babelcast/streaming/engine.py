@@ -207,6 +207,11 @@ class Engine:
             self._get(sid).finish(close, time.monotonic())
         self._wake.set()
 
+    def set_language(self, sid: str, opts: StreamOptions) -> None:
+        """Switch a session's language prompt (opts from Recognizer.stream_options) from its next chunk."""
+        with self._lock:
+            self._get(sid).set_language(opts.prompt_id, opts.text)
+
     def drop_held(self, sid: str) -> bool:
         """Drop audio held behind a flush in progress; False when no flush is in progress."""
         with self._lock:

@@ -8,6 +8,7 @@ chunk is whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from torch import Tensor
@@ -36,8 +37,10 @@ class Session:
     """A single stream decoded with the encoder's cache-aware step (spec §3.6)."""
 
     def __init__(self, model: AsrModel, tokenizer: Tokenizer, opts: StreamOptions,
-                 cfg: EngineConfig = SESSION_CONFIG):
+                 cfg: EngineConfig = SESSION_CONFIG,
+                 options_for: Callable[[str | None], StreamOptions] | None = None):
         self.opts = opts
+        self._options_for = options_for  # language -> this stream's options in it (Recognizer.stream gives it)
         self._engine = Engine(model, tokenizer, cfg)
         self._sid = self._engine.open(opts, interim=False, endpoint_ms=0)
         self._pieces = AudioPieces()
@@ -51,6 +54,14 @@ class Session:
         self._engine.feed(self._sid, self._pieces.convert(samples, sample_rate))
         self._engine.drain()
         return self.partial()
+
+    def set_language(self, language: str | None) -> None:
+        """Decode in another language (a locale, or "auto") from the next chunk on, mid-utterance: the
+        prompt acts after the encoder, so nothing is reset (UnsupportedLanguage for an unknown one)."""
+        if self._options_for is None:
+            raise RuntimeError("this session was not made by Recognizer.stream(); it cannot resolve languages")
+        self.opts = self._options_for(language)
+        self._engine.set_language(self._sid, self.opts)
 
     def flush(self) -> Transcript:
         """End of stream: the last partial chunk is zero-padded and decoded, never dropped."""

@@ -191,6 +191,13 @@ class Stream:
     def _pad_s(self) -> float:
         return self.pad_samples / self.grid.sample_rate_hz
 
+    def set_language(self, prompt_id: int | None, text: TextOptions) -> None:
+        """A new language prompt from the next chunk on (it acts after the encoder: no cache to reset);
+        the current segment's transcript reports the new language."""
+        self.prompt_id = prompt_id
+        self.opts = dataclasses.replace(self.opts, prompt_id=prompt_id, text=text)
+        self.tokens.opts = dataclasses.replace(self.tokens.opts, language=text.language)
+
     def drop_held(self) -> bool:
         """Drop the audio held after the last flush asked for; False when no flush is in progress."""
         while self._held and not isinstance(self._held[-1][0], _Flush):
