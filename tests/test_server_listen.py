@@ -119,7 +119,7 @@ async def bad_session(url: str, query: str, send, audio: np.ndarray):
         if send == "s16-as-f32":
             send = [pcm16(audio[:3200])]
         elif send == "configure-after-audio":
-            send = [pcm16(audio[:1600]), json.dumps({"type": "configure", "language": "de"})]
+            send = [pcm16(audio[:1600]), json.dumps({"type": "configure", "latency": 320})]
         for item in send or []:
             await ws.send(item)
         return await read_until_closed(ws)
@@ -210,3 +210,28 @@ def test_phase_aligned_sessions_give_offline_text_after_their_leading_silence(re
                for pad in set(pads)}
     assert sorted(finals) in (sorted([offline[pads[0]][0], offline[pads[1]][1]]),
                               sorted([offline[pads[1]][0], offline[pads[0]][1]]))  # whichever fed first
+
+
+def test_language_changes_mid_stream(server):
+    """`configure` with a new language after audio is accepted at once (a `ready` with the new settings)
+    and the final reports it; any other setting after audio is still refused (the BAD cases)."""
+    audio = speech(2.0, seed=12)
+
+    async def go():
+        async with connect(f"{server.ws_url}/v1/listen?language=de-DE&latency=80&endpoint_ms=0") as ws:
+            first = json.loads(await ws.recv())
+            chunks = frames(audio)
+            for i, frame in enumerate(chunks):
+                await ws.send(frame)
+                if i == len(chunks) // 2:
+                    await ws.send(json.dumps({"type": "configure", "language": "es-US"}))
+            await ws.send(json.dumps({"type": "close"}))
+            events, code = await read_until_closed(ws)
+            return first, events, code
+
+    first, events, code = run(go())
+    assert first["settings"]["language"] == "de-DE" and code == 1000 and "error" not in kinds(events)
+    ready = [e for e in events if e["type"] == "ready"]
+    assert len(ready) == 1 and ready[0]["settings"]["language"] == "es-US"
+    finals = [e for e in events if e["type"] == "final"]
+    assert len(finals) == 1 and finals[0]["language"] == "es-US"

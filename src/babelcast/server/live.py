@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ import soxr
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, pcm_to_float
 from ..errors import UnsupportedLanguage, UnsupportedLatency
 from ..streaming.engine import Event
+from ..streaming.stream import StreamOptions
 from .errors import ApiError
 from .hub import EngineHub
 from .settings import StreamSettings
@@ -82,16 +84,20 @@ class LiveSession:
         hub.live.add(self)
 
     # ---- setup --------------------------------------------------------------------------------
-    def start(self, settings: StreamSettings) -> None:
-        """Validate the settings against the model and open an engine session (ApiError if not)."""
+    def _options(self, settings: StreamSettings) -> StreamOptions:
+        """The engine's options for these settings (ApiError naming a bad language or latency)."""
         rec = self.hub.rec
         try:
-            opts = rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
+            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
         except UnsupportedLanguage as e:
             raise ApiError("unsupported_language", str(e), "language") from None
         except UnsupportedLatency as e:
             raise ApiError("invalid_latency", f"{e}; this model supports latencies "
                                               f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
+
+    def start(self, settings: StreamSettings) -> None:
+        """Validate the settings against the model and open an engine session (ApiError if not)."""
+        opts = self._options(settings)
         endpoint = settings.endpoint_ms if settings.endpoint_ms is not None else self.hub.cfg.endpoint_ms
         sid = self.hub.open(self, opts, settings.interim_results, endpoint)
         self.sid, self.settings = sid, settings
@@ -106,10 +112,18 @@ class LiveSession:
             self.hub.metrics.sessions_opened.labels(self.api).inc()
 
     def restart(self, settings: StreamSettings) -> None:
-        """New settings before any audio of the current utterance: a fresh engine session."""
+        """New settings. A new language alone takes effect from the next chunk, at any time (the prompt
+        acts after the encoder: nothing to reset); other changes need a fresh engine session, so they
+        come before any audio of the current utterance."""
+        if self.sid is not None and not self.closing and self.settings is not None \
+                and dataclasses.replace(settings, language=self.settings.language) == self.settings:
+            self.hub.engine.set_language(self.sid, self._options(settings))
+            self.settings = settings
+            self.warning = self.hub.untrained_warning(settings.language)
+            return
         if self.utterance_samples or self.pending_finals or self.closing:
-            raise ApiError("invalid_message", "settings can only change before audio is sent "
-                                              "(or right after a final)")
+            raise ApiError("invalid_message", "settings other than the language can only change before audio "
+                                              "is sent (or right after a final)")
         self.hub.release(self.sid, abort=True)
         self.sid = None
         self.start(settings)
