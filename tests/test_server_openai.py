@@ -180,3 +180,32 @@ def test_realtime_requires_key(server):
     with bad.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         ev = conn.recv()
         assert ev.type == "error" and ev.error.code == "unauthorized"
+
+
+def test_realtime_language_changes_while_audio_is_buffered(client):
+    """A session update that changes only the language applies mid-utterance (from the next chunk);
+    one that changes anything else while audio is buffered is refused, and the session goes on."""
+    data = pcm16(speech(2.0, seed=34))
+    half = len(data) // 2 // 3200 * 3200
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+
+        def update(**transcription):
+            conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
+                "turn_detection": None}}})
+            return conn.recv()
+
+        assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
+        for i in range(0, half, 3200):
+            conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
+        refused = update(model="tiny", language="de", latency_ms=320)
+        assert refused.type == "error" and "other than the language" in refused.error.message
+        switched = update(model="tiny", language="es", latency_ms=80)
+        assert switched.type == "session.updated" and switched.session.audio.input.transcription.language == "es"
+        for i in range(half, len(data), 3200):
+            conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
+        conn.input_audio_buffer.commit()
+        events = realtime_events(conn, "conversation.item.input_audio_transcription.completed")
+    assert [e.type for e in events if e.type == "error"] == []
+    assert events[-1].type == "conversation.item.input_audio_transcription.completed"

@@ -126,10 +126,10 @@ class RealtimeConnection:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)
         if new != old:
-            if not self.session.idle:
-                raise ApiError("invalid_message", "the transcription settings cannot change while audio is "
-                                                  "buffered: commit or clear first")
-            self.session.restart(new)
+            if not self.session.idle and dataclasses.replace(new, language=old.language) != old:
+                raise ApiError("invalid_message", "transcription settings other than the language cannot change "
+                                                  "while audio is buffered: commit or clear first")
+            self.session.restart(new)  # a new language alone applies from the next chunk
         if td_given:
             self.turn_detection = td
         if transcription.get("model"):
