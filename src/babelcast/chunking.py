@@ -166,8 +166,8 @@ def first_chunk_samples(right: int, factor: int, hop_samples: int, n_fft: int) -
 def phase_pad_samples(chunk_end_s: float, tick_s: float, period_s: float, sample_rate_hz: int,
                       hop_samples: int) -> int:
     """Leading silence (whole hops, < one chunk) that moves a new utterance's chunk ends, the first
-    due at chunk_end_s, back onto a step clock ticking at tick_s + j * period_s (one chunk): every later chunk of
-    it then completes with its latency group's (a step serves them all). Whole hops keep its mel
-    frames on the audio's grid: the tokens are offline's on the audio with that silence before it."""
+    due at chunk_end_s, back onto a step clock ticking at tick_s + j * period_s (one chunk): every
+    chunk of it then completes with its latency group's (a step serves them all). Whole hops keep its
+    mel frames on the audio's grid: the tokens are offline's on the audio with that silence before it."""
     early_s = (chunk_end_s - tick_s) % period_s
     return int(early_s * sample_rate_hz) // hop_samples * hop_samples

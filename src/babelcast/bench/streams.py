@@ -104,7 +104,8 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
     clients = []
     for i in range(n_streams):
         sid = engine.open(rec.stream_options("auto", latency_ms))
-        clients.append(Client(sid, utterances(seconds, seed + i, utterance_s), start_s=i * chunk_ms / 1000 / n_streams))
+        clients.append(Client(sid, utterances(seconds, seed + i, utterance_s),
+                              start_s=i * chunk_ms / 1000 / n_streams))
     by_sid = {c.sid: c for c in clients}
     engine.metrics = EngineMetrics(window=1 << 20)  # every chunk's latency, not the last 512
     stop = threading.Event()
@@ -340,7 +341,8 @@ def plot(summary: dict, path: str) -> None:
 
 def _table(rows: list[RunResult]) -> str:
     keys = ["streams", "latency_ms", "precision", "realtime", "p50_final_ms", "p95_final_ms", "p50_partial_ms",
-            "p95_partial_ms", "max_lag_ms", "cpu_percent", "rss_mb", "mean_batch", "deadline_misses", "rtf", "per_latency"]
+            "p95_partial_ms", "max_lag_ms", "cpu_percent", "rss_mb", "mean_batch", "deadline_misses", "rtf",
+            "per_latency"]
     lines = [" | ".join(keys)] + [" | ".join(str(getattr(r, k)) for k in keys) for r in rows]
     return "\n".join(lines)
 

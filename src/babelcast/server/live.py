@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import logging
 import time
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +115,7 @@ class LiveSession:
         acts after the encoder: nothing to reset); other changes need a fresh engine session, so they
         come before any audio of the current utterance."""
         if self.sid is not None and not self.closing and self.settings is not None \
-                and dataclasses.replace(settings, language=self.settings.language) == self.settings:
+                and self.settings.only_language_differs(settings):
             self.hub.engine.set_language(self.sid, self._options(settings))
             self.settings = settings
             self.warning = self.hub.untrained_warning(settings.language)

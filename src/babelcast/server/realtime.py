@@ -126,7 +126,7 @@ class RealtimeConnection:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)
         if new != old:
-            if not self.session.idle and dataclasses.replace(new, language=old.language) != old:
+            if not self.session.idle and not old.only_language_differs(new):
                 raise ApiError("invalid_message", "transcription settings other than the language cannot change "
                                                   "while audio is buffered: commit or clear first")
             self.session.restart(new)  # a new language alone applies from the next chunk

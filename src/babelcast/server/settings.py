@@ -37,6 +37,10 @@ class StreamSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def only_language_differs(self, other: "StreamSettings") -> bool:
+        """Every setting but the language equal: a change a live stream takes mid-utterance."""
+        return dataclasses.replace(other, language=self.language) == self
+
 
 def parse_settings(values: Mapping[str, Any], base: StreamSettings = StreamSettings()) -> StreamSettings:
     """Overlay `values` (strings from a query string, or JSON values) on `base`; ApiError names the

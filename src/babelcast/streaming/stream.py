@@ -133,7 +133,7 @@ class Stream:
                  interim: bool, window_frames: int, reset_state: Callable[[], None], max_segment_frames: int = 0,
                  align: Callable[[float], int] | None = None):
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
-        self.right, self.prompt_id = opts.right, opts.prompt_id
+        self.right = opts.right
         self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
         self.interim, self.window_frames = interim, window_frames
         self.max_segment_frames = max_segment_frames  # 0: a segment ends only at an endpoint or a flush
@@ -188,13 +188,16 @@ class Stream:
             self.tokens.clear(dataclasses.replace(self.opts.text, offset_s=self.offset_s - self._pad_s))
 
     @property
+    def prompt_id(self) -> int | None:
+        return self.opts.prompt_id
+
+    @property
     def _pad_s(self) -> float:
         return self.pad_samples / self.grid.sample_rate_hz
 
     def set_language(self, prompt_id: int | None, text: TextOptions) -> None:
         """A new language prompt from the next chunk on (it acts after the encoder: no cache to reset);
         the current segment's transcript reports the new language."""
-        self.prompt_id = prompt_id
         self.opts = dataclasses.replace(self.opts, prompt_id=prompt_id, text=text)
         self.tokens.opts = dataclasses.replace(self.tokens.opts, language=text.language)
 
