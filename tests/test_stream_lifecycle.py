@@ -282,6 +282,51 @@ def test_phase_align_puts_a_late_stream_on_the_group_clock(rec):
     assert [w.start for w in finals[sb].words] == pytest.approx([w.start - pad_s for w in offline.words], abs=1e-3)
 
 
+def test_a_slow_group_splits_onto_sub_clocks_that_step_apart(rec):
+    """While one step of the whole group would make a flush wait too long for its final (p95 ≈ 0.95
+    chunk + step > chunk + 300 ms), new utterances go onto a second clock half a chunk later, and each
+    sub-group steps at its own tick without waiting for the other (costs given, not measured)."""
+    engine = rec.engine(EngineConfig(max_sessions=4, precision="fp32", endpoint_ms=0))
+    opts = rec.stream_options("auto", 320)
+    for batch, seconds in ((1, 0.1), (3, 0.15), (5, 0.3)):
+        engine.costs.record(opts.right, 1, batch, seconds)
+    # 4 streams on one clock: 0.304 + 1.25 × 0.3 > 0.62; on two, 2 × 0.15 ≤ 0.32; 8 fit on neither
+    assert [engine._sub_clocks(opts.right, n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 1]
+    streams = [engine._streams[engine.open(opts)] for _ in range(4)]
+    piece, x = 640, synth_audio(16000 * 2, seed=6).numpy()  # 40 ms pieces, each stream 10 ms after the last
+    ticks = {s.id: [] for s in streams}
+    for i in range(0, len(x), piece):
+        for j, s in enumerate(streams):
+            now = round(10 + j * 0.01 + (i + piece) / 16000, 6)
+            if s.feed(x[i:i + piece], now):
+                ticks[s.id].append(now)
+    first = [s for s in streams if engine._phase[s.id] == 0]
+    second = [s for s in streams if engine._phase[s.id] == 0.5]
+    assert len(first) == len(second) == 2  # four streams: the first sets the clock, the others balance
+    tick, tick_2 = ticks[first[0].id][2], ticks[second[0].id][2]
+    assert abs((tick_2 - tick) % 0.32 - 0.16) < 0.041  # half a chunk apart, within a piece
+    assert all(abs(ticks[s.id][2] - tick) < 0.041 for s in first)
+
+    # the scene again, up to 50 ms after a tick of the first clock: its chunks are ready, the second
+    # clock's are 70-150 ms away, and a step of the first clock's streams is estimated at 156 ms
+    engine = rec.engine(EngineConfig(max_sessions=4, precision="fp32", endpoint_ms=0))
+    for batch, seconds in ((1, 0.1), (3, 0.15), (5, 0.3)):
+        engine.costs.record(opts.right, 1, batch, seconds)
+    streams = [engine._streams[engine.open(opts)] for _ in range(4)]
+    for i in range(0, len(x), piece):
+        for j, s in enumerate(streams):
+            now = round(10 + j * 0.01 + (i + piece) / 16000, 6)
+            if now <= tick + 0.05:
+                s.feed(x[i:i + piece], now)
+    for s in streams:  # chunks complete before the first clock's last tick are stepped
+        while s.chunk_times and s.chunk_times[0] < tick - 0.1:
+            s.chunk_times.popleft()
+            s.chunks_done += 1
+    first = {s for s in streams if engine._phase[s.id] == 0}
+    batches, _ = engine._plan(tick + 0.05, drain=False)
+    assert [set(bt.streams) for bt in batches] == [first]  # without waiting for the second clock's chunks
+
+
 def test_a_language_switch_mid_stream_takes_effect_from_the_next_chunk_in_any_batch(rec):
     """Switching the prompt mid-stream (no cache reset) gives the same tokens in a shared engine, beside
     a stream that does not switch, as in a Session alone; it changes them; switching before any audio

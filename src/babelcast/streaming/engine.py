@@ -1,11 +1,13 @@
 """Many live streams in one process, stepped together: plan → run → update (continuous batching).
 
-- plan: streams are grouped by latency, and each live utterance starts on its group's step clock (up to
-  a chunk of leading silence), so the members' chunks complete together; every whole chunk has a
-  deadline (when its audio was complete + the latency budget). At a tick the group waits for members
-  whose chunk completes before its step would end and steps them together; streams ready between ticks
-  (behind, or a flush's last chunks) run in time that keeps the group's next step within its deadline,
-  or ride along with it. Groups that are due run earliest deadline first;
+- plan: streams are grouped by latency, and each live utterance starts on one of its group's step
+  clocks (up to a chunk of leading silence), so the members' chunks complete together; one clock while
+  the group's step is short, evenly spaced sub-clocks when a flush would otherwise wait too long for a
+  step (p95 time-to-final); every whole chunk has a deadline (when its audio was complete + the
+  latency budget). At a tick the group waits for members whose chunk completes before its step would
+  end and steps them together; streams ready between ticks (behind, or a flush's last chunks) run in
+  time that keeps the group's next step within its deadline, or ride along with it. Groups that are
+  due run earliest deadline first;
 - run: one batched encoder step of k chunks per row, prompt and greedy decode, on rows gathered from the
   cache pool by slot and scattered back (no Python loop over streams around the model);
 - update: tokens go to their streams (`Stream` owns a stream's lifecycle); partials, finals (endpoint or
@@ -80,6 +82,8 @@ DEADLINE_SLACK_S = 0.3
 LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
 COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a long step must not miss)
+MAX_SUB_CLOCKS = 4  # step clocks per latency group at most (each costs a weight read per chunk)
+FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at most this much of a clock's period
 
 
 @torch.no_grad()
@@ -123,6 +127,7 @@ class Engine:
         self._files: set[str] = set()  # session ids of file streams
         self._file_turn = 0  # round-robin over the latencies of waiting files
         self._clock: dict[int, float] = {}  # right -> a tick of that latency group's step clock (monotonic s)
+        self._phase: dict[str, float] = {}  # live session -> its sub-clock: ticks this fraction of a chunk later
         self.costs = StepCosts()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
@@ -177,13 +182,38 @@ class Engine:
         """Leading silence for an utterance whose first sample arrived at t0_s: its chunks then complete on
         the latency group's step clock. A stream alone at its latency sets the clock and needs none (its
         tokens stay offline's); under the lock."""
-        g = self.grid
+        g, period_s = self.grid, self._chunk_s(right)
         first_end_s = t0_s + chunking.first_chunk_samples(right, g.factor, g.hop_samples, g.n_fft) / g.sample_rate_hz
-        if right not in self._clock or not any(
-                s.right == right for i, s in self._streams.items() if i != sid and i not in self._files):
-            self._clock[right] = first_end_s
-        tick_s = self._clock[right]
-        return chunking.phase_pad_samples(first_end_s, tick_s, self._chunk_s(right), g.sample_rate_hz, g.hop_samples)
+        others = [s for i, s in self._streams.items() if s.right == right and i != sid and i not in self._files]
+        if right not in self._clock or not others:
+            self._clock[right], self._phase[sid] = first_end_s, 0.0
+            return 0
+
+        def pad(phase: float) -> int:
+            tick_s = self._clock[right] + phase * period_s
+            return chunking.phase_pad_samples(first_end_s, tick_s, period_s, g.sample_rate_hz, g.hop_samples)
+
+        m = self._sub_clocks(right, len(others) + 1)
+        load = [sum(round(self._phase[s.id] * m) % m == j for s in others if s.id in self._phase) for j in range(m)]
+        self._phase[sid] = min(range(m), key=lambda j: (load[j], pad(j / m))) / m
+        return pad(self._phase[sid])
+
+    def _sub_clocks(self, right: int, n_streams: int) -> int:
+        """How many evenly spaced step clocks n_streams of one latency use. One clock (lockstep) is
+        cheapest, but a flush's last chunk then waits up to a whole chunk for the next step, and that
+        step has every stream in it: p95 time-to-final ≈ 0.95 chunk + step, over budget at 560 and
+        1120 ms once the step is a few hundred ms. m clocks make both m times shorter, at the cost of
+        m weight reads per chunk: the fewest clocks whose finals are estimated within budget while m
+        steps still fit in a chunk; one when none is (lockstep is the cheapest)."""
+        period_s = self._chunk_s(right)
+        for m in range(1, MAX_SUB_CLOCKS + 1):
+            rows = -(-n_streams // m) + 1  # a flush rides along with a sub-group's step
+            step_s = self.costs.estimate(right, 1, rows, period_s)
+            if m > 1 and m * step_s > period_s:
+                break
+            if FINAL_QUANTILE * period_s / m + COST_MARGIN * step_s <= self.budget_s(right):
+                return m
+        return 1
 
     def _max_segment_frames(self, endpoint_ms: int) -> int:
         """A session with endpointing gets length finals too; one without ends segments itself."""
@@ -236,6 +266,7 @@ class Engine:
         """A stream leaves: its slot goes back to the pool (under the lock)."""
         s = self._streams.pop(sid, None)
         self._files.discard(sid)
+        self._phase.pop(sid, None)
         if s is not None:
             self.pool.free(s.slot)
 
@@ -347,8 +378,8 @@ class Engine:
             return _Batch(deadline, right, k, ready), now
         joined_s = COST_MARGIN * self.costs.estimate(right, 1, len(ready) + 1, self._chunk_s(right))
         in_time = etas[0] + joined_s <= deadline  # waiting for the next partner keeps the deadline
-        # in phase: the newest ready chunk and the partner's are of one tick (not a period apart)
-        in_phase = etas[0] - max(s.chunk_times[-1] for s in ready) <= self._chunk_s(right) / 2
+        # in phase: the newest ready chunk and the partner's are of one tick (not a sub-clock or period apart)
+        in_phase = etas[0] - max(s.chunk_times[-1] for s in ready) <= self._tick_gap_s(right, members) / 2
         if etas[0] <= now + step_s and in_phase:  # a partner's chunk completes before this step would end
             if in_time and now + step_s < deadline:
                 return None, max(now + 0.001, min(etas[0], deadline - step_s))  # share the step
@@ -361,6 +392,12 @@ class Engine:
         if in_time or len(on_time) < len(ready):  # ride along (streams behind have missed already)
             return None, etas[0]
         return _Batch(deadline, right, k, ready), now
+
+    def _tick_gap_s(self, right: int, members: list[Stream]) -> float:
+        """The shortest time between two ticks of the group's sub-clocks (a chunk with one clock)."""
+        phases = sorted({self._phase.get(s.id, 0.0) for s in members})
+        gaps = [b - a for a, b in zip(phases, phases[1:] + [phases[0] + 1])]
+        return min(gaps) * self._chunk_s(right)
 
     def _catch_up(self, right: int, behind: list[Stream], now: float, next_due: float) -> _Batch | None:
         """A step of streams ready between the group's steps, with as many of their chunks as end by
