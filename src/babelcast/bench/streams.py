@@ -92,9 +92,10 @@ class Client:
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
         seed: int = 0, runtime=None, deadline_ms: float | None = None, phase_align: bool = True,
-        utterance_s: float = 4.0) -> RunResult:
+        utterance_s: float = 4.0, trace: dict | None = None) -> RunResult:
     """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
-    precision's model copy, made once per search instead of once per run)."""
+    precision's model copy, made once per search instead of once per run); `trace` (a dict) receives
+    every step and every flush → final, for `final_breakdown`."""
     model = runtime if runtime is not None else runtime_model(rec.model, precision)
     # precision="fp32": `model` already is the precision's copy, which the engine takes as it is
     engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, precision="fp32", endpoint_ms=0,
@@ -108,6 +109,8 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
                               start_s=i * chunk_ms / 1000 / n_streams))
     by_sid = {c.sid: c for c in clients}
     engine.metrics = EngineMetrics(window=1 << 20)  # every chunk's latency, not the last 512
+    if trace is not None:
+        engine.metrics.trace = trace.setdefault("steps", [])
     stop = threading.Event()
     max_lag = [0.0]
     t0 = time.monotonic()
@@ -148,6 +151,9 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
     wall = time.monotonic() - t0
     cpu = time.process_time() - cpu0
     finals = [f - s for c in clients for s, f in zip(c.flush_times, c.final_times)]
+    if trace is not None:
+        trace["t0"] = t0
+        trace["finals"] = [(c.sid, s, f) for c in clients for s, f in zip(c.flush_times, c.final_times)]
     expected = sum(sum(1 for _, p in c.packets if p is None) for c in clients)
     got = sum(len(c.final_times) for c in clients)
     m = engine.metrics
@@ -165,8 +171,35 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
                            "steps": st.steps} for lat, st in sorted(m.by_latency.items())})
 
 
+def final_breakdown(trace: dict) -> dict:
+    """Where time-to-final goes: from the flush to the start of the first step that carries the flushed
+    stream (waiting), from there to the final (its steps), and how many steps that took; p50/p95 ms."""
+    steps = sorted(trace["steps"], key=lambda st: st["start"])
+    wait, run_s, n_steps = [], [], []
+    for sid, flush, final in trace["finals"]:
+        mine = [st for st in steps if sid in st["flushing"] and flush <= st["start"] + 1e-3 and st["start"] <= final]
+        if mine:
+            wait.append(mine[0]["start"] - flush)
+            run_s.append(final - mine[0]["start"])
+            n_steps.append(len(mine))
+    live = [st for st in steps if not st["files"]]
+    return {"wait_ms": {"p50": _pct(wait, 50), "p95": _pct(wait, 95)},
+            "steps_ms": {"p50": _pct(run_s, 50), "p95": _pct(run_s, 95)},
+            "steps_per_final": {"p50": _quantile(n_steps, 50), "p95": _quantile(n_steps, 95)},
+            "step_ms": {"p50": _pct([st["seconds"] for st in live], 50),
+                        "p95": _pct([st["seconds"] for st in live], 95)},
+            "rows": {"p50": _quantile([st["rows"] for st in live], 50), "max": max((st["rows"] for st in live), default=0)},
+            "flush_only_steps": sum(1 for st in live if len(st["flushing"]) == st["rows"]),
+            "steps": len(live)}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
 def _pct(values: list[float], q: float) -> float:
-    return round(1000 * float(np.percentile(values, q)), 1) if values else float("nan")
+    """A quantile of seconds, in ms."""
+    return round(1000 * _quantile(values, q), 1)
 
 
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
@@ -234,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utterance-s", type=float, default=4.0,
                     help="each client asks for a final (a flush) every this many seconds of audio, like a voice "
                          "agent's turns; a value >= --seconds gives one utterance per stream, like live captions")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print where time-to-final goes (waiting for a step, the steps) and step sizes")
     ap.add_argument("--search", action="store_true", help="find the most streams per latency")
     ap.add_argument("--latencies", default="80,320,560,1120")
     ap.add_argument("--out", help="folder for results JSON and the PNG (with --search)")
@@ -247,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"precision {choice.precision} ({choice.reason})", file=sys.stderr)
     args.precision = choice.precision
     if not args.search:
+        trace = {} if args.breakdown else None
         r = run(rec, args.streams, args.latency, args.seconds, args.precision, deadline_ms=args.deadline_ms,
-                utterance_s=args.utterance_s)
+                utterance_s=args.utterance_s, trace=trace)
         print(json.dumps(asdict(r)) if args.json else _table([r]))
+        if trace is not None:
+            print(json.dumps({"final_breakdown": final_breakdown(trace)}))
         return 0 if r.realtime else 1
     summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision,
                "utterance_s": args.utterance_s,

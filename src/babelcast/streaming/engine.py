@@ -434,9 +434,14 @@ class Engine:
 
     def _step_batch(self, batch: _Batch) -> list[Event]:
         """Run one planned batch and update its streams; metrics per latency."""
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), time.monotonic()
+        flushing = [s.id for s in batch.streams if s.flushing]
         emissions, ready_times = self._run(batch)
         seconds = time.perf_counter() - t0
+        if self.metrics.trace is not None:
+            self.metrics.trace.append({"start": start, "seconds": seconds, "right": batch.right, "k": batch.k,
+                                       "rows": len(batch.streams), "flushing": flushing, "files": batch.files,
+                                       "oldest_chunk": min(ready_times)})
         self.costs.record(batch.right, batch.k, len(batch.streams), seconds)
         now = time.monotonic()
         budget = self.budget_s(batch.right)
@@ -560,6 +565,7 @@ class EngineMetrics:
     by_latency: dict[int | str, LatencyStats] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.trace: list[dict] | None = None  # a list: every step is recorded in it (benchmarks)
         self.batch_sizes: deque[int] = deque(maxlen=self.window)
         self.step_s: deque[float] = deque(maxlen=self.window)
         self.final_latency_s: deque[float] = deque(maxlen=self.window)
