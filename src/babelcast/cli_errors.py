@@ -17,13 +17,14 @@ NAMED_ERRORS = (
     ("babelcast.eval.runner", "EvalError", EXIT_FAILED),
     ("babelcast.data.fleurs", "FleursError", EXIT_FAILED),
     ("babelcast.data.synth", "SynthError", EXIT_FAILED),
+    ("babelcast.scale.cluster", "ClusterError", EXIT_FAILED),
 )
 
 
 # Packages of the optional extras, and the extra that brings each.
 EXTRA_OF_PACKAGE = {"uvicorn": "server", "starlette": "server", "websockets": "server", "multipart": "server",
                     "prometheus_client": "server", "jiwer": "eval", "whisper_normalizer": "eval",
-                    "matplotlib": "bench"}
+                    "matplotlib": "bench", "ray": "ray"}
 
 
 class CliError(Exception):
