@@ -392,3 +392,34 @@ def test_an_untrained_locale_warns_once_and_unknown_ones_list_trained_first(tmp_
     assert run([str(tmp_path / "a.wav"), "--lang", "xx"], fake) == 2
     assert capsys.readouterr().err == ("error: unknown language 'xx' (from --lang); use auto, or trained: de-DE, "
                                        "en-US; untrained: fr-FR; aliases: en → en-US, fr → fr-FR\n")
+
+
+def test_out_file_skips_what_a_previous_run_finished(files, tmp_path, capsys):
+    good, _ = files
+    out = tmp_path / "results.jsonl"
+    assert run([*good, "--out", str(out)]) == 0
+    full = out.read_text().splitlines()
+    assert [json.loads(line)["source"] for line in full] == good and capsys.readouterr().out == ""
+    out.write_text(full[0] + "\n" + full[1][:20])  # a kill cut the second line short
+    fake = FakeRecognizer()
+    assert run([*good, "--out", str(out)], fake) == 0
+    assert out.read_text().splitlines() == full
+    assert [c["n"] for c in fake.calls] == [2]  # the first input was not transcribed again
+
+
+def test_out_file_that_is_not_results_is_refused(files, tmp_path, capsys):
+    good, _ = files
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes\n")
+    assert run([*good, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"error: {out}:1: not a results line of babelcast transcribe --out; use " \
+                                      "another file\n"
+    assert out.read_text() == "my notes\n"
+
+
+def test_ray_without_the_ray_extra_says_how_to_install_it(files, monkeypatch, capsys):
+    good, _ = files
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were not installed
+    assert run([*good, "--ray", "local"]) == 1
+    assert capsys.readouterr().err == ("error: this command needs the ray package: run scripts/setup.sh, or pip "
+                                       "install 'babelcast[ray]'\n")

@@ -42,6 +42,7 @@ MISTAKES = {  # name: (argv with {placeholders}, exit code, what the error line 
     "transcribe text file named .mp3": (["transcribe", "{fake_mp3}"], 1, "content is not audio"),
     "transcribe missing file": (["transcribe", "{missing}"], 1, "file not found"),
     "transcribe unknown language": (["transcribe", SAMPLE, "--lang", "xx-XX"], 2, "aliases: "),
+    "transcribe --ray auto without RAY_ADDRESS": (["transcribe", SAMPLE, "--ray", "auto"], 1, "RAY_ADDRESS is not set"),
     "transcribe missing model": (["transcribe", SAMPLE, "--model", "{missing}.nemo"], 2, "cannot load model"),
     "train without its data": (["train", str(ROOT / "configs" / "demo.yaml"), "--out-dir", "{dir}/run"], 1,
                                "scripts/train_demo.sh data"),

@@ -28,7 +28,7 @@ OUTPUT_EXTENSIONS = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vt
 MANIFEST_SUFFIXES = (".jsonl", ".json")
 PROGRESS_MIN_INPUTS = 5  # show a progress bar from this many inputs...
 PROGRESS_MIN_AUDIO_S = 60.0  # ...or beyond this much audio
-PROGRESS_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}]"
+PROGRESS_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}{postfix}]"
 CHUNK_BATCHES = 4  # audio of batch_size * CHUNK_BATCHES inputs is held in memory at once
 
 
@@ -127,6 +127,16 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", type=Path, metavar="DIR", help="write one <stem>.<format> file per input into DIR"
     )
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="append one JSON line per input to FILE instead of printing; inputs already there are "
+                             "skipped, so rerunning an interrupted command continues it")
+    cluster = parser.add_argument_group("on a Ray cluster (the ray extra; docs/scaling.md)")
+    cluster.add_argument("--ray", metavar="ADDRESS",
+                         help="transcribe on the Ray cluster at HOST:PORT; auto joins RAY_ADDRESS, local starts one")
+    cluster.add_argument("--actors", type=_positive_int, metavar="N",
+                         help="model copies on the cluster (default: one per CPU, or per GPU with --device cuda)")
+    cluster.add_argument("--unit-seconds", type=float, default=600.0, metavar="S",
+                         help="audio seconds per unit of work sent to an actor (default 600)")
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -135,54 +145,93 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def run_transcribe(args: argparse.Namespace, recognizer) -> int:
-    """Transcribe every input with `recognizer`, print or write the results, return the exit code."""
+    """Transcribe every input with `recognizer` (or, with --ray, on a cluster), print or write the results in
+    input order, return the exit code."""
     inputs, failures = _collect_inputs(args.audio, args.lang)
     _check_languages(inputs, recognizer)
-    writer = _OutputWriter(args.output, args.output_dir, several=len(inputs) > 1)
-    results: dict[int, Transcript | None] = {}  # None: the input failed
-    next_to_write = 0
+    sink = _ResultFile(args.out) if args.out else _OutputWriter(args.output, args.output_dir,
+                                                                several=len(inputs) > 1)
+    todo = [i for i, item in enumerate(inputs) if not sink.done(item)]
     seconds = _input_seconds(inputs)
-    with tqdm(total=round(sum(seconds), 1), unit="audio-s", file=sys.stderr, disable=not _show_progress(args, seconds),
-              bar_format=PROGRESS_FORMAT) as bar:
-        for language, indices in _group_by_language(inputs).items():
-            for chunk in _chunks(indices, args.batch_size * CHUNK_BATCHES):
-                audios, loaded = [], []
-                for i in chunk:
-                    try:
-                        audios.append(load_audio(inputs[i].path, inputs[i].offset_s, inputs[i].duration_s))
-                        loaded.append(i)
-                    except AudioError as e:
-                        _print_error(str(e))
-                        results[i] = None
-                        bar.update(seconds[i])
-                if audios:
-                    progress = _ChunkProgress(bar, [seconds[i] for i in loaded])
-                    try:
-                        transcripts = _transcribe(recognizer, audios, language, args, progress=progress.advance)
-                    except ValueError as e:  # the recognizer rejects an option (latency, decoder...)
-                        raise CliError(str(e)) from None
-                    progress.finish()
-                    results.update(zip(loaded, transcripts))
-                while next_to_write in results:  # write in input order, as soon as possible
-                    transcript = results.pop(next_to_write)
-                    if transcript is None or not writer.write(inputs[next_to_write], transcript):
-                        failures += 1
-                    next_to_write += 1
+    with _progress_bar(args, [seconds[i] for i in todo]) as bar:
+        if args.ray:
+            results = _results_on_ray(args, recognizer, inputs, todo, seconds, bar)
+        else:
+            results = _results_here(args, recognizer, inputs, todo, seconds, bar)
+        for i, transcript in results:
+            if transcript is None or not sink.write(inputs[i], transcript):
+                failures += 1
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _results_here(args: argparse.Namespace, recognizer, inputs: list[_Input], todo: list[int],
+                  seconds: list[float], bar: tqdm) -> Iterator[tuple[int, Transcript | None]]:
+    """Transcribe in this process: one recognizer call per language and chunk; (index, transcript or None
+    for a failed input) in input order, each as soon as the inputs before it are done."""
+    results: dict[int, Transcript | None] = {}
+    order = iter(todo)
+    next_to_write = next(order, None)
+    for language, indices in _group_by_language([inputs[i] for i in todo], todo).items():
+        for chunk in _chunks(indices, args.batch_size * CHUNK_BATCHES):
+            audios, loaded = [], []
+            for i in chunk:
+                try:
+                    audios.append(load_audio(inputs[i].path, inputs[i].offset_s, inputs[i].duration_s))
+                    loaded.append(i)
+                except AudioError as e:
+                    _print_error(str(e))
+                    results[i] = None
+                    bar.update(seconds[i])
+            if audios:
+                progress = _ChunkProgress(bar, [seconds[i] for i in loaded])
+                try:
+                    transcripts = _transcribe(recognizer, audios, language, args, progress=progress.advance)
+                except ValueError as e:  # the recognizer rejects an option (latency, decoder...)
+                    raise CliError(str(e)) from None
+                progress.finish()
+                results.update(zip(loaded, transcripts))
+            while next_to_write in results:  # in input order, as soon as possible
+                yield next_to_write, results.pop(next_to_write)
+                next_to_write = next(order, None)
+
+
+def _results_on_ray(args: argparse.Namespace, recognizer, inputs: list[_Input], todo: list[int],
+                    seconds: list[float], bar: tqdm) -> Iterator[tuple[int, Transcript | None]]:
+    """Transcribe on the Ray cluster named by --ray (babelcast.scale.batch); the options are checked here
+    first, so a bad one fails before the cluster does any work."""
+    import time
+
+    from babelcast.scale.batch import WorkItem, transcribe_on_ray
+
+    options = _transcribe_options(args)
+    for language in {inputs[i].language for i in todo}:
+        try:
+            recognizer.transcribe([], language=language, **options)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    items = [WorkItem(i, str(inputs[i].path), inputs[i].language, inputs[i].offset_s, inputs[i].duration_s,
+                      seconds[i]) for i in todo]
+    start, done_s = time.perf_counter(), 0.0
+    for outcome in transcribe_on_ray(args.ray, args.model, args.device, items, options, args.unit_seconds,
+                                     args.actors):
+        if outcome.error is not None:
+            _print_error(outcome.error)
+        done_s += outcome.seconds
+        bar.update(outcome.seconds)
+        bar.set_postfix_str(f"{done_s / 3600:.3f} audio-h, {done_s / (time.perf_counter() - start):.1f}x real time",
+                            refresh=False)
+        yield outcome.index, outcome.transcript
 
 
 def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespace, progress) -> list[Transcript]:
     """One recognizer call with the command line's decoding options."""
-    return recognizer.transcribe(
-        audios,
-        language=language,
-        latency_ms=args.latency,
-        mode=args.mode,
-        decoder=args.decoder,
-        keep_lang_tags=args.keep_lang_tags,
-        batch_size=args.batch_size,
-        progress=progress,
-    )
+    return recognizer.transcribe(audios, language=language, progress=progress, **_transcribe_options(args))
+
+
+def _transcribe_options(args: argparse.Namespace) -> dict:
+    """Recognizer.transcribe's decoding options from the command line (the same here and on a cluster)."""
+    return {"latency_ms": args.latency, "mode": args.mode, "decoder": args.decoder,
+            "keep_lang_tags": args.keep_lang_tags, "batch_size": args.batch_size}
 
 
 def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input], int]:
@@ -244,10 +293,10 @@ def _check_listed_language(item: _Input, recognizer) -> None:
         raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); supported: {choices}")
 
 
-def _group_by_language(inputs: list[_Input]) -> dict[str, list[int]]:
-    """Input indices per language, languages in order of first appearance (one recognizer call each)."""
+def _group_by_language(inputs: list[_Input], indices: list[int]) -> dict[str, list[int]]:
+    """The indices of `inputs` per language, languages in order of first appearance (one recognizer call each)."""
     groups: dict[str, list[int]] = {}
-    for i, item in enumerate(inputs):
+    for i, item in zip(indices, inputs):
         groups.setdefault(item.language, []).append(i)
     return groups
 
@@ -256,6 +305,12 @@ def _chunks(indices: list[int], size: int) -> Iterator[list[int]]:
     """Consecutive slices of at most `size` indices, to bound the audio held in memory."""
     for start in range(0, len(indices), size):
         yield indices[start : start + size]
+
+
+def _progress_bar(args: argparse.Namespace, seconds: list[float]) -> tqdm:
+    """The bar in audio seconds (its postfix on a cluster: audio-hours done and the speed in real time)."""
+    return tqdm(total=round(sum(seconds), 1), unit="audio-s", file=sys.stderr,
+                disable=not _show_progress(args, seconds), bar_format=PROGRESS_FORMAT)
 
 
 def _show_progress(args: argparse.Namespace, seconds: list[float]) -> bool:
@@ -313,6 +368,10 @@ class _OutputWriter:
         self.to_files = output_dir is not None or (several and output_format in ("srt", "vtt"))
         self._written: set[Path] = set()
 
+    def done(self, item: _Input) -> bool:
+        """Nothing is done before a run that writes to stdout or to files of its own."""
+        return False
+
     def write(self, item: _Input, transcript: Transcript) -> bool:
         """Render and emit one result; False (after printing why) when its file cannot be written."""
         if not self.to_files:
@@ -334,7 +393,7 @@ class _OutputWriter:
             text = to_text(transcript)
             return f"{item.source}: {text}" if self.several else text
         if self.output_format == "json":
-            return json.dumps(_json_record(item, transcript), ensure_ascii=False)
+            return _json_line(item, transcript)
         return self._render_file(item, transcript).rstrip("\n")
 
     def _render_file(self, item: _Input, transcript: Transcript) -> str:
@@ -356,6 +415,58 @@ class _OutputWriter:
             path = folder / f"{item.path.stem}-{count}{extension}"
         self._written.add(path)
         return path
+
+
+class _ResultFile:
+    """--out FILE: one JSON line per input, appended and flushed as each is done; the inputs whose lines a
+    previous run finished are skipped, so an interrupted run continues where it stopped."""
+
+    def __init__(self, path: Path):
+        self.finished = _finished_sources(path)
+        try:
+            self.file = path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"{path}: cannot write output ({e.strerror or e})", EXIT_FAILED) from None
+
+    def done(self, item: _Input) -> bool:
+        """Whether a previous run finished this input (each finished line accounts for one input)."""
+        key = (item.source, item.offset_s)
+        if self.finished.get(key, 0) == 0:
+            return False
+        self.finished[key] -= 1
+        return True
+
+    def write(self, item: _Input, transcript: Transcript) -> bool:
+        """Append one result line and flush it, so a kill loses at most the line being written."""
+        self.file.write(_json_line(item, transcript) + "\n")
+        self.file.flush()
+        return True
+
+
+def _finished_sources(path: Path) -> dict[tuple[str, float], int]:
+    """How many finished lines each (source, offset) has in a results file; a last line cut short by a kill is
+    removed from the file."""
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, encoding="utf-8")
+    counts: dict[tuple[str, float], int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+            key = (record["source"], float(record.get("offset_s", 0.0)))
+        except (ValueError, KeyError, TypeError):
+            raise CliError(f"{path}:{n}: not a results line of babelcast transcribe --out; use another file",
+                           EXIT_FAILED) from None
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _json_line(item: _Input, transcript: Transcript) -> str:
+    """One input's JSON object on one line (stdout with --output json, and --out files)."""
+    return json.dumps(_json_record(item, transcript), ensure_ascii=False)
 
 
 def _json_record(item: _Input, transcript: Transcript) -> dict:

@@ -1,0 +1,191 @@
+"""babelcast on a real Ray cluster: a head and a second node started as separate `ray start` processes on
+loopback (one CPU each, a small object store, token authentication), the CLI as a user runs it. Select with
+`-m ray`; they run by default (CI too)."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tiny import synth_audio
+from tiny_nemo import write_tiny_nemo
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+STARTED = "Ray runtime started"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """`ray start --block` processes, each in its own process group so teardown ends exactly what it started."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen] = []
+
+    def start_node(self, *options: str) -> None:
+        """One node, waited for until its runtime is up."""
+        log = self.folder / f"node{len(self.nodes)}.log"
+        common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory",
+                  "200000000", "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"]
+        with log.open("w") as out:
+            self.nodes.append(subprocess.Popen([RAY, "start", *common, *options], env=self.env, stdout=out,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 90
+        while STARTED not in log.read_text():
+            assert self.nodes[-1].poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM each node's process group, then SIGKILL whatever is left of it."""
+        for node in reversed(self.nodes):
+            _signal_group(node.pid, signal.SIGTERM)
+        for node in self.nodes:
+            try:
+                node.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(node.pid, signal.SIGKILL)
+            node.wait()
+
+    def actor_pids(self, title: str) -> list[int]:
+        """This cluster's worker processes whose title starts with `title` (they carry its token)."""
+        token = self.env["RAY_AUTH_TOKEN"].encode()
+        pids = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if proc.joinpath("cmdline").read_bytes().startswith(title.encode()) and \
+                        token in proc.joinpath("environ").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        return pids
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a second node, one CPU each, on loopback."""
+    folder = Path(tempfile.mkdtemp(prefix="bcray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    c = Cluster(folder)
+    try:
+        c.start_node("--head", "--port", str(c.port), "--include-dashboard", "false", "--temp-dir", str(folder),
+                     "--ray-client-server-port", str(_free_port()))
+        c.start_node("--address", c.address)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    """A tiny model and a manifest of 60 short files in two languages, one of them unreadable."""
+    folder = tmp_path_factory.mktemp("corpus")
+    model = write_tiny_nemo(folder / "tiny.nemo")
+    lines = []
+    for i in range(60):
+        path = folder / f"u{i:02d}.wav"
+        if i == 7:
+            path.write_text("not audio")
+        else:
+            sf.write(path, synth_audio(8000 + 1600 * (i % 7), seed=i).numpy(), 16000)
+        lines.append(json.dumps({"audio_filepath": path.name, "duration": 0.5 + 0.1 * (i % 7),
+                                 "lang": "en-US" if i < 40 else "de-DE"}))
+    manifest = folder / "corpus.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    reference = folder / "single.jsonl"
+    done = _transcribe(manifest, model, reference, os.environ)
+    assert done.returncode == 1 and len(reference.read_text().splitlines()) == 59, done.stderr
+    return {"model": model, "manifest": manifest, "reference": reference.read_text()}
+
+
+def _transcribe(manifest: Path, model: Path, out: Path, env, *options: str) -> subprocess.CompletedProcess:
+    """`babelcast transcribe MANIFEST --out OUT` in a subprocess."""
+    return subprocess.run(_command(manifest, model, out, *options), env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _command(manifest: Path, model: Path, out: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "babelcast", "transcribe", str(manifest), "--model", str(model), "--out", str(out),
+            "--batch-size", "4", *options]
+
+
+def _on_ray(cluster: Cluster, *options: str) -> list[str]:
+    return ["--ray", cluster.address, "--actors", "2", "--unit-seconds", "2", *options]
+
+
+def test_batch_on_two_nodes_equals_single_process(cluster, corpus, tmp_path):
+    out = tmp_path / "ray.jsonl"
+    done = _transcribe(corpus["manifest"], corpus["model"], out, cluster.env, *_on_ray(cluster))
+    assert done.returncode == 1, done.stderr  # the unreadable file, reported as one error line
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "u07.wav" in errors[0] and "Traceback" not in done.stderr, done.stderr
+    assert out.read_text() == corpus["reference"]
+
+
+def test_a_killed_actor_is_replaced_and_the_results_are_the_same(cluster, corpus, tmp_path):
+    out = tmp_path / "ray.jsonl"
+    run = subprocess.Popen(_command(corpus["manifest"], corpus["model"], out, *_on_ray(cluster)), env=cluster.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_lines(out, 1, run)
+    actors = cluster.actor_pids("ray::MapWorker")
+    assert actors
+    os.kill(actors[0], signal.SIGKILL)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert out.read_text() == corpus["reference"]
+
+
+def test_an_interrupted_run_continues_where_it_stopped(cluster, corpus, tmp_path):
+    out = tmp_path / "ray.jsonl"
+    run = subprocess.Popen(_command(corpus["manifest"], corpus["model"], out, *_on_ray(cluster)), env=cluster.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_lines(out, 1, run)
+    run.kill()
+    run.wait()
+    finished = out.read_text().splitlines()
+    assert 0 < len(finished) < 59, "the run was not interrupted mid-way"
+    kept = [json.loads(line) for line in finished]
+    kept[0]["text"] = "written by the first run"  # kept, not redone, by the rerun
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept) + '{"source": "cut sh')
+    done = _transcribe(corpus["manifest"], corpus["model"], out, cluster.env, *_on_ray(cluster))
+    assert done.returncode == 1, done.stderr
+    lines = out.read_text().splitlines()
+    expected = corpus["reference"].splitlines()
+    assert json.loads(lines[0])["text"] == "written by the first run"
+    assert lines[1:] == expected[1:]
+
+
+def _wait_for_lines(path: Path, n: int, run: subprocess.Popen) -> None:
+    """Until `path` has n finished lines (the run must still be going)."""
+    deadline = time.monotonic() + 120
+    while not (path.is_file() and path.read_text().count("\n") >= n):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before writing a line"
+        time.sleep(0.02)
