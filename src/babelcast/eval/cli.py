@@ -40,6 +40,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: torch's choice; 1 gives steadier timings on a busy machine)")
     parser.add_argument("--fresh", action="store_true", help="discard the results already in the run folder")
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
+    cluster = parser.add_argument_group("on a Ray cluster (the ray extra; docs/scaling.md)")
+    cluster.add_argument("--ray", metavar="ADDRESS",
+                         help="decode on the Ray cluster at HOST:PORT (auto: RAY_ADDRESS, local: start one); "
+                              "with --mode offline")
+    cluster.add_argument("--actors", type=_positive_int, metavar="N",
+                         help="model copies on the cluster (default: one per CPU, or per GPU with --device cuda)")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -66,8 +72,12 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     from babelcast.manifest import ManifestError
 
     from . import report
-    from .runner import EvalConfig, EvalError, ResultStore, evaluate, load_items, resolve_language
+    from .runner import EvalConfig, EvalError, ResultStore, evaluate, evaluate_on_ray, load_items, resolve_language
 
+    if args.ray and args.mode != "offline":
+        print("error: eval --ray decodes offline (streaming metrics need one process's clock); add --mode offline",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         latencies = parse_latencies(args.latency, list(recognizer.latencies_ms))
     except ValueError as e:
@@ -99,7 +109,7 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
               file=sys.stderr)
     cer_langs = tuple(s.strip() for s in args.cer_langs.split(",") if s.strip())
     cfg = EvalConfig(model=model_name, latencies=tuple(latencies), lang_modes=lang_modes, mode=args.mode,
-                     batch_size=args.batch_size, cer_langs=cer_langs)
+                     batch_size=args.batch_size, cer_langs=cer_langs, device=args.device)
     out_dir = args.out_dir or default_out_dir(args.manifests[0], model_name)
     try:
         store = ResultStore(out_dir, model_name, fresh=args.fresh)
@@ -111,7 +121,10 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     start = time.perf_counter()
     try:
         try:
-            records, failures = evaluate(recognizer, items, cfg, store, progress=show)
+            if args.ray:
+                records, failures = evaluate_on_ray(args.ray, recognizer, items, cfg, store, args.actors, show)
+            else:
+                records, failures = evaluate(recognizer, items, cfg, store, progress=show)
         except ValueError as e:  # the recognizer rejects an option
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE

@@ -22,6 +22,7 @@ from .streaming import simulate
 
 LANG_MODES = ("given", "auto")
 AUDIO_BATCHES = 4  # audio of batch_size * AUDIO_BATCHES utterances is loaded at once
+RAY_UNIT_S = 600.0  # audio seconds per unit of work on a Ray cluster (eval --ray)
 
 
 class EvalError(ValueError):
@@ -46,6 +47,7 @@ class EvalConfig:
     mode: str  # "streaming" | "offline"
     batch_size: int = 8
     cer_langs: tuple[str, ...] = DEFAULT_CER_LANGS
+    device: str = "cpu"  # where eval --ray's actors load the model
 
 
 def load_items(manifests: list[str | Path], max_per_lang: int | None = None) -> list[EvalItem]:
@@ -146,17 +148,9 @@ def evaluate(recognizer, items: list[EvalItem], cfg: EvalConfig, store: ResultSt
     """Decode every pending (item, pass), appending to the store; returns this config's records and failures."""
     from tqdm import tqdm
 
-    on_error = on_error or (lambda message: print(f"error: {message}", file=sys.stderr))
-    passes = [(lm, lat) for lm in cfg.lang_modes for lat in cfg.latencies]
-    prompts = {it.uid: resolve_language(recognizer, it.language) for it in items}
-
-    def language_for(item: EvalItem, lang_mode: str) -> str | None:
-        return "auto" if lang_mode == "auto" else prompts[item.uid]
-
-    def pending(item: EvalItem, lang_mode: str, latency: int) -> bool:
-        return (language_for(item, lang_mode) is not None
-                and record_key(item, lang_mode, latency, cfg.mode) not in store)
-
+    on_error = on_error or _print_error
+    passes = _passes(cfg)
+    language_for, pending = _planner(recognizer, items, cfg, store)
     total = sum(pending(it, lm, lat) for it in items for lm, lat in passes)
     failures = 0
     with tqdm(total=total, unit="utt", file=sys.stderr, disable=not progress, desc="eval") as bar:
@@ -176,8 +170,68 @@ def evaluate(recognizer, items: list[EvalItem], cfg: EvalConfig, store: ResultSt
                 if group:
                     run = _run_streaming if cfg.mode == "streaming" else _run_offline
                     store.add(run(recognizer, group, audio, lang_mode, latency, cfg, language_for, bar))
-    wanted = {record_key(it, lm, lat, cfg.mode) for it in items for lm, lat in passes}
-    return [store.records[k] for k in sorted(wanted) if k in store.records], failures
+    return _wanted(items, cfg, store), failures
+
+
+def evaluate_on_ray(address: str, recognizer, items: list[EvalItem], cfg: EvalConfig, store: ResultStore,
+                    actors: int | None = None, progress: bool = False,
+                    on_error: Callable[[str], None] | None = None) -> tuple[list[dict], int]:
+    """evaluate's offline passes on a Ray cluster (babelcast.scale.batch, the path of transcribe --ray): every
+    pending (item, pass) is one work item of one job; records as evaluate's, appended as units finish."""
+    from tqdm import tqdm
+
+    from babelcast.scale.batch import WorkItem, transcribe_on_ray
+
+    on_error = on_error or _print_error
+    language_for, pending = _planner(recognizer, items, cfg, store)
+    todo = [(it, lm, lat) for lm, lat in _passes(cfg) for it in items if pending(it, lm, lat)]
+    work = [WorkItem(n, str(it.entry.audio_path), language_for(it, lm), lat, it.entry.offset_s,
+                     it.entry.duration_s, it.entry.duration_s or 0.0) for n, (it, lm, lat) in enumerate(todo)]
+    failures = 0
+    with tqdm(total=len(work), unit="utt", file=sys.stderr, disable=not progress, desc="eval") as bar:
+        for outcome in transcribe_on_ray(address, cfg.model, cfg.device, work, {"mode": "offline",
+                                         "batch_size": cfg.batch_size}, RAY_UNIT_S, actors):
+            bar.update(1)
+            if outcome.error is not None:
+                failures += 1
+                on_error(outcome.error)
+                continue
+            item, lang_mode, latency = todo[outcome.index]
+            record = _record(item, outcome.transcript, lang_mode, latency, cfg, work[outcome.index].language,
+                             round(outcome.transcript.duration_s * 16000))
+            record["compute_s"] = round(outcome.compute_s, 4)
+            store.add([record])
+    return _wanted(items, cfg, store), failures
+
+
+def _passes(cfg: EvalConfig) -> list[tuple[str, int]]:
+    """Every (language mode, latency) pass of the config."""
+    return [(lm, lat) for lm in cfg.lang_modes for lat in cfg.latencies]
+
+
+def _planner(recognizer, items: list[EvalItem], cfg: EvalConfig, store: ResultStore):
+    """language_for(item, lang_mode): the prompt of a pass (None: n/a); pending(item, lang_mode, latency): not
+    yet in the store and not n/a."""
+    prompts = {it.uid: resolve_language(recognizer, it.language) for it in items}
+
+    def language_for(item: EvalItem, lang_mode: str) -> str | None:
+        return "auto" if lang_mode == "auto" else prompts[item.uid]
+
+    def pending(item: EvalItem, lang_mode: str, latency: int) -> bool:
+        return (language_for(item, lang_mode) is not None
+                and record_key(item, lang_mode, latency, cfg.mode) not in store)
+
+    return language_for, pending
+
+
+def _wanted(items: list[EvalItem], cfg: EvalConfig, store: ResultStore) -> list[dict]:
+    """This config's records in the store, in key order."""
+    wanted = {record_key(it, lm, lat, cfg.mode) for it in items for lm, lat in _passes(cfg)}
+    return [store.records[k] for k in sorted(wanted) if k in store.records]
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
 
 
 def _run_streaming(recognizer, group, audio, lang_mode, latency, cfg, language_for, bar) -> list[dict]:

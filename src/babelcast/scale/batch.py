@@ -1,10 +1,11 @@
 """Batch transcription across a Ray cluster with Ray Data: inputs are cut into units of about `unit_s` audio
-seconds (consecutive inputs of one language), a pool of actors each loading the model once transcribes the
+seconds (consecutive inputs of one language and latency), a pool of actors each loading the model once transcribes the
 units with `Recognizer.transcribe` (the single-process command's own call), and the results come back in input
 order as each unit finishes."""
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,11 +14,12 @@ from .cluster import ClusterError, connect
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One input as the actors need it: where its audio is and in which language to transcribe it."""
+    """One input as the actors need it: where its audio is, in which language and at which latency."""
 
     index: int  # position in the input, to put results back in order
     path: str
     language: str
+    latency_ms: int | None
     offset_s: float
     duration_s: float | None
     seconds: float  # audio length (header or manifest), for cutting units by duration
@@ -31,14 +33,18 @@ class Outcome:
     transcript: object | None
     error: str | None
     seconds: float
+    compute_s: float = 0.0  # its share (by length) of its unit's decoding time
 
 
 def units_by_duration(items: list[WorkItem], unit_s: float) -> list[list[WorkItem]]:
-    """Consecutive runs of one language, cut where a unit would pass unit_s seconds (a longer input alone)."""
+    """Consecutive runs of one language and latency, cut where a unit would pass unit_s seconds (a longer input
+    alone)."""
     units: list[list[WorkItem]] = []
     total = 0.0
     for item in items:
-        if not units or units[-1][0].language != item.language or total + item.seconds > unit_s:
+        head = units[-1][0] if units else None
+        if head is None or (head.language, head.latency_ms) != (item.language, item.latency_ms) \
+                or total + item.seconds > unit_s:
             units.append([])
             total = 0.0
         units[-1].append(item)
@@ -71,15 +77,20 @@ class Transcriber:
             except AudioError as e:
                 outcomes.append(Outcome(item.index, None, str(e), item.seconds))
         if audios:
-            transcripts = self.recognizer.transcribe(audios, language=unit[0].language, **self.options)
-            outcomes += [Outcome(i.index, t, None, i.seconds) for i, t in zip(loaded, transcripts)]
+            start = time.perf_counter()
+            transcripts = self.recognizer.transcribe(audios, language=unit[0].language,
+                                                     latency_ms=unit[0].latency_ms, **self.options)
+            share = (time.perf_counter() - start) / sum(len(a) for a in audios)
+            outcomes += [Outcome(i.index, t, None, i.seconds, share * len(a))
+                         for i, t, a in zip(loaded, transcripts, audios)]
         return sorted(outcomes, key=lambda o: o.index)
 
 
 def transcribe_on_ray(address: str, model: str | None, device: str, items: list[WorkItem], options: dict,
                       unit_s: float, actors: int | None = None) -> Iterator[Outcome]:
     """Transcribe `items` on the cluster at `address`; outcomes in input order, each unit's as soon as it and
-    the units before it are done. `options` are Recognizer.transcribe's keyword arguments."""
+    the units before it are done. `options` are Recognizer.transcribe's keyword arguments but the language and
+    latency, which each item has."""
     import ray
     import ray.data
 
