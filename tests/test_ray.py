@@ -3,6 +3,7 @@ loopback (one CPU each, a small object store, token authentication), the CLI as 
 `-m ray`; they run by default (CI too)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -16,9 +17,14 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from websockets.exceptions import ConnectionClosed
 
+from server_util import expected_text, frames, read_until_closed, speech, start_server
 from tiny import synth_audio
 from tiny_nemo import write_tiny_nemo
+
+import babelcast
+from babelcast.scale.serving import STATS_PERIOD_S
 
 pytestmark = pytest.mark.ray
 
@@ -64,17 +70,24 @@ class Cluster:
             node.wait()
 
     def actor_pids(self, title: str) -> list[int]:
-        """This cluster's worker processes whose title starts with `title` (they carry its token)."""
-        token = self.env["RAY_AUTH_TOKEN"].encode()
-        pids = []
+        """This cluster's worker processes (descendants of its nodes) whose title starts with `title`."""
+        parents = {}
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if proc.joinpath("cmdline").read_bytes().startswith(title.encode()) and \
-                        token in proc.joinpath("environ").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
+                stat = proc.joinpath("stat").read_text()
+                parents[int(proc.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]),
+                                           proc.joinpath("cmdline").read_bytes())
+            except (OSError, ValueError):
                 continue
-        return pids
+        ours = {node.pid for node in self.nodes}
+
+        def in_cluster(pid: int) -> bool:
+            while pid in parents and pid not in ours:
+                pid = parents[pid][0]
+            return pid in ours
+
+        return [pid for pid, (_, cmdline) in parents.items()
+                if cmdline.startswith(title.encode()) and in_cluster(pid)]
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -198,3 +211,135 @@ def _wait_for_lines(path: Path, n: int, run: subprocess.Popen) -> None:
     while not (path.is_file() and path.read_text().count("\n") >= n):
         assert run.poll() is None and time.monotonic() < deadline, "the run ended before writing a line"
         time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- serving: babelcast serve --ray
+
+
+@pytest.fixture(scope="module")
+def served(cluster, corpus):
+    """`babelcast serve --ray ADDRESS --replicas 2` (one replica per node), until SIGINT."""
+    port = _free_port()
+    log = cluster.folder / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "babelcast", "serve", "--ray", cluster.address, "--replicas",
+                                   "2", "--port", str(port), "--model", str(corpus["model"]), *SERVER_OPTIONS],
+                                  env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{port}"
+    try:
+        _wait_for_health(url, server, log)
+        deadline = time.monotonic() + 120
+        while len(cluster.actor_pids("ray::ServeReplica")) < 2:
+            assert time.monotonic() < deadline, cluster.actor_pids("ray::")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)  # removes the deployment
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+SERVER_OPTIONS = ["--precision", "fp32", "--threads", "1", "--max-lag-ms", "1e9", "--max-sessions", "4",
+                  "--no-phase-align", "--endpoint-ms", "0"]
+
+
+def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Until both replicas answer /health through the proxy (each took a request)."""
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while True:
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"http://{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def _post_wav(url: str, audio) -> dict:
+    """POST /v1/audio/transcriptions with a WAV of `audio`."""
+    import io
+
+    import httpx
+
+    wav = io.BytesIO()
+    sf.write(wav, audio, 16000, format="WAV", subtype="PCM_16")
+    answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav.getvalue(), "audio/wav")},
+                        data={"model": "tiny", "response_format": "json"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def _session(url: str, audio, opened: asyncio.Event | None = None, hold_s: float = 0.0) -> tuple[list, int]:
+    """One /v1/listen session: the audio in 40 ms frames, paced over `hold_s` seconds, then close; its events
+    and the WebSocket's close code."""
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://{url}/v1/listen?encoding=pcm_s16le&sample_rate=16000") as ws:
+        pieces = frames(audio)
+        for n, piece in enumerate(pieces):
+            await ws.send(piece)
+            if n == 0 and opened is not None:
+                opened.set()
+            await asyncio.sleep(hold_s / len(pieces))
+        await ws.send(json.dumps({"type": "close"}))
+        return await read_until_closed(ws, timeout_s=60)
+
+
+def test_http_and_websocket_through_two_replicas_answer_as_one_server(served, corpus, tmp_path_factory):
+    rec = babelcast.load_model(corpus["model"])
+    audio = speech(2.0, seed=3)
+    one = start_server(rec, endpoint_ms=0, max_sessions=4)
+    try:
+        assert _post_wav(f"http://{served}", audio)["text"] == _post_wav(one.http_url, audio)["text"]
+    finally:
+        one.__exit__()
+
+    async def two_at_once():
+        return await asyncio.gather(_session(served, audio), _session(served, speech(1.5, seed=4)))
+
+    (first, code1), (second, code2) = asyncio.run(two_at_once())
+    assert _finals(first) == [_expected(rec, audio, first)], first
+    assert _finals(second) == [_expected(rec, speech(1.5, seed=4), second)], second
+    assert code1 == code2 == 1000
+
+
+def test_a_killed_replica_ends_its_sessions_cleanly_and_new_ones_go_to_the_other(served, cluster, corpus):
+    rec = babelcast.load_model(corpus["model"])
+    audio = speech(3.0, seed=5)
+    replicas = cluster.actor_pids("ray::ServeReplica")
+    assert len(replicas) == 2, replicas
+
+    async def kill_one_mid_session():
+        a_open, b_open = asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(_session(served, audio, a_open, hold_s=8))
+        await a_open.wait()
+        await asyncio.sleep(2 * STATS_PERIOD_S + 0.5)  # the router hears that replica has one session less room
+        b = asyncio.create_task(_session(served, audio, b_open, hold_s=8))
+        await b_open.wait()
+        await asyncio.sleep(1)
+        os.kill(replicas[0], signal.SIGKILL)
+        return await asyncio.gather(a, b, return_exceptions=True)
+
+    outcomes = asyncio.run(kill_one_mid_session())
+    finished = [o for o in outcomes if not isinstance(o, BaseException) and o[1] == 1000]
+    cut = [o for o in outcomes if isinstance(o, ConnectionClosed)]  # Serve's proxy drops it: no close frame
+    assert len(finished) == 1 and len(cut) == 1, outcomes
+    assert _finals(finished[0][0]) == [_expected(rec, audio, finished[0][0])]
+    for n in range(3):  # new sessions: on the live replica (or the one Serve starts in place of the dead)
+        events, code = asyncio.run(_session(served, speech(1.0, seed=n)))
+        assert code == 1000 and _finals(events) == [_expected(rec, speech(1.0, seed=n), events)], events
+
+
+def _finals(events: list[dict]) -> list[str]:
+    return [e["text"] for e in events if e["type"] == "final"]
+
+
+def _expected(rec, audio, events: list[dict]) -> str:
+    """The final a session with endpointing off must give, at the latency its `ready` event announced."""
+    return expected_text(rec, audio, latency_ms=events[0]["settings"]["latency_ms"])

@@ -73,6 +73,13 @@ def create_app(rec: "Recognizer", cfg: ServerConfig = ServerConfig()) -> Starlet
     return app
 
 
+def room(app: Starlette) -> dict:
+    """Whether the server admits a new session now and how many more it holds (for a router in front of
+    several: babelcast serve --ray)."""
+    hub = app.state.hub
+    return {"admits": hub.ready_problem() is None, "free": max(0, hub.cfg.max_sessions - hub.engine.n_sessions)}
+
+
 # ---- routes -----------------------------------------------------------------------------------
 async def index(request: Request) -> Response:
     return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")

@@ -16,10 +16,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..argtypes import positive_int
 from ..cli_errors import EXIT_FAILED, EXIT_OK, CliError, load_recognizer
 from .config import ServerConfig
 
 log = logging.getLogger("babelcast.server")
+RAY_SPARE_REQUESTS = 8  # requests a replica takes beyond its sessions and uploads: /health, /metrics, /v1/info...
 SERVER_PACKAGES = ("uvicorn", "starlette", "websockets", "multipart", "prometheus_client")
 
 
@@ -66,6 +68,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s, metavar="S")
     parser.add_argument("--log-format", choices=("json", "text"), default="json")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    cluster = parser.add_argument_group("on a Ray cluster (the ray extra; docs/scaling.md)")
+    cluster.add_argument("--ray", metavar="ADDRESS",
+                         help="serve from replicas on the Ray cluster at HOST:PORT (auto: RAY_ADDRESS, local: start "
+                              "one), behind one Ray Serve proxy at --host:--port on the head node")
+    cluster.add_argument("--replicas", type=positive_int, default=1, metavar="N",
+                         help="server replicas, one engine and one model copy each (default 1)")
+    cluster.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                         help="where each replica runs its model; cuda gives each replica one GPU")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -93,6 +103,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise CliError(str(e)) from None
     check_port_free(cfg.host, cfg.port)
+    if args.ray:
+        return serve_on_ray(args, cfg)
     from .logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
@@ -100,6 +112,25 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.open:
         open_when_ready(cfg.host, cfg.port)
     return serve(rec, cfg)
+
+
+def serve_on_ray(args: argparse.Namespace, cfg: ServerConfig) -> int:
+    """`--ray`: replicas of this server on a Ray cluster (babelcast.scale.serving), until interrupted."""
+    from babelcast.scale.serving import serve_on_ray as deploy
+
+    from .app import room
+
+    model, device = args.model, args.device
+
+    def build_app():  # runs on each replica
+        from .app import create_app
+
+        return create_app(load_recognizer(model, device), cfg)
+
+    deploy(args.ray, build_app, room, cfg.host, cfg.port, args.replicas,
+           max_ongoing=cfg.max_sessions + cfg.max_pending_transcriptions + RAY_SPARE_REQUESTS,
+           num_gpus=float(device == "cuda"))
+    return EXIT_OK
 
 
 def check_server_packages() -> None:

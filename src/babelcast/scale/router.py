@@ -1,0 +1,23 @@
+"""The Ray Serve request router of babelcast's replicas (imported by Serve by name, in its proxies)."""
+from __future__ import annotations
+
+import random
+
+from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
+
+
+class RoomRouter(RequestRouter):
+    """Replicas that admit new sessions first, the one with the most free sessions first (ties at random); the
+    refusing ones last, so a request still reaches a replica that says why it cannot take it."""
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
+        """Serve's hook: ranks of replicas, most preferred first."""
+        def free(replica: RunningReplica) -> int:
+            return -int(replica.routing_stats.get("free", 0))
+
+        admitting = [r for r in candidate_replicas if r.routing_stats.get("admits", True)]
+        random.shuffle(admitting)
+        admitting.sort(key=free)
+        refusing = [r for r in candidate_replicas if not r.routing_stats.get("admits", True)]
+        return [rank for rank in ([admitting[0]] if admitting else [], admitting[1:], refusing) if rank]
