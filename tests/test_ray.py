@@ -309,6 +309,21 @@ def test_http_and_websocket_through_two_replicas_answer_as_one_server(served, co
     assert code1 == code2 == 1000
 
 
+def test_metrics_through_the_proxy_cover_every_replica(served):
+    import httpx
+
+    def finals(text: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("babelcast_finals_total"))
+
+    before = finals(httpx.get(f"http://{served}/metrics", timeout=10).text)
+    asyncio.run(_session(served, speech(1.0, seed=9)))
+    time.sleep(2 * STATS_PERIOD_S + 0.5)  # each replica posts its metrics once per period
+    text = httpx.get(f"http://{served}/metrics", timeout=10).text
+    ready = [line for line in text.splitlines() if line.startswith("babelcast_ready{")]
+    assert len(ready) == 2 and len({line.split('replica="')[1] for line in ready}) == 2, text
+    assert finals(text) == before + 1  # whichever replica had the session
+
+
 def test_a_killed_replica_ends_its_sessions_cleanly_and_new_ones_go_to_the_other(served, cluster, corpus):
     rec = babelcast.load_model(corpus["model"])
     audio = speech(3.0, seed=5)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -68,6 +69,7 @@ def create_app(rec: "Recognizer", cfg: ServerConfig = ServerConfig()) -> Starlet
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.hub = hub
     app.state.metrics = metrics
+    app.state.exposition = lambda: generate_latest(metrics.registry)  # /metrics' body (replicas: all of theirs)
     app.state.cfg = cfg
     app.add_middleware(HttpMiddleware, cfg=cfg, metrics=metrics)
     return app
@@ -105,7 +107,7 @@ async def ready(request: Request) -> Response:
 
 @requires_key
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(await run_in_threadpool(request.app.state.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 async def info(request: Request) -> Response:
