@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
+        shutil.rmtree(folder, ignore_errors=True)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
               "load_average": os.getloadavg(), "model": args.model or "bundled demo", "clients": args.clients,
               "upload_s": args.seconds, "results": results}

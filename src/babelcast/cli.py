@@ -209,8 +209,8 @@ def _results_on_ray(args: argparse.Namespace, recognizer, inputs: list[_Input], 
             recognizer.transcribe([], language=language, **options)
         except ValueError as e:
             raise CliError(str(e)) from None
-    del options["latency_ms"]  # each work item carries it
-    items = [WorkItem(i, str(inputs[i].path), inputs[i].language, args.latency, inputs[i].offset_s,
+    latency_ms = options.pop("latency_ms")  # each work item carries it
+    items = [WorkItem(i, str(inputs[i].path), inputs[i].language, latency_ms, inputs[i].offset_s,
                       inputs[i].duration_s, seconds[i]) for i in todo]
     start, done_s = time.perf_counter(), 0.0
     for outcome in transcribe_on_ray(args.ray, args.model, args.device, items, options, args.unit_seconds,

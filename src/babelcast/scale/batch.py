@@ -1,7 +1,7 @@
 """Batch transcription across a Ray cluster with Ray Data: inputs are cut into units of about `unit_s` audio
-seconds (consecutive inputs of one language and latency), a pool of actors each loading the model once transcribes the
-units with `Recognizer.transcribe` (the single-process command's own call), and the results come back in input
-order as each unit finishes."""
+seconds (consecutive inputs of one language and latency), a pool of actors each loading the model once
+transcribes the units with `Recognizer.transcribe` (the single-process command's own call), and the results
+come back in input order as each unit finishes."""
 from __future__ import annotations
 
 import pickle
@@ -102,10 +102,10 @@ def transcribe_on_ray(address: str, model: str | None, device: str, items: list[
     ctx.enable_progress_bars = False  # the CLI shows its own, in audio-hours
     units = units_by_duration(items, unit_s)
     dataset = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=len(units))
-    results = dataset.map_batches(Transcriber, fn_constructor_kwargs={"model": model, "device": device,
-                                                                      "options": options},
-                                  batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=int(resource == "GPU"),
-                                  batch_format="numpy")
+    results = dataset.map_batches(Transcriber, batch_size=1, batch_format="numpy",
+                                  fn_constructor_kwargs={"model": model, "device": device, "options": options},
+                                  compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                                  num_gpus=int(resource == "GPU"))
     try:
         for row in results.iter_rows():
             yield from pickle.loads(row["outcomes"])
