@@ -164,9 +164,10 @@ def test_a_killed_actor_is_replaced_and_the_results_are_the_same(cluster, corpus
     out = tmp_path / "ray.jsonl"
     run = subprocess.Popen(_command(corpus["manifest"], corpus["model"], out, *_on_ray(cluster)), env=cluster.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_lines(out, 1, run)
-    actors = cluster.actor_pids("ray::MapWorker")
-    assert actors
+    deadline = time.monotonic() + 120
+    while not (actors := cluster.actor_pids("ray::MapWorker")):  # the job's actors exist only while it runs
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its actors were seen"
+        time.sleep(0.02)
     os.kill(actors[0], signal.SIGKILL)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 1 and "Traceback" not in err, err
@@ -175,7 +176,8 @@ def test_a_killed_actor_is_replaced_and_the_results_are_the_same(cluster, corpus
 
 def test_an_interrupted_run_continues_where_it_stopped(cluster, corpus, tmp_path):
     out = tmp_path / "ray.jsonl"
-    run = subprocess.Popen(_command(corpus["manifest"], corpus["model"], out, *_on_ray(cluster)), env=cluster.env,
+    one_by_one = ["--ray", cluster.address, "--actors", "1", "--unit-seconds", "0.1"]  # 60 units: a slow run
+    run = subprocess.Popen(_command(corpus["manifest"], corpus["model"], out, *one_by_one), env=cluster.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_lines(out, 1, run)
     run.kill()
