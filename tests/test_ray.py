@@ -25,6 +25,7 @@ from tiny import synth_audio
 from tiny_nemo import write_tiny_nemo
 
 import babelcast
+from babelcast.scale.batch import WorkItem, units_by_duration
 from babelcast.scale.serving import STATS_PERIOD_S
 
 pytestmark = pytest.mark.ray
@@ -149,6 +150,14 @@ def _command(manifest: Path, model: Path, out: Path, *options: str) -> list[str]
 def _on_ray(cluster: Cluster) -> list[str]:
     """Two actors (one per node), units of about 2 s of audio: ~30 units for the 60 files."""
     return ["--ray", cluster.address, "--actors", "2", "--unit-seconds", "2"]
+
+
+def test_units_are_cut_by_duration_language_and_latency():
+    def item(index: int, seconds: float, language: str = "en-US", latency_ms: int | None = None) -> WorkItem:
+        return WorkItem(index, f"{index}.wav", language, latency_ms, 0.0, None, seconds)
+
+    items = [item(0, 4), item(1, 4), item(2, 4), item(3, 30), item(4, 1, "de-DE"), item(5, 1, "de-DE", 80)]
+    assert [[i.index for i in unit] for unit in units_by_duration(items, 10)] == [[0, 1], [2], [3], [4], [5]]
 
 
 def test_batch_on_two_nodes_equals_single_process(cluster, corpus, tmp_path):

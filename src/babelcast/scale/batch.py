@@ -94,13 +94,15 @@ def transcribe_on_ray(address: str, model: str | None, device: str, items: list[
     import ray
     import ray.data
 
+    units = units_by_duration(items, unit_s)
+    if not units:  # nothing left to do (a finished run, resumed): no cluster needed
+        return
     connect(address)
     resource = "GPU" if device == "cuda" else "CPU"
-    actors = actors or max(1, int(ray.cluster_resources().get(resource, 1)))
+    actors = min(actors or max(1, int(ray.cluster_resources().get(resource, 1))), len(units))
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # the CLI shows its own, in audio-hours
-    units = units_by_duration(items, unit_s)
     dataset = ray.data.from_items([{"unit": pickle.dumps(u)} for u in units], override_num_blocks=len(units))
     results = dataset.map_batches(Transcriber, batch_size=1, batch_format="numpy",
                                   fn_constructor_kwargs={"model": model, "device": device, "options": options},

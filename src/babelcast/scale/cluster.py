@@ -25,4 +25,4 @@ def connect(address: str) -> None:
                  configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ClusterError(f"--ray {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its plan and timings: our bar says enough
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # plans, timings, notes: in Ray's logs; our bar says enough
