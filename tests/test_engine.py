@@ -151,3 +151,18 @@ def test_file_limit(rec):
     with pytest.raises(EngineFull, match="files"):
         engine.open_file(opts, synth_audio(8000).numpy())
     engine.open(rec.stream_options("auto", 80))  # files do not take live sessions' places
+
+
+def test_a_step_between_a_files_admission_and_its_audio_is_no_error(rec, monkeypatch):
+    """The server's engine thread may step after open_file admits an upload and before its audio is fed:
+    the file has nothing to step yet (it used to fail the step: min() of no chunks)."""
+    engine = rec.engine(EngineConfig(max_sessions=1, max_files=1, precision="fp32"))
+    feed = engine.feed
+
+    def step_then_feed(sid, samples):
+        assert engine.step() == []
+        feed(sid, samples)
+
+    monkeypatch.setattr(engine, "feed", step_then_feed)
+    sid = engine.open_file(rec.stream_options("auto", None, mode="offline"), synth_audio(8000).numpy())
+    assert [e.session_id for e in engine.drain() if e.kind == "final"] == [sid]

@@ -329,7 +329,8 @@ class Engine:
             if s.flushing and not s.chunk_times:
                 finished.append(s)
             elif s.id in self._files:
-                files.setdefault(s.right, []).append(s)
+                if s.chunk_times:  # an upload admitted but not fed yet has nothing to step
+                    files.setdefault(s.right, []).append(s)
             else:
                 groups.setdefault(s.right, []).append(s)
         batches, wake = [], now + 0.05
@@ -351,7 +352,7 @@ class Engine:
         rights = sorted(files)
         right = rights[self._file_turn % len(rights)]
         self._file_turn += 1
-        members = [s for s in files[right] if s.chunk_times]
+        members = files[right]
         k = max(1, min(self.cfg.max_chunks_per_step, min(len(s.chunk_times) for s in members)))
         while k > 1 and COST_MARGIN * self.costs.estimate(right, k, len(members), self._chunk_s(right)) > slack_s:
             k -= 1
