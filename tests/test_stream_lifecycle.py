@@ -335,6 +335,25 @@ def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, contr
         assert finals[a][1].tokens == opened.tokens != finals[b][1].tokens
 
 
+def test_a_switch_starts_detection_over(tagging_rec):
+    """A detected language is announced once (a final without a tag detects nothing and changes nothing);
+    after a switch (here: the lock turned on mid-stream, still auto) the next detection is announced
+    again, and locks."""
+    rec, x = tagging_rec, synth_audio(16000 * 3, seed=5).numpy()
+    engine = rec.engine(EngineConfig(max_sessions=1, precision="fp32", endpoint_ms=0, phase_align=False))
+    sid = engine.open(rec.stream_options("auto", 320))
+    events = []
+    for i, piece in enumerate((x[:16000], x[16000:32000], x[32000:])):
+        if i == 2:
+            engine.set_language(sid, rec.stream_options("auto", 320, lock_language=True))
+        engine.feed(sid, piece)
+        engine.finish(sid)
+        events += engine.drain()
+    changes = [(e.segment, e.language, e.locked) for e in events if e.kind == "language"]
+    finals = [e.transcript.language for e in events if e.kind == "final"]
+    assert changes == [(0, "es-US", False), (2, "es-US", True)] and finals == ["es-US", None, "es-US"]
+
+
 def test_a_language_switch_before_audio_is_opening_in_it(rec):
     """Switching before any audio is opening in that language; an unknown language is refused."""
     x = synth_audio(16000 * 3, seed=5).numpy()

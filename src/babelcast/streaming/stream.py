@@ -204,6 +204,12 @@ class Stream:
         return self.pad_samples / self.grid.sample_rate_hz
 
     def set_language(self, prompt_id: int | None, text: TextOptions, lock_language: bool) -> None:
+        """A language switch from the next chunk on; detection starts over (in auto mode the next detected
+        language is announced, and locked with lock_language)."""
+        self._detected = None
+        self._set_prompt(prompt_id, text, lock_language)
+
+    def _set_prompt(self, prompt_id: int | None, text: TextOptions, lock_language: bool) -> None:
         """A new language prompt from the next chunk on (it acts after the encoder: no cache to reset);
         the current segment's transcript reports the new language."""
         self.opts = dataclasses.replace(self.opts, prompt_id=prompt_id, text=text, lock_language=lock_language)
@@ -378,7 +384,7 @@ class Stream:
         self._detected = detected
         prompt_id = self._prompt_of(detected) if self.opts.lock_language else None
         if prompt_id is not None:
-            self.set_language(prompt_id, dataclasses.replace(self.opts.text, language=detected), True)
+            self._set_prompt(prompt_id, dataclasses.replace(self.opts.text, language=detected), True)
         return [Event(self.id, "language", self.segment, time=now, language=detected, locked=prompt_id is not None)]
 
     def _meta(self) -> dict:
