@@ -261,7 +261,8 @@ class Stream:
         self.chunks_done += k
 
     def events(self, now: float) -> list[Event]:
-        """After a step (or when a flush needs no step): final + restart, endpoint, or partial."""
+        """After a step (or when a flush needs no step): final + restart, endpoint, or partial (a final that
+        detects a new language comes after a language event)."""
         if self._flush is not None and not self.chunk_times:
             flush, events = self._flush, self._final(now, "flush")
             if flush.close:
