@@ -2,13 +2,19 @@
 good sessions (which must still get exactly their own transcript)."""
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from server_util import (expected_text, frames, kinds, load_tiny, pcm16, read_until_closed, speech,
+import babelcast
+from babelcast.audio.io import load_audio
+
+from server_util import (expected_text, frames, from_pcm16, kinds, load_tiny, pcm16, read_until_closed, speech,
                          start_server, stream_session)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +117,7 @@ BAD = [  # (query, what to send, expected error code, words the message must con
     ("encoding=f32le", "s16-as-f32", "invalid_audio", ["pcm_s16le"], 1007),
     ("", "configure-after-audio", "invalid_message", ["before audio"], 1008),
     ("", [b"\x00" * ((1 << 20) + 2)], "frame_too_large", ["limit"], 1009),
+    ("lock_language=maybe", None, "invalid_settings", ["lock_language", "maybe"], 1008),
 ]
 
 
@@ -213,8 +220,9 @@ def test_phase_aligned_sessions_give_offline_text_after_their_leading_silence(re
 
 
 def test_language_changes_mid_stream(server):
-    """`configure` with a new language after audio is accepted at once (a `ready` with the new settings)
-    and the final reports it; any other setting after audio is still refused (the BAD cases)."""
+    """`configure` with a new language (or lock_language) after audio is accepted at once (a `ready` with
+    the new settings) and the final reports it; any other setting after audio is still refused (the BAD
+    cases)."""
     audio = speech(2.0, seed=12)
 
     async def go():
@@ -223,6 +231,8 @@ def test_language_changes_mid_stream(server):
             chunks = frames(audio)
             for i, frame in enumerate(chunks):
                 await ws.send(frame)
+                if i == len(chunks) // 4:
+                    await ws.send(json.dumps({"type": "configure", "lock_language": True}))
                 if i == len(chunks) // 2:
                     await ws.send(json.dumps({"type": "configure", "language": "es-US"}))
             await ws.send(json.dumps({"type": "close"}))
@@ -232,6 +242,48 @@ def test_language_changes_mid_stream(server):
     first, events, code = run(go())
     assert first["settings"]["language"] == "de-DE" and code == 1000 and "error" not in kinds(events)
     ready = [e for e in events if e["type"] == "ready"]
-    assert len(ready) == 1 and ready[0]["settings"]["language"] == "es-US"
+    assert [(r["settings"]["language"], r["settings"]["lock_language"]) for r in ready] == \
+        [("de-DE", True), ("es-US", True)]
     finals = [e for e in events if e["type"] == "final"]
     assert len(finals) == 1 and finals[0]["language"] == "es-US"
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    s = start_server(babelcast.load_model(babelcast.DEFAULT_MODEL))
+    yield s
+    s.__exit__(None, None, None)
+
+
+def test_language_events_and_lock_language(demo_server):
+    """The demo model in auto mode, German, finalize, Italian: a `language` event before each final that
+    detects a new language (de-DE, then it-IT); with lock_language=true one event, de-DE locked, and the
+    Italian final is a de-DE stream's."""
+    de, it = (from_pcm16(pcm16(load_audio(SAMPLES / f"{lang}.wav"))) for lang in ("de-DE", "it-IT"))
+
+    async def session(query):
+        async with connect(f"{demo_server.ws_url}/v1/listen?latency=1120&endpoint_ms=0&{query}") as ws:
+            for audio, end in ((de, "finalize"), (it, "close")):
+                for frame in frames(audio, 16000):
+                    await ws.send(frame)
+                await ws.send(json.dumps({"type": end}))
+            return await read_until_closed(ws)
+
+    async def both():
+        return await asyncio.gather(session("language=auto"), session("language=auto&lock_language=true"))
+
+    (free, free_code), (locked, locked_code) = run(both())
+    assert free_code == locked_code == 1000 and "error" not in kinds(free) + kinds(locked)
+
+    def changes(events):
+        return [(e["type"], e["segment"], e["language"], e.get("locked")) for e in events
+                if e["type"] in ("language", "final")]
+
+    assert changes(free) == [("language", 0, "de-DE", False), ("final", 0, "de-DE", None),
+                             ("language", 1, "it-IT", False), ("final", 1, "it-IT", None)]
+    assert changes(locked) == [("language", 0, "de-DE", True), ("final", 0, "de-DE", None),
+                               ("final", 1, "de-DE", None)]
+    german = demo_server.hub.rec.transcribe([it], language="de-DE", latency_ms=1120, mode="streaming")[0]
+    final = [e for e in locked if e["type"] == "final"][1]
+    assert (final["text"], final["confidence"]) == (german.text, round(german.confidence, 4))
+    assert final["confidence"] != [e for e in free if e["type"] == "final"][1]["confidence"]

@@ -1,13 +1,19 @@
 """The OpenAI-compatible APIs, driven by the official `openai` client against a real server."""
 import base64
 import io
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import soundfile as sf
 
-from server_util import load_tiny, pcm16, speech, start_server
+import babelcast
+from babelcast.audio.io import load_audio
+
+from server_util import from_pcm16, load_tiny, pcm16, speech, start_server
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +215,42 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
         events = realtime_events(conn, "conversation.item.input_audio_transcription.completed")
     assert [e.type for e in events if e.type == "error"] == []
     assert events[-1].type == "conversation.item.input_audio_transcription.completed"
+
+
+def test_realtime_language_events_and_lock():
+    """The demo model, auto with the lock_language extension, German then Italian as two items: one
+    `babelcast.language` event (de-DE, locked, the first item's) before the first item completes, none
+    after, and the Italian item's transcript is a de-DE stream's; a bad lock_language value is an error."""
+    demo = babelcast.load_model(babelcast.DEFAULT_MODEL)
+    server = start_server(demo)
+    try:
+        client = openai.OpenAI(base_url=f"{server.http_url}/v1", api_key="none", max_retries=0, timeout=60)
+        de, it = (load_audio(SAMPLES / f"{lang}.wav") for lang in ("de-DE", "it-IT"))
+        with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert conn.recv().type == "session.created"
+
+            def update(**transcription):
+                conn.session.update(session={"type": "transcription", "audio": {"input": {
+                    "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
+                    "turn_detection": None}}})
+                return conn.recv()
+
+            bad = update(model="demo", latency_ms=1120, lock_language="maybe")
+            assert bad.type == "error" and bad.error.code == "invalid_settings" and "lock_language" in bad.error.message
+            updated = update(model="demo", language=None, latency_ms=1120, lock_language=True)
+            assert updated.session.audio.input.transcription.lock_language is True
+            events = []
+            for audio in (de, it):
+                data = pcm16(audio)
+                for i in range(0, len(data), 32000):
+                    conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 32000]).decode())
+                conn.input_audio_buffer.commit()
+                events += realtime_events(conn, "conversation.item.input_audio_transcription.completed")
+    finally:
+        server.__exit__(None, None, None)
+    languages = [e for e in events if e.type == "babelcast.language"]
+    completed = [e for e in events if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert [(e.item_id, e.language, e.locked) for e in languages] == [(completed[0].item_id, "de-DE", True)]
+    assert events.index(languages[0]) < events.index(completed[0])
+    german = demo.transcribe([from_pcm16(pcm16(it))], language="de-DE", latency_ms=1120, mode="streaming")[0]
+    assert [c.language for c in completed] == ["de-DE", "de-DE"] and completed[1].transcript == german.text

@@ -83,18 +83,22 @@ class Recognizer:
 
     # ---- streaming ------------------------------------------------------------------------
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
-                       keep_lang_tags: bool = False, mode: str = "streaming") -> StreamOptions:
+                       keep_lang_tags: bool = False, mode: str = "streaming",
+                       lock_language: bool = False) -> StreamOptions:
         """Validated per-stream options (context, prompt, text handling) for a Session or the Engine;
-        mode="offline" picks the offline default latency (a file streamed through the engine)."""
+        mode="offline" picks the offline default latency (a file streamed through the engine);
+        lock_language: in auto mode the first detected language becomes the prompt (no-op otherwise)."""
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained)
+                             trained, lock_language)
 
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
-               keep_lang_tags: bool = False) -> Session:
+               keep_lang_tags: bool = False, lock_language: bool = False) -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
-        return Session(self.model, self.tokenizer, self.stream_options(language, latency_ms, keep_lang_tags),
-                       options_for=lambda lang: self.stream_options(lang, latency_ms, keep_lang_tags))
+        def options_for(lang: str | None) -> StreamOptions:
+            return self.stream_options(lang, latency_ms, keep_lang_tags, lock_language=lock_language)
+
+        return Session(self.model, self.tokenizer, options_for(language), options_for=options_for)
 
     def engine(self, cfg: "EngineConfig | None" = None) -> "Engine":
         """A multi-stream engine sharing this recognizer's weights (a runtime copy for bf16/int8)."""

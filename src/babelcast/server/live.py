@@ -35,7 +35,7 @@ _ids = itertools.count(1)
 class Out:
     """What a protocol handler gets: an engine event, an error, or the end of the session."""
 
-    kind: str  # partial | final | endpoint | error | closed | send (a protocol message in `payload`)
+    kind: str  # partial | final | endpoint | language | error | closed | send (a protocol message in `payload`)
     event: Event | None = None
     payload: dict | None = None
     from_finalize: bool = False  # a final that answers a finalize/commit/close (not an endpoint)
@@ -87,7 +87,8 @@ class LiveSession:
         """The engine's options for these settings (ApiError naming a bad language or latency)."""
         rec = self.hub.rec
         try:
-            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
+            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
+                                      lock_language=settings.lock_language)
         except UnsupportedLanguage as e:
             raise ApiError("unsupported_language", str(e), "language") from None
         except UnsupportedLatency as e:
@@ -226,7 +227,7 @@ class LiveSession:
                 self.hub.release(self.sid, abort=False)
                 self.sid = None
                 self._closed()
-            elif e.kind in ("partial", "endpoint"):
+            elif e.kind in ("partial", "endpoint", "language"):
                 self.queue.put_nowait(Out(e.kind, e))
             else:  # "error" or anything newer: report, keep going
                 self.queue.put_nowait(Out("error", e, error=ApiError("internal_error", e.text or e.kind)))

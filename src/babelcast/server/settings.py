@@ -19,6 +19,7 @@ ALIASES = {
     "interim_results": ("interim_results", "interim"),
     "endpoint_ms": ("endpoint_ms", "endpointing"),
     "keep_lang_tags": ("keep_lang_tags",),
+    "lock_language": ("lock_language",),
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
 NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
@@ -33,13 +34,14 @@ class StreamSettings:
     interim_results: bool = True
     endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
     keep_lang_tags: bool = False
+    lock_language: bool = False  # with auto: the first detected language becomes the prompt
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def only_language_differs(self, other: "StreamSettings") -> bool:
-        """Every setting but the language equal: a change a live stream takes mid-utterance."""
-        return dataclasses.replace(other, language=self.language) == self
+        """Every setting but the language (and its lock) equal: a change a live stream takes mid-utterance."""
+        return dataclasses.replace(other, language=self.language, lock_language=self.lock_language) == self
 
 
 def parse_settings(values: Mapping[str, Any], base: StreamSettings = StreamSettings()) -> StreamSettings:
@@ -53,11 +55,12 @@ def parse_settings(values: Mapping[str, Any], base: StreamSettings = StreamSetti
         if name is None:
             known = ", ".join(ALIASES)
             raise ApiError("invalid_settings", f"unknown setting {key!r}; settings are: {known}", key)
-        changes[name] = _convert(name, key, raw)
+        changes[name] = convert_setting(name, key, raw)
     return dataclasses.replace(base, **changes)
 
 
-def _convert(name: str, key: str, raw: Any) -> Any:
+def convert_setting(name: str, key: str, raw: Any) -> Any:
+    """One setting's value from a string or JSON value (ApiError invalid_settings naming `key`)."""
     if name == "language":
         if not isinstance(raw, str) or not raw.strip():
             raise ApiError("invalid_settings", f"{key} must be a locale such as en-US, or auto; got {raw!r}", key)
@@ -67,7 +70,7 @@ def _convert(name: str, key: str, raw: Any) -> Any:
             raise ApiError("invalid_settings",
                            f"unsupported encoding {raw!r}; use one of {', '.join(PCM_ENCODINGS)}", key)
         return raw
-    if name in ("interim_results", "keep_lang_tags"):
+    if name in ("interim_results", "keep_lang_tags", "lock_language"):
         return _bool(key, raw)
     if name == "endpoint_ms":
         if raw is False or (isinstance(raw, str) and raw.lower() in ("false", "off", "none")):

@@ -172,7 +172,7 @@ class Engine:
         self._streams[sid] = Stream(
             sid, slot, opts, self.grid, self.model.features, self.tok, interim,
             chunking.enc_frames_in(window_ms, self.grid.factor, self.grid.mel_ms) if window_ms else 10**9,
-            reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
+            reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)), prompt_of=self._prompt_of,
             max_segment_frames=self._max_segment_frames(window_ms),
             align=(lambda t0_s: self._phase_pad(sid, opts.right, t0_s)) if live and self.cfg.phase_align else None)
         self.metrics.opened += 1
@@ -215,6 +215,11 @@ class Engine:
                 return m
         return 1
 
+    def _prompt_of(self, locale: str) -> int | None:
+        """The prompt id a detected locale locks a stream to; None for a model without a slot for it."""
+        prompt = self.model.cfg.prompt
+        return None if prompt is None else prompt.dictionary.get(locale)
+
     def _max_segment_frames(self, endpoint_ms: int) -> int:
         """A session with endpointing gets length finals too; one without ends segments itself."""
         if not endpoint_ms or not self.cfg.max_segment_ms:
@@ -238,9 +243,10 @@ class Engine:
         self._wake.set()
 
     def set_language(self, sid: str, opts: StreamOptions) -> None:
-        """Switch a session's language prompt (opts from Recognizer.stream_options) from its next chunk."""
+        """Switch a session's language prompt and lock option (opts from Recognizer.stream_options) from
+        its next chunk."""
         with self._lock:
-            self._get(sid).set_language(opts.prompt_id, opts.text)
+            self._get(sid).set_language(opts.prompt_id, opts.text, opts.lock_language)
 
     def drop_held(self, sid: str) -> bool:
         """Drop audio held behind a flush in progress; False when no flush is in progress."""
