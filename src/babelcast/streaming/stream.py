@@ -42,6 +42,7 @@ class StreamOptions:
     prompt_id: int | None  # None for a model without a prompt
     text: TextOptions
     trained: bool = True
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint, in the same batches as RNNT rows
 
     @property
     def latency_ms(self) -> int:
