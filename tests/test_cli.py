@@ -157,7 +157,7 @@ def test_ctc_streaming_end_to_end(tmp_path):
                            text=True, timeout=300)
     assert plain.returncode == 2 and plain.stdout == ""
     assert plain.stderr == ("error: this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
-                            "use --decoder rnnt\n")
+                            "use the rnnt decoder\n")
 
 
 def test_manifest_groups_by_language_and_keeps_input_order(tmp_path, capsys):

@@ -82,6 +82,10 @@ def test_transcription_errors(client, server, upload):
     r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny"},
                    files={"other": ("a.wav", upload[0])}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+    r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny", "decoder": "ctc"},
+                   files={"file": ("a.wav", upload[0])}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_decoder"
+    assert "no CTC head" in r.json()["error"]["message"] and r.json()["error"]["param"] == "decoder"
     chunked = httpx.post(f"{server.http_url}/v1/audio/transcriptions",  # no Content-Length: counted as read
                          headers={**headers, "content-type": "multipart/form-data; boundary=xyz"},
                          content=iter([b'--xyz\r\nContent-Disposition: form-data; name="file"; '

@@ -12,7 +12,7 @@ from .audio.io import to_model_audio
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
-from .errors import UnsupportedLanguage
+from .errors import UnsupportedDecoder, UnsupportedLanguage
 from .decoding.heads import DECODERS, DecodeState, decode_rows
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
@@ -78,12 +78,18 @@ class Recognizer:
         locales = [k for k, v in self.cfg.prompt.dictionary.items() if v == idx and "-" in k]
         return locales[0] if locales else language
 
+    @property
+    def decoders(self) -> list[str]:
+        """The heads this checkpoint decodes with: rnnt, and ctc for a hybrid RNNT+CTC one."""
+        return list(DECODERS) if self.model.ctc_decoder is not None else ["rnnt"]
+
     def check_decoder(self, decoder: str) -> None:
-        """ValueError for an unknown decoder, or "ctc" on a checkpoint without a CTC head (not a hybrid)."""
+        """UnsupportedDecoder for an unknown decoder, or "ctc" on a checkpoint without a CTC head."""
         if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
-        if decoder == "ctc" and self.model.ctc_decoder is None:
-            raise ValueError("this checkpoint has no CTC head (not a hybrid RNNT+CTC model); use --decoder rnnt")
+            raise UnsupportedDecoder(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
+        if decoder not in self.decoders:
+            raise UnsupportedDecoder("this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
+                                     "use the rnnt decoder")
 
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))

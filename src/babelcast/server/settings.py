@@ -19,6 +19,7 @@ ALIASES = {
     "interim_results": ("interim_results", "interim"),
     "endpoint_ms": ("endpoint_ms", "endpointing"),
     "keep_lang_tags": ("keep_lang_tags",),
+    "decoder": ("decoder",),
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
 NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
@@ -33,6 +34,7 @@ class StreamSettings:
     interim_results: bool = True
     endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
     keep_lang_tags: bool = False
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,6 +68,10 @@ def _convert(name: str, key: str, raw: Any) -> Any:
         if raw not in PCM_ENCODINGS:
             raise ApiError("invalid_settings",
                            f"unsupported encoding {raw!r}; use one of {', '.join(PCM_ENCODINGS)}", key)
+        return raw
+    if name == "decoder":  # the model says which it has (Live._options: unsupported_decoder)
+        if not isinstance(raw, str):
+            raise ApiError("invalid_settings", f"{key} must be rnnt or ctc; got {raw!r}", key)
         return raw
     if name in ("interim_results", "keep_lang_tags"):
         return _bool(key, raw)
