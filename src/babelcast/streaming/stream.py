@@ -12,7 +12,7 @@
 - tokens and events: partials (a possible language tag held back), finals at a model-detected endpoint
   or when a flush is done, then a restart for the next utterance with the held audio.
 
-Its model state (encoder caches, prediction net) is a row `slot` of the engine's CachePool.
+Its model state (encoder caches, what greedy decoding carries) is a row `slot` of the engine's CachePool.
 """
 from __future__ import annotations
 
