@@ -200,6 +200,9 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
                 "turn_detection": None}}})
             return conn.recv()
 
+        no_ctc = update(model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
+        assert no_ctc.type == "error" and no_ctc.error.code == "unsupported_decoder"
+        assert "no CTC head" in no_ctc.error.message
         assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
         for i in range(0, half, 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())

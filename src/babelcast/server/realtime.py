@@ -73,7 +73,7 @@ class RealtimeConnection:
                            "latency_ms") from None
         return StreamSettings(language=q.get("language") or "auto", latency_ms=latency_ms,
                               sample_rate=OPENAI_RATE_HZ, encoding="pcm_s16le", interim_results=True,
-                              endpoint_ms=self._endpoint_ms(self.turn_detection))
+                              endpoint_ms=self._endpoint_ms(self.turn_detection), decoder=q.get("decoder") or "rnnt")
 
     def _endpoint_ms(self, td: dict | None) -> int:
         if td is None:
@@ -87,7 +87,8 @@ class RealtimeConnection:
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": s.sample_rate},
                                     "transcription": {"model": self.model,
                                                       "language": None if s.language == "auto" else s.language,
-                                                      "latency_ms": self.session.latency_ms},
+                                                      "latency_ms": self.session.latency_ms,
+                                                      "decoder": s.decoder},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -122,6 +123,8 @@ class RealtimeConnection:
             changes["language"] = transcription["language"] or "auto"
         if "latency_ms" in transcription:
             changes["latency_ms"] = transcription["latency_ms"]
+        if "decoder" in transcription:
+            changes["decoder"] = transcription["decoder"]
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)
