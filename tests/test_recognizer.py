@@ -46,6 +46,15 @@ def test_streaming_tokens_equal_offline(hybrid, latency, language, decoder):
         assert b.mode == "streaming" and b.latency_ms == latency
 
 
+def test_streaming_ctc_follows_the_language_prompt(hybrid):
+    """The prompt acts on the encoder frames before either head (NeMo's conformer_stream_step applies it
+    before choosing the decoder; its hybrid prompt model's forward feeds both heads prompted frames)."""
+    audio = clips()
+    de, auto = (hybrid.transcribe(audio, language=lang, latency_ms=320, mode="streaming", decoder="ctc")
+                for lang in ("de-DE", "auto"))
+    assert sum(a.tokens != b.tokens for a, b in zip(de, auto)) >= 3
+
+
 def test_ctc_session_pieces_of_any_size_equal_offline(hybrid):
     """A live CTC session fed uneven pieces (steps of one chunk or several) ends with offline's tokens."""
     audio = clips()[3]
