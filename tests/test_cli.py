@@ -133,6 +133,33 @@ def test_options_reach_the_recognizer(files):
                                decoder="ctc", keep_lang_tags=True, batch_size=3)]
 
 
+def test_ctc_streaming_end_to_end(tmp_path):
+    """`--decoder ctc --mode streaming` as a user runs it (a subprocess, --model a hybrid .nemo) gives the
+    CTC head's offline tokens at that latency; a checkpoint without a CTC head is refused with exit 2."""
+    import babelcast
+    from tiny import synth_audio
+    from tiny_nemo import write_tiny_nemo
+
+    hybrid = write_tiny_nemo(tmp_path / "hybrid.nemo", hybrid=True)
+    audio = synth_audio(41000, seed=3).numpy()
+    wav = tmp_path / "a.wav"
+    sf.write(wav, audio, SR, subtype="FLOAT")
+    argv = [sys.executable, "-m", "babelcast", "transcribe", str(wav), "--decoder", "ctc", "--mode", "streaming",
+            "--latency", "320", "--lang", "de-DE", "--output", "json", "--keep-lang-tags"]
+    done = subprocess.run([*argv, "--model", str(hybrid)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    want = babelcast.load_model(hybrid).transcribe([audio], language="de-DE", latency_ms=320, decoder="ctc",
+                                                   keep_lang_tags=True)[0]
+    assert got["tokens"] == want.tokens and got["tokens"]
+    assert got["mode"] == "streaming" and got["latency_ms"] == 320
+    plain = subprocess.run([*argv, "--model", str(write_tiny_nemo(tmp_path / "plain.nemo"))], capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert plain.stderr == ("error: this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
+                            "use the rnnt decoder\n")
+
+
 def test_manifest_groups_by_language_and_keeps_input_order(tmp_path, capsys):
     write_wav(tmp_path / "a.wav", 1.0)
     write_wav(tmp_path / "b.wav", 0.5)

@@ -4,6 +4,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -13,6 +14,8 @@ from babelcast.audio.io import load_audio
 
 from server_util import (expected_text, frames, from_pcm16, kinds, load_tiny, pcm16, read_until_closed, speech,
                          start_server, stream_session)
+from test_server_openai import wav_bytes
+from tiny_nemo import write_tiny_nemo
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -110,6 +113,8 @@ BAD = [  # (query, what to send, expected error code, words the message must con
     ("language=xx-XX", None, "unsupported_language", ["xx-XX", "en-US"], 1008),
     ("latency=333", None, "invalid_latency", ["333"], 1008),
     ("langauge=en", None, "invalid_settings", ["langauge"], 1008),
+    ("decoder=ctc", None, "unsupported_decoder", ["no CTC head", "not a hybrid"], 1008),
+    ("decoder=tdt", None, "unsupported_decoder", ["'tdt'", "rnnt"], 1008),
     ("", [b"\x01\x02\x03"], "invalid_audio", ["3 bytes", "pcm_s16le"], 1007),
     ("", ["{not json"], "invalid_message", ["JSON"], 1008),
     ("", ['["finalize"]'], "invalid_message", ["object"], 1008),
@@ -157,6 +162,33 @@ def test_bad_input_beside_good_sessions(rec, server):
     late = results[2 + [b[1] for b in BAD].index("configure-after-audio")][0]
     assert kinds(late)[-3:] == ["error", "final", "closed"]
     assert server.hub.engine.n_sessions == 0 and not server.hub.live
+
+
+def test_ctc_decoder_on_a_hybrid(tmp_path_factory, server):
+    """decoder=ctc on a hybrid checkpoint: its CTC head's streaming transcript, beside an RNNT session on
+    the same audio; an upload with the decoder field gets the CTC head's offline text; /v1/info lists
+    both decoders (a plain RNNT checkpoint's: rnnt alone)."""
+    assert httpx.get(f"{server.http_url}/v1/info", timeout=30).json()["decoders"] == ["rnnt"]
+    hybrid = babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("h") / "hybrid.nemo", hybrid=True))
+    server = start_server(hybrid)
+    audio = speech(2.0, seed=6)
+    try:
+        async def go():
+            return await asyncio.gather(stream_session(server.ws_url, audio, "decoder=ctc&latency=80&endpoint_ms=0"),
+                                        stream_session(server.ws_url, audio, "latency=80&endpoint_ms=0"))
+
+        (ctc, ctc_code), (rnnt, _) = run(go())
+        info = httpx.get(f"{server.http_url}/v1/info", timeout=30).json()
+        upload = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"decoder": "ctc"},
+                            files={"file": ("a.wav", wav_bytes(audio))}, timeout=30).json()
+    finally:
+        server.__exit__(None, None, None)
+    want = hybrid.transcribe([audio], language="auto", latency_ms=80, mode="streaming", decoder="ctc")[0].text
+    assert ctc[0]["settings"]["decoder"] == "ctc" and ctc_code == 1000
+    assert [e["text"] for e in ctc if e["type"] == "final"] == [want]
+    assert [e["text"] for e in rnnt if e["type"] == "final"] == [expected_text(hybrid, audio)] != [want]
+    assert info["decoders"] == ["rnnt", "ctc"]
+    assert upload["text"] == hybrid.transcribe([audio], decoder="ctc")[0].text
 
 
 def test_limits_and_admission(rec):

@@ -88,6 +88,10 @@ def test_transcription_errors(client, server, upload):
     r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny"},
                    files={"other": ("a.wav", upload[0])}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+    r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny", "decoder": "ctc"},
+                   files={"file": ("a.wav", upload[0])}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_decoder"
+    assert "no CTC head" in r.json()["error"]["message"] and r.json()["error"]["param"] == "decoder"
     chunked = httpx.post(f"{server.http_url}/v1/audio/transcriptions",  # no Content-Length: counted as read
                          headers={**headers, "content-type": "multipart/form-data; boundary=xyz"},
                          content=iter([b'--xyz\r\nContent-Disposition: form-data; name="file"; '
@@ -202,6 +206,9 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
                 "turn_detection": None}}})
             return conn.recv()
 
+        no_ctc = update(model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
+        assert no_ctc.type == "error" and no_ctc.error.code == "unsupported_decoder"
+        assert "no CTC head" in no_ctc.error.message
         assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
         for i in range(0, half, 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())

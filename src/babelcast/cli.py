@@ -118,7 +118,8 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency", type=int, metavar="MS", help=f"attention context in ms: {'|'.join(map(str, LATENCIES_MS))}"
     )
     parser.add_argument("--mode", choices=("offline", "streaming"), default="offline")
-    parser.add_argument("--decoder", choices=("rnnt", "ctc"), default="rnnt")
+    parser.add_argument("--decoder", choices=("rnnt", "ctc"), default="rnnt",
+                        help="ctc: the CTC head of a hybrid RNNT+CTC checkpoint, offline or streaming")
     parser.add_argument("--output", choices=OUTPUT_FORMATS, default="text")
     parser.add_argument("--keep-lang-tags", action="store_true", help="keep language tags in the text")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")

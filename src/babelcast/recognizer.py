@@ -12,8 +12,8 @@ from .audio.io import to_model_audio
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
-from .errors import UnsupportedLanguage
-from .decoding.greedy import Emissions, greedy_ctc, greedy_rnnt
+from .errors import UnsupportedDecoder, UnsupportedLanguage
+from .decoding.heads import DECODERS, DecodeState, decode_rows
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
 from .model.asr import AsrModel
@@ -78,25 +78,40 @@ class Recognizer:
         locales = [k for k, v in self.cfg.prompt.dictionary.items() if v == idx and "-" in k]
         return locales[0] if locales else language
 
+    @property
+    def decoders(self) -> list[str]:
+        """The heads this checkpoint decodes with: rnnt, and ctc for a hybrid RNNT+CTC one."""
+        return list(DECODERS) if self.model.ctc_decoder is not None else ["rnnt"]
+
+    def check_decoder(self, decoder: str) -> None:
+        """UnsupportedDecoder for an unknown decoder, or "ctc" on a checkpoint without a CTC head."""
+        if decoder not in DECODERS:
+            raise UnsupportedDecoder(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
+        if decoder not in self.decoders:
+            raise UnsupportedDecoder("this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
+                                     "use the rnnt decoder")
+
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
     # ---- streaming ------------------------------------------------------------------------
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
                        keep_lang_tags: bool = False, mode: str = "streaming",
-                       lock_language: bool = False) -> StreamOptions:
-        """Validated per-stream options (context, prompt, text handling) for a Session or the Engine;
+                       lock_language: bool = False, decoder: str = "rnnt") -> StreamOptions:
+        """Validated per-stream options (context, prompt, text handling, head) for a Session or the Engine;
         mode="offline" picks the offline default latency (a file streamed through the engine);
         lock_language: in auto mode the first detected language becomes the prompt (no-op otherwise)."""
+        self.check_decoder(decoder)
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained, lock_language)
+                             trained, lock_language=lock_language, decoder=decoder)
 
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
-               keep_lang_tags: bool = False, lock_language: bool = False) -> Session:
+               keep_lang_tags: bool = False, lock_language: bool = False, decoder: str = "rnnt") -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
         def options_for(lang: str | None) -> StreamOptions:
-            return self.stream_options(lang, latency_ms, keep_lang_tags, lock_language=lock_language)
+            return self.stream_options(lang, latency_ms, keep_lang_tags, lock_language=lock_language,
+                                       decoder=decoder)
 
         return Session(self.model, self.tokenizer, options_for(language), options_for=options_for)
 
@@ -123,16 +138,11 @@ class Recognizer:
         audios = [to_model_audio(a, sample_rate) for a in audios]
         if mode not in ("offline", "streaming"):
             raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
-        if decoder not in ("rnnt", "ctc"):
-            raise ValueError(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
-        if decoder == "ctc" and self.model.ctc_decoder is None:
-            raise ValueError("this checkpoint has no CTC head; use --decoder rnnt")
-        if decoder == "ctc" and mode == "streaming":
-            raise ValueError("streaming decodes with the RNNT head; use --decoder rnnt or --mode offline")
+        self.check_decoder(decoder)
         self.prompt_id(language)  # validate before any work
         if mode == "streaming":
             return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size,
-                                              progress)
+                                              progress, decoder)
         left, right, trained = self.context(latency_ms, "offline")
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
         results: dict[int, Transcript] = {}
@@ -180,25 +190,18 @@ class Recognizer:
         pid = self.prompt_id(language)
         prompt = None if pid is None else torch.full((len(audios),), pid, device=device)
         frames, enc_len = self.model.encode(batch, lengths, left, right, prompt, on_block)
-        em = self._decode(frames, enc_len, decoder)
+        em, _ = decode_rows(self.model, frames, enc_len, DecodeState.start(self.model, len(audios), device),
+                            [decoder == "ctc"] * len(audios))
         opts = self._text_options(language, keep_lang_tags)
         return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in em.to_lists()]
 
-    def _decode(self, frames: torch.Tensor, enc_len: torch.Tensor, decoder: str) -> Emissions:
-        if decoder == "ctc":
-            return greedy_ctc(self.model.ctc_decoder, frames, enc_len, self.cfg.transducer.blank_id)
-        state = self.model.decoder.init_state(frames.shape[0], frames.device, frames.dtype)
-        em, _ = greedy_rnnt(self.model.decoder, self.model.joint, frames, enc_len, state,
-                            self.cfg.transducer.max_symbols)
-        return em
-
     def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,
-                              batch_size: int,
-                              progress: Callable[[float], None] | None = None) -> list[Transcript]:
+                              batch_size: int, progress: Callable[[float], None] | None = None,
+                              decoder: str = "rnnt") -> list[Transcript]:
         """Files as fast-forward streams through one engine, up to batch_size at a time (fp32)."""
         from .streaming.engine import Engine, EngineConfig
 
-        opts = self.stream_options(language, latency_ms, keep_lang_tags)
+        opts = self.stream_options(language, latency_ms, keep_lang_tags, decoder=decoder)
         cfg = EngineConfig(max_sessions=max(1, batch_size), precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
                            max_segment_ms=0, phase_align=False)  # one final per file, offline's tokens
         engine = Engine(self.model, self.tokenizer, cfg)

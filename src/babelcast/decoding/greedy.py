@@ -75,13 +75,22 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
 
 
 @torch.no_grad()
-def greedy_ctc(head: CTCHead, frames: Tensor, valid: Tensor, blank: int) -> Emissions:
-    """Argmax per frame, merge repeats, drop blanks: frames [B, T, D], valid [B]."""
+def greedy_ctc(head: CTCHead, frames: Tensor, valid: Tensor, blank: int,
+               prev: Tensor | None = None) -> tuple[Emissions, Tensor]:
+    """Argmax per frame, merge repeats, drop blanks: frames [B, T, D], valid [B].
+
+    prev [B]: each row's label on the frame before these (blank at a start), so a label repeated across
+    streaming steps merges; returned updated with the row's last valid frame, for the next call.
+    """
     logp = torch.log_softmax(head(frames).float(), dim=-1)  # [B, T, V+1]
-    best, label = logp.max(dim=-1)
-    prev = torch.nn.functional.pad(label, (1, 0), value=blank)[:, :-1]
+    best, label = logp.max(dim=-1)  # [B, T]
+    if prev is None:
+        prev = torch.full_like(valid, blank, dtype=torch.long)
+    with_prev = torch.cat([prev[:, None], label], dim=1)  # [B, T+1]
+    before = with_prev[:, :-1]  # [B, T] the previous frame's label
     t = torch.arange(label.shape[1], device=label.device)
-    keep = (label != blank) & (label != prev) & (t[None] < valid[:, None])  # [B, T]
+    keep = (label != blank) & (label != before) & (t[None] < valid[:, None])  # [B, T]
     count = keep.sum(dim=1)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first, in order
-    return Emissions(label.gather(1, order), order, best.exp().gather(1, order), count)
+    last = with_prev.gather(1, valid[:, None].long())[:, 0]  # [B] the last valid frame's label, or prev
+    return Emissions(label.gather(1, order), order, best.exp().gather(1, order), count), last

@@ -19,7 +19,7 @@ import numpy as np
 import soxr
 
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, pcm_to_float
-from ..errors import UnsupportedLanguage, UnsupportedLatency
+from ..errors import UnsupportedDecoder, UnsupportedLanguage, UnsupportedLatency
 from ..streaming.engine import Event
 from ..streaming.stream import StreamOptions
 from .errors import ApiError
@@ -84,11 +84,13 @@ class LiveSession:
 
     # ---- setup --------------------------------------------------------------------------------
     def _options(self, settings: StreamSettings) -> StreamOptions:
-        """The engine's options for these settings (ApiError naming a bad language or latency)."""
+        """The engine's options for these settings (ApiError naming a bad language, latency or decoder)."""
         rec = self.hub.rec
         try:
             return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
-                                      lock_language=settings.lock_language)
+                                      lock_language=settings.lock_language, decoder=settings.decoder)
+        except UnsupportedDecoder as e:
+            raise ApiError("unsupported_decoder", str(e), "decoder") from None
         except UnsupportedLanguage as e:
             raise ApiError("unsupported_language", str(e), "language") from None
         except UnsupportedLatency as e:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio
 from ..decoding.result import Transcript
+from ..errors import UnsupportedDecoder
 from ..formats import build_cues, to_srt, to_text, to_vtt
 from . import auth
 from .errors import ApiError
@@ -102,10 +103,11 @@ async def transcriptions_endpoint(request: Request) -> Response:
         language = str(form.get("language") or "auto")
         latency = _latency(form.get("latency_ms") or form.get("latency"))
         keep_tags = str(form.get("keep_lang_tags") or "false").lower() in ("true", "1")
-        _check_options(hub.rec, language, latency)
+        decoder = str(form.get("decoder") or "rnnt")
+        _check_options(hub.rec, language, latency, decoder)
         data = await upload.read()
         name = upload.filename or "file"
-        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline")
+        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder)
         t = await hub.transcribe(functools.partial(_decode, hub, data, name), opts)
         queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:
@@ -143,7 +145,12 @@ def _latency(raw) -> int | None:
         raise ApiError("invalid_latency", f"latency_ms must be an integer, got {raw!r}", "latency_ms") from None
 
 
-def _check_options(rec, language: str, latency: int | None) -> None:
+def _check_options(rec, language: str, latency: int | None, decoder: str) -> None:
+    """ApiError naming a language, latency or decoder this model cannot serve (before the upload is read)."""
+    try:
+        rec.check_decoder(decoder)
+    except UnsupportedDecoder as e:
+        raise ApiError("unsupported_decoder", str(e), "decoder") from None
     try:
         rec.prompt_id(language)
     except ValueError as e:

@@ -76,7 +76,8 @@ class RealtimeConnection:
                               sample_rate=OPENAI_RATE_HZ, encoding="pcm_s16le", interim_results=True,
                               endpoint_ms=self._endpoint_ms(self.turn_detection),
                               lock_language=convert_setting("lock_language", "lock_language",
-                                                            q.get("lock_language", False)))
+                                                            q.get("lock_language", False)),
+                              decoder=q.get("decoder") or "rnnt")
 
     def _endpoint_ms(self, td: dict | None) -> int:
         if td is None:
@@ -91,7 +92,7 @@ class RealtimeConnection:
                                     "transcription": {"model": self.model,
                                                       "language": None if s.language == "auto" else s.language,
                                                       "latency_ms": self.session.latency_ms,
-                                                      "lock_language": s.lock_language},
+                                                      "lock_language": s.lock_language, "decoder": s.decoder},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -129,6 +130,8 @@ class RealtimeConnection:
         if "lock_language" in transcription:
             changes["lock_language"] = convert_setting("lock_language", "transcription.lock_language",
                                                        transcription["lock_language"])
+        if "decoder" in transcription:
+            changes["decoder"] = transcription["decoder"]
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)

@@ -20,6 +20,7 @@ ALIASES = {
     "endpoint_ms": ("endpoint_ms", "endpointing"),
     "keep_lang_tags": ("keep_lang_tags",),
     "lock_language": ("lock_language",),
+    "decoder": ("decoder",),
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
 NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
@@ -35,6 +36,7 @@ class StreamSettings:
     endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
     keep_lang_tags: bool = False
     lock_language: bool = False  # with auto: the first detected language becomes the prompt
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,6 +71,10 @@ def convert_setting(name: str, key: str, raw: Any) -> Any:
         if raw not in PCM_ENCODINGS:
             raise ApiError("invalid_settings",
                            f"unsupported encoding {raw!r}; use one of {', '.join(PCM_ENCODINGS)}", key)
+        return raw
+    if name == "decoder":  # the model says which it has (Live._options: unsupported_decoder)
+        if not isinstance(raw, str):
+            raise ApiError("invalid_settings", f"{key} must be rnnt or ctc; got {raw!r}", key)
         return raw
     if name in ("interim_results", "keep_lang_tags", "lock_language"):
         return _bool(key, raw)

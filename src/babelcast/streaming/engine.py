@@ -9,13 +9,16 @@
   time that keeps the group's next step within its deadline, or ride along with it. Groups that are
   due run earliest deadline first;
 - run: one batched encoder step of k chunks per row, prompt and greedy decode, on rows gathered from the
-  cache pool by slot and scattered back (no Python loop over streams around the model);
+  cache pool by slot and scattered back (no Python loop over streams around the model). Batches are
+  not split by decoder: RNNT and CTC rows of a hybrid share the encoder step (the cost), then each head
+  decodes its own rows, so the plan and its step clocks stay per latency;
 - update: tokens go to their streams (`Stream` owns a stream's lifecycle); partials, finals (endpoint or
   flush) and metrics come out.
 
 `feed`/`finish` only queue samples under the lock: features are computed on the engine thread when a
 chunk is taken, so client threads do no torch work beside the step. One copy of the weights serves every
-latency and language: the latency only picks the chunk shape, the language only the prompt row.
+latency, language and decoder: the latency only picks the chunk shape, the language only the prompt row,
+the decoder only the head.
 """
 from __future__ import annotations
 
@@ -30,12 +33,12 @@ import torch
 from torch import Tensor
 
 from .. import chunking
-from ..decoding.greedy import Emissions, greedy_rnnt
+from ..decoding.greedy import Emissions
+from ..decoding.heads import DecodeState, decode_rows
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
 from ..model.encoder import EncoderState
 from ..model.precision import resolve_precision, runtime_model
-from ..model.transducer import PredictorState
 from .cache_pool import CachePool
 from .stream import Event, Grid, Stream, StreamOptions
 
@@ -87,18 +90,19 @@ FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at mos
 
 
 @torch.no_grad()
-def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, pred_state: PredictorState,
+def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, decode_state: DecodeState,
                   left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
-                  pos_proj: list[Tensor] | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
-    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT.
+                  pos_proj: list[Tensor] | None = None,
+                  ctc_rows: list[bool] | None = None) -> tuple[Emissions, EncoderState, DecodeState]:
+    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy decode, RNNT
+    or, for the rows flagged in ctc_rows, the CTC head of a hybrid (the prompt acts before either head).
 
     chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
     """
     out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
     frames = model.apply_prompt(out.frames.float(), prompts)
-    em, pred_state = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred_state,
-                                 model.cfg.transducer.max_symbols)
-    return em, out.state, pred_state
+    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows)
+    return em, out.state, decode_state
 
 
 @dataclass
@@ -475,10 +479,11 @@ class Engine:
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
-        enc_state, pred_state = self.pool.gather(slots)
-        em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
-                                                  prompts, ends, self._pos(chunking.enc_frames(k, right)))
-        self.pool.scatter(slots, enc_state, pred_state)
+        enc_state, decode_state = self.pool.gather(slots)
+        em, enc_state, decode_state = decode_chunks(self.model, chunks, enc_state, decode_state, self.left, right,
+                                                    prompts, ends, self._pos(chunking.enc_frames(k, right)),
+                                                    [s.opts.decoder == "ctc" for s in streams])
+        self.pool.scatter(slots, enc_state, decode_state)
         return em.to_lists(enc_done), ready_times
 
     def _pos(self, n_frames: int) -> list[Tensor]:

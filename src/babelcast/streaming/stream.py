@@ -14,7 +14,7 @@
   `language` event before a final whose detected language differs from the stream's last one (with
   `lock_language`, the first one fixes the prompt to it).
 
-Its model state (encoder caches, prediction net) is a row `slot` of the engine's CachePool.
+Its model state (encoder caches, what greedy decoding carries) is a row `slot` of the engine's CachePool.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class StreamOptions:
     text: TextOptions
     trained: bool = True
     lock_language: bool = False  # auto mode: the first detected language becomes the prompt
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint, in the same batches as RNNT rows
 
     @property
     def latency_ms(self) -> int:
