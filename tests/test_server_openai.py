@@ -209,6 +209,10 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
         no_ctc = update(model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
         assert no_ctc.type == "error" and no_ctc.error.code == "unsupported_decoder"
         assert "no CTC head" in no_ctc.error.message
+        conn.input_audio_buffer.append(audio=base64.b64encode(data[:6400]).decode())  # the session is as it was
+        conn.input_audio_buffer.commit()
+        assert realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1].type \
+            == "conversation.item.input_audio_transcription.completed"
         assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
         for i in range(0, half, 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())

@@ -124,8 +124,9 @@ class LiveSession:
             self.warning = self.hub.untrained_warning(settings.language)
             return
         if self.utterance_samples or self.pending_finals or self.closing:
-            raise ApiError("invalid_message", "settings other than the language can only change before audio "
-                                              "is sent (or right after a final)")
+            raise ApiError("invalid_message", "settings other than the language (and lock_language) can only "
+                                              "change before audio is sent (or right after a final)")
+        self._options(settings)  # refused settings leave the current session as it is
         self.hub.release(self.sid, abort=True)
         self.sid = None
         self.start(settings)

@@ -137,8 +137,9 @@ class RealtimeConnection:
         new = dataclasses.replace(old, **changes)
         if new != old:
             if not self.session.idle and not old.only_language_differs(new):
-                raise ApiError("invalid_message", "transcription settings other than the language cannot change "
-                                                  "while audio is buffered: commit or clear first")
+                raise ApiError("invalid_message", "transcription settings other than the language (and "
+                                                  "lock_language) cannot change while audio is buffered: commit or "
+                                                  "clear first")
             self.session.restart(new)  # a new language alone applies from the next chunk
         if td_given:
             self.turn_detection = td
