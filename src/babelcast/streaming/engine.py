@@ -79,13 +79,15 @@ class EngineConfig:
     # and share every step (as in lockstep); without it, staggered streams split a chunk period into
     # small steps. Tokens are offline's on the audio with that silence before it; timestamps are not moved.
     phase_align: bool = True
+    # Step clocks per latency group at most: more make a flush's wait for a step shorter while the
+    # group's step is long (each costs a weight read per chunk); 1: lockstep on one clock.
+    max_sub_clocks: int = 4
 
 
 DEADLINE_SLACK_S = 0.3
 LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
 COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a long step must not miss)
-MAX_SUB_CLOCKS = 4  # step clocks per latency group at most (each costs a weight read per chunk)
 FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at most this much of a clock's period
 
 
@@ -210,7 +212,7 @@ class Engine:
         m weight reads per chunk: the fewest clocks whose finals are estimated within budget while m
         steps still fit in a chunk; one when none is (lockstep is the cheapest)."""
         period_s = self._chunk_s(right)
-        for m in range(1, MAX_SUB_CLOCKS + 1):
+        for m in range(1, self.cfg.max_sub_clocks + 1):
             rows = -(-n_streams // m) + 1  # a flush rides along with a sub-group's step
             step_s = self.costs.estimate(right, 1, rows, period_s)
             if m > 1 and m * step_s > period_s:
