@@ -19,6 +19,7 @@ class CachePool:
         self.capacity = capacity
         self.encoder = model.encoder.init_state(capacity, left, device, dtype)  # [.., capacity, ..]
         self.predictor = model.decoder.init_state(capacity, device, torch.float32)
+        self.boost_node = torch.zeros(capacity, dtype=torch.long, device=device)  # [capacity] trie node (0: root)
         self._fresh_encoder = model.encoder.init_state(1, left, device, dtype)
         self._fresh_predictor = model.decoder.init_state(1, device, torch.float32)
         self._free = list(range(capacity - 1, -1, -1))
@@ -41,6 +42,7 @@ class CachePool:
     def reset(self, slots: Tensor) -> None:
         """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
         n = slots.numel()
+        self.boost_node.index_fill_(0, slots, 0)
         fe, fp = self._fresh_encoder, self._fresh_predictor
         self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1, -1),
                                          fe.v_cache.expand(-1, n, -1, -1, -1), fe.att_cache_len.expand(n),

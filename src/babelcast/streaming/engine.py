@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import chunking
+from ..decoding.boost import Booster, booster
 from ..decoding.greedy import Emissions, greedy_rnnt
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
@@ -85,15 +86,17 @@ COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a l
 @torch.no_grad()
 def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, pred_state: PredictorState,
                   left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
-                  pos_proj: list[Tensor] | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
-    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT.
+                  pos_proj: list[Tensor] | None = None,
+                  boost: Booster | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
+    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT (boosted rows'
+    trie nodes advanced in `boost`).
 
     chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
     """
     out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
     frames = model.apply_prompt(out.frames.float(), prompts)
     em, pred_state = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred_state,
-                                 model.cfg.transducer.max_symbols)
+                                 model.cfg.transducer.max_symbols, boost)
     return em, out.state, pred_state
 
 
@@ -428,9 +431,13 @@ class Engine:
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
         enc_state, pred_state = self.pool.gather(slots)
+        boost = booster([s.opts.boost for s in streams], self.pool.boost_node[slots],
+                        self.model.cfg.transducer.blank_id)
         em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
-                                                  prompts, ends, self._pos(chunking.enc_frames(k, right)))
+                                                  prompts, ends, self._pos(chunking.enc_frames(k, right)), boost)
         self.pool.scatter(slots, enc_state, pred_state)
+        if boost is not None:
+            self.pool.boost_node.index_copy_(0, slots, boost.nodes())
         return em.to_lists(enc_done), ready_times
 
     def _pos(self, n_frames: int) -> list[Tensor]:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import LogMel
+from ..decoding.boost import BoostTrie
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions
 from ..model.asr import AsrModel
@@ -42,6 +43,7 @@ class StreamOptions:
     prompt_id: int | None  # None for a model without a prompt
     text: TextOptions
     trained: bool = True
+    boost: BoostTrie | None = None  # the stream's boosted phrases (None: no boosting)
 
     @property
     def latency_ms(self) -> int:
