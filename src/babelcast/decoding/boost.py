@@ -83,12 +83,6 @@ def parse_phrases(specs: "Iterable[str | Phrase] | None") -> tuple[Phrase, ...]:
     return phrases
 
 
-def read_phrase_file(path: str) -> list[str]:
-    """One PHRASE[:WEIGHT] a line; blank lines are skipped."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
-
-
 def spellings(tok: Tokenizer, text: str) -> set[tuple[int, ...]]:
     """The token sequences of a phrase that matter: as given, lower case and Capitalized, each word-initial
     (SentencePiece's ▁ start); spellings with an unknown piece are dropped. (Other segmentations than the

@@ -87,7 +87,8 @@ class LiveSession:
         """The engine's options for these settings (ApiError naming a bad language or latency)."""
         rec = self.hub.rec
         try:
-            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
+            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
+                                      boost=settings.boost)
         except UnsupportedLanguage as e:
             raise ApiError("unsupported_language", str(e), "language") from None
         except UnsupportedLatency as e:

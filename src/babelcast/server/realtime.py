@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket
 from . import auth
 from .errors import ApiError
 from .live import LiveSession, Out, decode_pcm
-from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings
+from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, parse_boost
 from .wsloop import drive, log_end
 
 log = logging.getLogger("babelcast.server")
@@ -87,7 +87,8 @@ class RealtimeConnection:
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": s.sample_rate},
                                     "transcription": {"model": self.model,
                                                       "language": None if s.language == "auto" else s.language,
-                                                      "latency_ms": self.session.latency_ms},
+                                                      "latency_ms": self.session.latency_ms,
+                                                      "boost": list(s.boost)},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -122,6 +123,9 @@ class RealtimeConnection:
             changes["language"] = transcription["language"] or "auto"
         if "latency_ms" in transcription:
             changes["latency_ms"] = transcription["latency_ms"]
+        for key in ("boost", "keyterm"):  # babelcast's extension (Deepgram's name too)
+            if key in transcription:
+                changes["boost"] = parse_boost(key, transcription[key])
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)
