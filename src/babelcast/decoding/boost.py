@@ -39,6 +39,8 @@ MAX_PHRASE_CHARS = 100
 
 @dataclass(frozen=True)
 class Phrase:
+    """One phrase to favour and its bonus per token (log-probability)."""
+
     text: str
     weight: float = DEFAULT_WEIGHT
 
@@ -101,7 +103,6 @@ class BoostTrie:
     arc_gain: Tensor  # [N, K] fp32 bonus of the arc's token: score earned beyond what is kept (0 in padding)
     root_gain: Tensor  # [C] fp32 bonus of a token from the root (0: no phrase starts with it; blank 0)
     root_next: Tensor  # [C] int64 node a token leads to from the root
-    n_phrases: int
 
 
 def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_id: int) -> BoostTrie | None:
@@ -116,7 +117,7 @@ def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_
         for seq in spellings(tok, p.text):
             _insert(children, score, is_end, seq, [0.0 if t == bare else p.weight for t in seq])
     fail = _failure_links(children)
-    return _tables(children, score, _kept(children, score, is_end), fail, blank_id, len(phrases))
+    return _tables(children, score, _kept(children, score, is_end), fail, blank_id)
 
 
 def _insert(children: list[dict[int, int]], score: list[float], is_end: list[bool], seq: tuple[int, ...],
@@ -181,7 +182,7 @@ def _arcs(children: list[dict[int, int]], score: list[float], kept: list[float],
 
 
 def _tables(children: list[dict[int, int]], score: list[float], kept: list[float], fail: list[int],
-            blank_id: int, n_phrases: int) -> BoostTrie:
+            blank_id: int) -> BoostTrie:
     """The padded arc table of one trie (host side, built once per list)."""
     n = len(children)
     arcs = [{}] + [_arcs(children, score, kept, fail, node) for node in range(1, n)]
@@ -195,7 +196,7 @@ def _tables(children: list[dict[int, int]], score: list[float], kept: list[float
     root_gain, root_next = torch.zeros(blank_id + 1), torch.zeros(blank_id + 1, dtype=torch.long)
     for t, c in children[0].items():
         root_gain[t], root_next[t] = score[c], c
-    return BoostTrie(token, nxt, gain, root_gain, root_next, n_phrases)
+    return BoostTrie(token, nxt, gain, root_gain, root_next)
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,7 @@ def _pack(tries: tuple[BoostTrie, ...], device: torch.device) -> _Packed:
     nxt = torch.cat([pad(t.arc_next, (0, k - t.arc_next.shape[1])) + o for t, o in zip(tries, offset)])
     gain = torch.cat([pad(t.arc_gain, (0, k - t.arc_gain.shape[1])) for t in tries])
     root_next = torch.stack([t.root_next + o for t, o in zip(tries, offset)])
-    parts = (offset, token, nxt, gain,
-             torch.stack([t.root_gain for t in tries]), root_next)
+    parts = (offset, token, nxt, gain, torch.stack([t.root_gain for t in tries]), root_next)
     return _Packed(*(p.to(device) for p in parts))
 
 
@@ -258,7 +258,7 @@ class Booster:
 @lru_cache(maxsize=8)
 def _empty_trie(blank_id: int) -> BoostTrie:
     """The trie of a row without boosting in a batch that boosts: every bonus is exactly 0."""
-    return _tables([{}], [0.0], [0.0], [0], blank_id, 0)
+    return _tables([{}], [0.0], [0.0], [0], blank_id)
 
 
 def booster(tries: Sequence[BoostTrie | None], nodes: Tensor, blank_id: int) -> Booster | None:
