@@ -84,8 +84,9 @@ def _run_synth(args: argparse.Namespace) -> int:
     except synth.SynthError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""), voices=args.voices,
-                augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE, test_voice_share=TEST_VOICE_SHARE,
+    info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""),
+                voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
+                test_voice_share=TEST_VOICE_SHARE,
                 text_sources={loc: SOURCES[loc].package for loc in locales},
                 voice_variants=sorted({j.variant for j in jobs}))
     show = args.progress or sys.stderr.isatty()
