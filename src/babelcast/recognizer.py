@@ -14,7 +14,7 @@ from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
 from .errors import UnsupportedLanguage
-from .decoding.boost import BoostTrie, Phrase, booster, compile_boost
+from .decoding.boost import Booster, BoostTrie, Phrase, compile_boost
 from .decoding.greedy import Emissions, greedy_ctc, greedy_rnnt
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
@@ -199,12 +199,11 @@ class Recognizer:
                 boost: BoostTrie | None = None) -> Emissions:
         if decoder == "ctc":
             return greedy_ctc(self.model.ctc_decoder, frames, enc_len, self.cfg.transducer.blank_id)
-        b = frames.shape[0]
+        b, blank = frames.shape[0], self.cfg.transducer.blank_id
         state = self.model.decoder.init_state(b, frames.device, frames.dtype)
-        rows = booster([boost] * b, torch.zeros(b, dtype=torch.long, device=frames.device),
-                       self.cfg.transducer.blank_id)
+        at_root = None if boost is None else Booster([boost] * b, frames.new_zeros(b, dtype=torch.long), blank)
         em, _ = greedy_rnnt(self.model.decoder, self.model.joint, frames, enc_len, state,
-                            self.cfg.transducer.max_symbols, rows)
+                            self.cfg.transducer.max_symbols, at_root)
         return em
 
     def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,

@@ -229,7 +229,8 @@ def _pack(tries: tuple[BoostTrie, ...], device: torch.device) -> _Packed:
 
 class Booster:
     """The boosting state of one decode call's rows: their packed tries and current nodes [B]; greedy_rnnt
-    asks for the bonus before each argmax and advances the rows that emitted."""
+    asks for the bonus before each argmax and advances the rows that emitted. Made only for a batch where
+    some row boosts: a batch without boosting passes None and runs no extra op."""
 
     def __init__(self, tries: Sequence[BoostTrie | None], nodes: Tensor, blank_id: int):
         """tries per row (None: no boosting), nodes [B] int64 each row's node in its own trie."""
@@ -260,7 +261,3 @@ def _empty_trie(blank_id: int) -> BoostTrie:
     """The trie of a row without boosting in a batch that boosts: every bonus is exactly 0."""
     return _tables([{}], [0.0], [0.0], [0], blank_id)
 
-
-def booster(tries: Sequence[BoostTrie | None], nodes: Tensor, blank_id: int) -> Booster | None:
-    """A Booster for rows that boost; None when no row does (the decode then runs no extra op)."""
-    return Booster(tries, nodes, blank_id) if any(t is not None for t in tries) else None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import chunking
-from ..decoding.boost import Booster, booster
+from ..decoding.boost import Booster
 from ..decoding.greedy import Emissions, greedy_rnnt
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
@@ -431,8 +431,8 @@ class Engine:
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
         enc_state, pred_state = self.pool.gather(slots)
-        boost = booster([s.opts.boost for s in streams], self.pool.boost_node[slots],
-                        self.model.cfg.transducer.blank_id)
+        tries = [s.opts.boost for s in streams]
+        boost = Booster(tries, self.pool.boost_node[slots], self.model.cfg.transducer.blank_id) if any(tries) else None
         em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
                                                   prompts, ends, self._pos(chunking.enc_frames(k, right)), boost)
         self.pool.scatter(slots, enc_state, pred_state)
