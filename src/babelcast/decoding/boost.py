@@ -14,9 +14,10 @@ node's score minus the kept score; a growing pull to finish a phrase once starte
 blank included, gets 0. (Giving the risk back on non-blank classes only biases the search towards blank:
 on the demo model's rare-word set it lost recall and words of phrase-free utterances; bench/boost.py.)
 
-On the device a batch's tries are one arc table: per node its outgoing arcs (token, next node, gain;
-arcs through failure links included, the root's excepted); the root's arcs are a dense row per stream.
-The bonus of B rows is two gathers and one scatter.
+On the device a batch's tries are one arc table: each node's outgoing arcs (token, next node, gain; arcs
+through failure links included, the root's excepted) stored contiguously (CSR: memory grows with the arcs,
+not with nodes × the widest node); the root's arcs are a dense row per stream. The bonus of B rows is
+two gathers and one scatter over each row's current arcs, kept as indices [B, K] between steps.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from typing import Iterable, Sequence
 
 import torch
@@ -96,11 +98,12 @@ def spellings(tok: Tokenizer, text: str) -> set[tuple[int, ...]]:
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: a compiled list is packed once per batch make-up
 class BoostTrie:
-    """One stream's phrases as a prefix tree; node 0 is the root. Shapes: N nodes, K arcs, C classes."""
+    """One stream's phrases as a prefix tree; node 0 is the root. Shapes: N nodes, A arcs, C classes."""
 
-    arc_token: Tensor  # [N, K] int64 arc labels, padded with blank
-    arc_next: Tensor  # [N, K] int64 node an arc leads to (0 in padding)
-    arc_gain: Tensor  # [N, K] fp32 bonus of the arc's token: score earned beyond what is kept (0 in padding)
+    first: Tensor  # [N + 1] int64 node n's arcs are first[n]:first[n + 1]
+    arc_token: Tensor  # [A] int64 arc labels
+    arc_next: Tensor  # [A] int64 node an arc leads to
+    arc_gain: Tensor  # [A] fp32 bonus of the arc's token: score earned beyond what is kept
     root_gain: Tensor  # [C] fp32 bonus of a token from the root (0: no phrase starts with it; blank 0)
     root_next: Tensor  # [C] int64 node a token leads to from the root
 
@@ -183,47 +186,48 @@ def _arcs(children: list[dict[int, int]], score: list[float], kept: list[float],
 
 def _tables(children: list[dict[int, int]], score: list[float], kept: list[float], fail: list[int],
             blank_id: int) -> BoostTrie:
-    """The padded arc table of one trie (host side, built once per list)."""
-    n = len(children)
-    arcs = [{}] + [_arcs(children, score, kept, fail, node) for node in range(1, n)]
-    k = max(1, max(len(a) for a in arcs))
-    token = torch.full((n, k), blank_id, dtype=torch.long)
-    nxt = torch.zeros((n, k), dtype=torch.long)
-    gain = torch.zeros((n, k))
-    for node, a in enumerate(arcs):
-        for j, (t, (c, g)) in enumerate(a.items()):
-            token[node, j], nxt[node, j], gain[node, j] = t, c, g
+    """The arc table of one trie (host side, built once per list)."""
+    arcs = [{}] + [_arcs(children, score, kept, fail, node) for node in range(1, len(children))]
+    first = torch.tensor([0] + list(accumulate(len(a) for a in arcs)))
+    flat = [(t, c, g) for a in arcs for t, (c, g) in a.items()]
+    token = torch.tensor([t for t, _, _ in flat], dtype=torch.long)
+    nxt = torch.tensor([c for _, c, _ in flat], dtype=torch.long)
+    gain = torch.tensor([g for _, _, g in flat], dtype=torch.float32)
     root_gain, root_next = torch.zeros(blank_id + 1), torch.zeros(blank_id + 1, dtype=torch.long)
     for t, c in children[0].items():
         root_gain[t], root_next[t] = score[c], c
-    return BoostTrie(token, nxt, gain, root_gain, root_next)
+    return BoostTrie(first, token, nxt, gain, root_gain, root_next)
 
 
 @dataclass(frozen=True)
 class _Packed:
-    """The tries of a batch's rows in one arc table on the device (node ids offset per row)."""
+    """The tries of a batch's rows in one arc table on the device (node and arc ids offset per row), with
+    one padding arc at the end (blank, gain 0) for rows with fewer arcs than the widest node."""
 
     offset: Tensor  # [B] int64 first node of each row's trie
-    arc_token: Tensor  # [M, K] int64, M nodes of all rows
-    arc_next: Tensor  # [M, K] int64, offset
-    arc_gain: Tensor  # [M, K] fp32
+    first: Tensor  # [M + 1] int64, M nodes of all rows
+    arc_token: Tensor  # [A + 1] int64, A arcs of all rows, then the padding arc
+    arc_next: Tensor  # [A + 1] int64, offset
+    arc_gain: Tensor  # [A + 1] fp32
     root_gain: Tensor  # [B, C] fp32
     root_next: Tensor  # [B, C] int64, offset
+    slots: Tensor  # [K] int64 0..K-1, K the most arcs of a node (at least 1)
 
 
 @lru_cache(maxsize=16)
 def _pack(tries: tuple[BoostTrie, ...], device: torch.device) -> _Packed:
     """Concatenate rows' tries (one copy to the device per batch make-up; cached)."""
-    sizes = torch.tensor([t.arc_token.shape[0] for t in tries])
-    offset = torch.cumsum(sizes, 0) - sizes  # [B]
-    k = max(t.arc_token.shape[1] for t in tries)
-    blank = tries[0].root_gain.shape[0] - 1
-    pad = torch.nn.functional.pad
-    token = torch.cat([pad(t.arc_token, (0, k - t.arc_token.shape[1]), value=blank) for t in tries])
-    nxt = torch.cat([pad(t.arc_next, (0, k - t.arc_next.shape[1])) + o for t, o in zip(tries, offset)])
-    gain = torch.cat([pad(t.arc_gain, (0, k - t.arc_gain.shape[1])) for t in tries])
-    root_next = torch.stack([t.root_next + o for t, o in zip(tries, offset)])
-    parts = (offset, token, nxt, gain, torch.stack([t.root_gain for t in tries]), root_next)
+    nodes = torch.tensor([t.first.shape[0] - 1 for t in tries])
+    arcs = torch.tensor([t.arc_token.shape[0] for t in tries])
+    offset, arc_offset = torch.cumsum(nodes, 0) - nodes, torch.cumsum(arcs, 0) - arcs  # [B]
+    n_arcs, blank = int(arcs.sum()), tries[0].root_gain.shape[0] - 1
+    first = torch.cat([t.first[:-1] + o for t, o in zip(tries, arc_offset)] + [torch.tensor([n_arcs])])
+    token = torch.cat([t.arc_token for t in tries] + [torch.tensor([blank])])
+    nxt = torch.cat([t.arc_next + o for t, o in zip(tries, offset)] + [torch.tensor([0])])
+    gain = torch.cat([t.arc_gain for t in tries] + [torch.tensor([0.0])])
+    width = max(1, max(int((t.first[1:] - t.first[:-1]).max()) for t in tries))
+    parts = (offset, first, token, nxt, gain, torch.stack([t.root_gain for t in tries]),
+             torch.stack([t.root_next + o for t, o in zip(tries, offset)]), torch.arange(width))
     return _Packed(*(p.to(device) for p in parts))
 
 
@@ -237,19 +241,25 @@ class Booster:
         empty = _empty_trie(blank_id)
         self.t = _pack(tuple(t or empty for t in tries), nodes.device)
         self.node = self.t.offset + nodes  # [B] int64 node in the packed table
+        self.arcs = self._arcs_of(self.node)  # [B, K] int64
+
+    def _arcs_of(self, node: Tensor) -> Tensor:
+        """[B, K] the arc ids of each row's node, the padding arc where it has fewer than K."""
+        idx = self.t.first[node][:, None] + self.t.slots  # [B, K]
+        return torch.where(idx < self.t.first[node + 1][:, None], idx, self.t.arc_token.shape[0] - 1)
 
     def bonus(self) -> Tensor:
         """[B, C] fp32 added to the joint's log-probabilities: the gain of each token's arc (a token without
-        an arc of its own restarts at the root; padding arcs write blank's 0)."""
-        return self.t.root_gain.scatter(1, self.t.arc_token[self.node], self.t.arc_gain[self.node])
+        an arc of its own restarts at the root; the padding arc writes blank's 0)."""
+        return self.t.root_gain.scatter(1, self.t.arc_token[self.arcs], self.t.arc_gain[self.arcs])
 
     def advance(self, label: Tensor, emit: Tensor) -> None:
         """Rows that emitted label [B] move along its arc (or restart from the root); the others stay."""
-        arcs = self.t.arc_token[self.node] == label[:, None]  # [B, K] at most one arc per token
-        via_arc = self.t.arc_next[self.node].gather(1, arcs.int().argmax(1, keepdim=True))[:, 0]
+        hit = self.t.arc_token[self.arcs] == label[:, None]  # [B, K] at most one arc per token
+        via_arc = self.t.arc_next[self.arcs].gather(1, hit.int().argmax(1, keepdim=True))[:, 0]
         from_root = self.t.root_next.gather(1, label[:, None])[:, 0]
-        nxt = torch.where(arcs.any(1), via_arc, from_root)
-        self.node = torch.where(emit, nxt, self.node)
+        self.node = torch.where(emit, torch.where(hit.any(1), via_arc, from_root), self.node)
+        self.arcs = self._arcs_of(self.node)
 
     def nodes(self) -> Tensor:
         """[B] int64 each row's node in its own trie (the state to carry to the next call)."""
