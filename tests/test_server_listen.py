@@ -123,6 +123,8 @@ BAD = [  # (query, what to send, expected error code, words the message must con
     ("", "configure-after-audio", "invalid_message", ["before audio"], 1008),
     ("", [b"\x00" * ((1 << 20) + 2)], "frame_too_large", ["limit"], 1009),
     ("lock_language=maybe", None, "invalid_settings", ["lock_language", "maybe"], 1008),
+    ("boost=", None, "invalid_settings", ["empty boost phrase"], 1008),
+    ("keyterm=Anna:x", None, "invalid_settings", ["bad weight 'x'", "Anna:x"], 1008),
 ]
 
 
@@ -319,3 +321,31 @@ def test_language_events_and_lock_language(demo_server):
     final = [e for e in locked if e["type"] == "final"][1]
     assert (final["text"], final["confidence"]) == (german.text, round(german.confidence, 4))
     assert final["confidence"] != [e for e in free if e["type"] == "final"][1]["confidence"]
+
+
+BOOST = ["ne su:3", "lo:2"]  # on the tiny random model these change the text
+
+
+def test_boost_in_the_query_string_and_in_configure(rec, server):
+    """`boost` (and its alias `keyterm`) repeated in the query string, or a list in `configure`: the final
+    is the Python API's with the same phrases."""
+    audio = speech(2.0, seed=1)
+    want = expected_text(rec, audio, "en-US", 80, boost=BOOST)
+    assert want != expected_text(rec, audio, "en-US", 80)
+    query = "language=en-US&latency_ms=80&endpoint_ms=0&boost=ne+su:3&keyterm=lo:2"
+    events, _ = run(stream_session(server.ws_url, audio, query))
+    assert events[0]["settings"]["boost"] == BOOST
+    assert [e["text"] for e in events if e["type"] == "final"] == [want]
+
+    async def configured():
+        async with connect(f"{server.ws_url}/v1/listen") as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "configure", "language": "en-US", "latency_ms": 80, "endpoint_ms": 0,
+                                      "boost": BOOST}))
+            for frame in frames(audio):
+                await ws.send(frame)
+            await ws.send(json.dumps({"type": "close"}))
+            return (await read_until_closed(ws))[0]
+
+    events = run(configured())
+    assert [e["text"] for e in events if e["type"] == "final"] == [want]

@@ -265,3 +265,38 @@ def test_realtime_language_events_and_lock():
     assert events.index(languages[0]) < events.index(completed[0])
     german = demo.transcribe([from_pcm16(pcm16(it))], language="de-DE", latency_ms=1120, mode="streaming")[0]
     assert [c.language for c in completed] == ["de-DE", "de-DE"] and completed[1].transcript == german.text
+
+
+def test_boost_form_field_and_realtime_extension(client, server, rec):
+    """babelcast's extension: `boost` (or `keyterm`) form fields, repeated, on the HTTP API; `boost` in the
+    Realtime session's transcription object; a bad phrase is a 400 / an error event naming it."""
+    audio, boost = speech(2.0, seed=31), ["ne su:3", "lo:2"]
+    url, headers = f"{server.http_url}/v1/audio/transcriptions", {"Authorization": "Bearer sk-test-1"}
+    files = {"file": ("talk.wav", wav_bytes(audio))}
+    r = httpx.post(url, files=files, data={"language": "en-US", "boost": boost[0], "keyterm": boost[1]},
+                   headers=headers, timeout=30)
+    want = rec.transcribe([audio], language="en-US", boost=boost)[0].text
+    assert r.status_code == 200 and r.json()["text"] == want != rec.transcribe([audio], language="en-US")[0].text
+    r = httpx.post(url, files=files, data={"boost": ["fine", "Anna:x"]}, headers=headers, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "boost"
+    assert "bad weight 'x' in boost phrase 'Anna:x'" in r.json()["error"]["message"]
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+
+        def update(**transcription):
+            conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
+                "turn_detection": None}}})
+            return conn.recv()
+
+        refused = update(model="tiny", boost=[""])
+        assert refused.type == "error" and "empty boost phrase" in refused.error.message
+        updated = update(model="tiny", language="en-US", latency_ms=80, boost=boost)
+        assert updated.type == "session.updated" and updated.session.audio.input.transcription.boost == boost
+        data = pcm16(audio)
+        for i in range(0, len(data), 3200):
+            conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
+        conn.input_audio_buffer.commit()
+        done = realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1]
+    assert done.transcript == rec.transcribe([audio], language="en-US", latency_ms=80, mode="streaming",
+                                             boost=boost)[0].text

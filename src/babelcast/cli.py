@@ -15,6 +15,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from babelcast.argtypes import add_boost_arguments, boost_phrases
 from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
 from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, describe, exit_code_of, load_recognizer
@@ -128,6 +129,7 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", type=Path, metavar="DIR", help="write one <stem>.<format> file per input into DIR"
     )
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
+    add_boost_arguments(parser)
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
@@ -137,6 +139,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 def run_transcribe(args: argparse.Namespace, recognizer) -> int:
     """Transcribe every input with `recognizer`, print or write the results, return the exit code."""
+    try:
+        args.boost = boost_phrases(args)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     inputs, failures = _collect_inputs(args.audio, args.lang)
     _check_languages(inputs, recognizer)
     writer = _OutputWriter(args.output, args.output_dir, several=len(inputs) > 1)
@@ -183,6 +189,7 @@ def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespac
         keep_lang_tags=args.keep_lang_tags,
         batch_size=args.batch_size,
         progress=progress,
+        boost=args.boost,
     )
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..model.transducer import CTCHead, Joint, Predictor, PredictorState
+from .boost import Booster
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,20 @@ def _select(mask: Tensor, new: PredictorState, old: PredictorState) -> Predictor
                           torch.where(m[None], new.c, old.c))
 
 
+def _pick(logp: Tensor, boost: Booster | None) -> tuple[Tensor, Tensor]:
+    """The argmax label [B] (of the boosted scores when boosting) and the model's own log-prob of it [B]."""
+    if boost is None:
+        return logp.max(dim=-1)
+    label = (logp + boost.bonus()).argmax(dim=-1)
+    return logp.gather(1, label[:, None])[:, 0], label
+
+
 @torch.no_grad()
 def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tensor,
-                state: PredictorState, max_symbols: int) -> tuple[Emissions, PredictorState]:
-    """frames [B, T, D] (prompted encoder output), valid [B] frames per row, state carried across calls."""
+                state: PredictorState, max_symbols: int,
+                boost: Booster | None = None) -> tuple[Emissions, PredictorState]:
+    """frames [B, T, D] (prompted encoder output), valid [B] frames per row, state carried across calls;
+    boost (phrase boosting of some rows) is advanced in place with the emitted labels."""
     b, t_max, _ = frames.shape
     blank = predictor.cfg.blank_id
     enc_proj = joint.enc(frames)  # [B, T, J], computed once (spec §5.3)
@@ -59,7 +70,7 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
         active = valid > t
         for _ in range(max_symbols):
             logp = torch.log_softmax(joint.logits(enc_proj[:, t], pred_proj).float(), dim=-1)
-            best, label = logp.max(dim=-1)  # [B]
+            best, label = _pick(logp, boost)  # [B]
             emit = active & (label != blank)
             if not bool(emit.any()):  # the one host sync per symbol step
                 break
@@ -67,6 +78,8 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
             at_frame[rows, count] = t
             probs[rows, count] = best.exp()
             count = count + emit.long()
+            if boost is not None:
+                boost.advance(label, emit)
             new = predictor.step(label.masked_fill(~emit, blank), state)
             state = _select(emit, new, state)
             pred_proj = torch.where(emit[:, None], joint.pred(state.out), pred_proj)

@@ -88,7 +88,8 @@ class LiveSession:
         rec = self.hub.rec
         try:
             return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
-                                      lock_language=settings.lock_language, decoder=settings.decoder)
+                                      lock_language=settings.lock_language, decoder=settings.decoder,
+                                      boost=settings.boost)
         except UnsupportedDecoder as e:
             raise ApiError("unsupported_decoder", str(e), "decoder") from None
         except UnsupportedLanguage as e:

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket
 from . import auth
 from .errors import ApiError
 from .live import LiveSession, Out, decode_pcm
-from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, convert_setting
+from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, convert_setting, parse_boost
 from .wsloop import drive, log_end
 
 log = logging.getLogger("babelcast.server")
@@ -92,7 +92,8 @@ class RealtimeConnection:
                                     "transcription": {"model": self.model,
                                                       "language": None if s.language == "auto" else s.language,
                                                       "latency_ms": self.session.latency_ms,
-                                                      "lock_language": s.lock_language, "decoder": s.decoder},
+                                                      "lock_language": s.lock_language, "decoder": s.decoder,
+                                                      "boost": list(s.boost)},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -132,6 +133,9 @@ class RealtimeConnection:
                                                        transcription["lock_language"])
         if "decoder" in transcription:
             changes["decoder"] = transcription["decoder"]
+        for key in ("boost", "keyterm"):  # babelcast's extension (Deepgram's name too)
+            if key in transcription:
+                changes["boost"] = parse_boost(key, transcription[key])
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)

@@ -1,5 +1,6 @@
 """Preallocated streaming state for up to `capacity` streams, addressed by slot: encoder caches and
-what greedy decoding carries (the prediction net's state; a CTC row's last frame label).
+what greedy decoding carries (the prediction net's state; a CTC row's last frame label; a boosted
+row's node in its phrase trie).
 
 Every latency of a checkpoint shares the same left context, so one pool serves streams of all
 latencies; a step gathers the rows of its slots, runs, and scatters the new rows back.
@@ -20,8 +21,8 @@ class CachePool:
                  dtype: torch.dtype):
         self.capacity = capacity
         self.encoder = model.encoder.init_state(capacity, left, device, dtype)  # [.., capacity, ..]
-        decode = DecodeState.start(model, capacity, device)
-        self.predictor, self.ctc_label = decode.pred, decode.ctc_label  # [.., capacity, ..], [capacity]
+        decode = DecodeState.start(model, capacity, device)  # [.., capacity, ..]
+        self.predictor, self.ctc_label, self.boost_node = decode.pred, decode.ctc_label, decode.boost_node
         self._fresh_encoder = model.encoder.init_state(1, left, device, dtype)
         self._fresh_decode = DecodeState.start(model, 1, device)
         self._free = list(range(capacity - 1, -1, -1))
@@ -44,15 +45,17 @@ class CachePool:
     def reset(self, slots: Tensor) -> None:
         """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
         n = slots.numel()
-        fe, fp, fc = self._fresh_encoder, self._fresh_decode.pred, self._fresh_decode.ctc_label
+        fe, fd = self._fresh_encoder, self._fresh_decode
+        fp = fd.pred
         self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1, -1),
                                          fe.v_cache.expand(-1, n, -1, -1, -1), fe.att_cache_len.expand(n),
                                          fe.conv_cache.expand(-1, n, -1, -1), fe.mel_pos.expand(n)),
                      DecodeState(PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)),
-                                 fc.expand(n)))
+                                 fd.ctc_label.expand(n), fd.boost_node.expand(n)))
 
     def gather(self, slots: Tensor) -> tuple[EncoderState, DecodeState]:
-        return self.encoder.index(slots), DecodeState(self.predictor.index(slots), self.ctc_label[slots])
+        return self.encoder.index(slots), DecodeState(self.predictor.index(slots), self.ctc_label[slots],
+                                                      self.boost_node[slots])
 
     def scatter(self, slots: Tensor, enc: EncoderState, decode: DecodeState) -> None:
         """Write rows back in place (index_copy_ along each tensor's stream axis)."""
@@ -68,3 +71,4 @@ class CachePool:
         p.h.index_copy_(1, slots, pred.h.to(p.h.dtype))
         p.c.index_copy_(1, slots, pred.c.to(p.c.dtype))
         self.ctc_label.index_copy_(0, slots, decode.ctc_label)
+        self.boost_node.index_copy_(0, slots, decode.boost_node)

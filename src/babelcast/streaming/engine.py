@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .. import chunking
+from ..decoding.boost import BoostTrie
 from ..decoding.greedy import Emissions
 from ..decoding.heads import DecodeState, decode_rows
 from ..decoding.result import Transcript
@@ -95,15 +96,17 @@ FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at mos
 def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, decode_state: DecodeState,
                   left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
                   pos_proj: list[Tensor] | None = None,
-                  ctc_rows: list[bool] | None = None) -> tuple[Emissions, EncoderState, DecodeState]:
+                  ctc_rows: list[bool] | None = None, boost: list[BoostTrie | None] | None = None
+                  ) -> tuple[Emissions, EncoderState, DecodeState]:
     """One streaming step of B streams: encoder step → language prompt (fp32) → greedy decode, RNNT
-    or, for the rows flagged in ctc_rows, the CTC head of a hybrid (the prompt acts before either head).
+    or, for the rows flagged in ctc_rows, the CTC head of a hybrid (the prompt acts before either head);
+    boost: each row's phrase trie (None: no boosting), RNNT rows only.
 
     chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
     """
     out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
     frames = model.apply_prompt(out.frames.float(), prompts)
-    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows)
+    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows, boost)
     return em, out.state, decode_state
 
 
@@ -482,9 +485,11 @@ class Engine:
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
         enc_state, decode_state = self.pool.gather(slots)
+        tries = [s.opts.boost for s in streams]
         em, enc_state, decode_state = decode_chunks(self.model, chunks, enc_state, decode_state, self.left, right,
                                                     prompts, ends, self._pos(chunking.enc_frames(k, right)),
-                                                    [s.opts.decoder == "ctc" for s in streams])
+                                                    [s.opts.decoder == "ctc" for s in streams],
+                                                    tries if any(tries) else None)
         self.pool.scatter(slots, enc_state, decode_state)
         return em.to_lists(enc_done), ready_times
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import LogMel
+from ..decoding.boost import BoostTrie
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions
 from ..model.asr import AsrModel
@@ -46,6 +47,7 @@ class StreamOptions:
     trained: bool = True
     lock_language: bool = False  # auto mode: the first detected language becomes the prompt
     decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint, in the same batches as RNNT rows
+    boost: BoostTrie | None = None  # the stream's boosted phrases (None: no boosting)
 
     @property
     def latency_ms(self) -> int:
