@@ -31,13 +31,13 @@ class FakeRecognizer:
 
     def transcribe(
         self, audios, language="auto", latency_ms=None, mode="offline", decoder="rnnt",
-        keep_lang_tags=False, batch_size=8, on_batch_done=None, progress=None,
+        keep_lang_tags=False, batch_size=8, on_batch_done=None, progress=None, boost=None,
     ):
         if latency_ms is not None and latency_ms not in (*self.latencies_ms, 160):
             raise ValueError(f"latency {latency_ms} ms is not supported; choose one of 80, 160, 320, 560, 1120")
         self.calls.append(
             dict(n=len(audios), lengths=[len(a) for a in audios], language=language, latency_ms=latency_ms,
-                 mode=mode, decoder=decoder, keep_lang_tags=keep_lang_tags, batch_size=batch_size)
+                 mode=mode, decoder=decoder, keep_lang_tags=keep_lang_tags, batch_size=batch_size, boost=boost)
         )
         results, done_s = [], 0.0
         for start in range(0, len(audios), batch_size):
@@ -123,14 +123,60 @@ def test_missing_and_empty_files_fail_but_others_run(tmp_path, files, capsys):
     ]
 
 
-def test_options_reach_the_recognizer(files):
+def test_options_reach_the_recognizer(files, tmp_path):
     (one, _, _), _ = files
     fake = FakeRecognizer()
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("Kubernetes:3\n\n  Anna Schmidt \n", encoding="utf-8")
     argv = [one, "--lang", "de-DE", "--latency", "160", "--mode", "streaming", "--decoder", "ctc",
-            "--keep-lang-tags", "--batch-size", "3"]
+            "--keep-lang-tags", "--batch-size", "3", "--boost", "Wrocław", "--boost-file", str(phrases),
+            "--boost", "New York:1.5"]
     assert run(argv, fake) == 0
     assert fake.calls == [dict(n=1, lengths=[16000], language="de-DE", latency_ms=160, mode="streaming",
-                               decoder="ctc", keep_lang_tags=True, batch_size=3)]
+                               decoder="ctc", keep_lang_tags=True, batch_size=3,
+                               boost=["Kubernetes:3", "Anna Schmidt", "Wrocław", "New York:1.5"])]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--boost", ""], "error: empty boost phrase ''\n"),
+    (["--boost", "Anna:lots"], "error: bad weight 'lots' in boost phrase 'Anna:lots': use PHRASE:WEIGHT with a "
+                               "number above 0 and at most 20\n"),
+    (["--boost-file", "no/such/phrases.txt"], "error: cannot read --boost-file no/such/phrases.txt: "
+                                              "No such file or directory\n"),
+])
+def test_bad_boost_phrases_exit_2_with_one_line(files, argv, message, capsys):
+    (one, _, _), _ = files
+    fake = FakeRecognizer()
+    assert run([one, *argv], fake) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == message and fake.calls == []
+
+
+def test_ctc_streaming_end_to_end(tmp_path):
+    """`--decoder ctc --mode streaming` as a user runs it (a subprocess, --model a hybrid .nemo) gives the
+    CTC head's offline tokens at that latency; a checkpoint without a CTC head is refused with exit 2."""
+    import babelcast
+    from tiny import synth_audio
+    from tiny_nemo import write_tiny_nemo
+
+    hybrid = write_tiny_nemo(tmp_path / "hybrid.nemo", hybrid=True)
+    audio = synth_audio(41000, seed=3).numpy()
+    wav = tmp_path / "a.wav"
+    sf.write(wav, audio, SR, subtype="FLOAT")
+    argv = [sys.executable, "-m", "babelcast", "transcribe", str(wav), "--decoder", "ctc", "--mode", "streaming",
+            "--latency", "320", "--lang", "de-DE", "--output", "json", "--keep-lang-tags"]
+    done = subprocess.run([*argv, "--model", str(hybrid)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    want = babelcast.load_model(hybrid).transcribe([audio], language="de-DE", latency_ms=320, decoder="ctc",
+                                                   keep_lang_tags=True)[0]
+    assert got["tokens"] == want.tokens and got["tokens"]
+    assert got["mode"] == "streaming" and got["latency_ms"] == 320
+    plain = subprocess.run([*argv, "--model", str(write_tiny_nemo(tmp_path / "plain.nemo"))], capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert plain.stderr == ("error: this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
+                            "use the rnnt decoder\n")
 
 
 def test_manifest_groups_by_language_and_keeps_input_order(tmp_path, capsys):

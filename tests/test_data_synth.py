@@ -103,3 +103,19 @@ def test_cli_synth(tmp_path, capsys):
     assert len(read_manifest(out / "manifest.jsonl")) == 2
     assert cli.main(["data", "synth", "--langs", "xx-XX", "--out", str(out)]) == 2
     assert cli.main(["data", "synth", "--list"]) == 0
+
+
+@needs_tools
+def test_cli_synth_reads_own_sentences(tmp_path, capsys):
+    sentences = tmp_path / "own.tsv"
+    sentences.write_text("# locale, sentence\nen-US\tKubernetes runs in Wrocław.\nde-DE\tAnna Schmidt kommt.\n"
+                         "en-US\tHello there.\n", encoding="utf-8")
+    out = tmp_path / "set"
+    assert cli.main(["data", "synth", "--sentences", str(sentences), "--out", str(out), "--jobs", "1"]) == 0
+    assert "3 utterances (3 made" in capsys.readouterr().out
+    texts = [(e.language, e.text) for e in read_manifest(out / "manifest.jsonl")]
+    assert sorted(texts) == [("de-DE", "Anna Schmidt kommt."), ("en-US", "Hello there."),
+                             ("en-US", "Kubernetes runs in Wrocław.")]
+    sentences.write_text("en-US Kubernetes without a tab\n", encoding="utf-8")
+    assert cli.main(["data", "synth", "--sentences", str(sentences), "--out", str(out)]) == 2
+    assert "own.tsv:1: expected LOCALE<TAB>SENTENCE" in capsys.readouterr().err

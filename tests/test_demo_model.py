@@ -12,6 +12,7 @@ import babelcast
 from babelcast.audio.io import load_audio
 from babelcast.cli import main
 from babelcast.eval.metrics import error_rate
+from babelcast.streaming.engine import EngineConfig
 
 from test_train_export import babelcast_tokens, nemo_asr, nemo_tokens  # noqa: F401 (fixture)
 
@@ -98,3 +99,35 @@ def test_switching_to_italian_mid_stream_gives_the_italian_words(demo):
         return len(reference & set(words))
 
     assert italian_words(switch=True) > italian_words(switch=False)
+
+
+def test_auto_mode_reports_each_language_and_a_lock_keeps_the_first(demo):
+    """German, a final, then Italian, in auto mode at 1120 ms in one engine: the free stream's finals
+    detect de-DE then it-IT, each change announced by a `language` event just before its final; the
+    stream with lock_language gets one event, de-DE locked, and its Italian is decoded with the German
+    prompt: the tokens, frames and confidence of a stream opened in de-DE on that audio (at 1120 ms the
+    demo model's Italian text survives the German prompt; its frames and confidence do not)."""
+    de, it = (load_audio(ROOT / "samples" / f"{lang}.wav") for lang in ("de-DE", "it-IT"))
+    engine = demo.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
+    free, locked = (engine.open(demo.stream_options("auto", 1120, lock_language=lock)) for lock in (False, True))
+    for audio in (de, it):
+        for sid in (free, locked):
+            engine.feed(sid, audio)
+            engine.finish(sid)
+    events = engine.drain()
+
+    def of(sid):
+        return [(e.kind, e.segment, e.language if e.kind == "language" else e.transcript.language, e.locked)
+                for e in events if e.session_id == sid and e.kind in ("language", "final")]
+
+    assert of(free) == [("language", 0, "de-DE", False), ("final", 0, "de-DE", False),
+                        ("language", 1, "it-IT", False), ("final", 1, "it-IT", False)]
+    assert of(locked) == [("language", 0, "de-DE", True), ("final", 0, "de-DE", False),
+                          ("final", 1, "de-DE", False)]
+    finals = [e.transcript for e in events if e.session_id == locked and e.kind == "final"]
+    german = demo.transcribe([it], language="de-DE", latency_ms=1120, mode="streaming")[0]
+    italian = [e.transcript for e in events if e.session_id == free and e.kind == "final"][1]
+    def decode(t):
+        return t.tokens, t.token_frames, t.confidence
+
+    assert decode(finals[1]) == decode(german) != decode(italian)

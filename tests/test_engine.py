@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 import babelcast
+from babelcast.decoding import heads
+from babelcast.streaming import engine as engine_module
 from babelcast.streaming.engine import EngineConfig, EngineFull
 
 from tiny import synth_audio
@@ -17,17 +19,20 @@ def rec(tmp_path_factory):
     return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
 
 
-def alone(rec, lang, latency, audio):
-    s = rec.stream(lang, latency, keep_lang_tags=True)
+def alone(rec, lang, latency, audio, decoder="rnnt", boost=None):
+    s = rec.stream(lang, latency, keep_lang_tags=True, decoder=decoder, boost=boost)
     s.accept_audio(audio)
     return s.flush().tokens
 
 
-def run_engine(engine, rec, setups, piece_samples=1600, endpoint_ms=0):
+def run_engine(engine, rec, setups, piece_samples=1600, endpoint_ms=0, decoders=None, boosts=None):
     """Feed every session in interleaved pieces, stepping as audio arrives; collect finals."""
     audios = [synth_audio(n, seed=i).numpy() for i, (_, _, n) in enumerate(setups)]
-    sids = [engine.open(rec.stream_options(lang, lat, keep_lang_tags=True), endpoint_ms=endpoint_ms)
-            for lang, lat, _ in setups]
+    decoders = decoders or ["rnnt"] * len(setups)
+    boosts = boosts or [None] * len(setups)
+    sids = [engine.open(rec.stream_options(lang, lat, keep_lang_tags=True, decoder=dec, boost=boost),
+                        endpoint_ms=endpoint_ms)
+            for (lang, lat, _), dec, boost in zip(setups, decoders, boosts)]
     finals = {sid: [] for sid in sids}
     events = []
     for start in range(0, max(len(a) for a in audios), piece_samples):
@@ -55,6 +60,26 @@ def test_tokens_independent_of_batch(rec, piece, deadline_ms):
         assert finals[sid][-1].latency_ms == lat
     assert {e.kind for e in events} >= {"partial", "final", "closed"}
     assert max(engine.metrics.batch_sizes) > 1
+
+
+@pytest.mark.parametrize("piece", [1600, 7000])
+def test_mixed_decoders_independent_of_batch(tmp_path_factory, monkeypatch, piece):
+    """RNNT and CTC streams of a hybrid share steps (one encoder step, each head on its own rows; some
+    RNNT rows boost phrases); every stream's tokens equal the same stream alone."""
+    hybrid = babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("h") / "hybrid.nemo", hybrid=True))
+    setups = SETUPS + [("auto", 80, 30000), ("de-DE", 320, 25000)]
+    decoders = ["ctc", "rnnt", "rnnt", "rnnt", "ctc", "ctc", "rnnt", "ctc"]  # 80 ms and 320 ms: both kinds
+    steps = []
+    monkeypatch.setattr(engine_module, "decode_rows",
+                        lambda *args: steps.append(args[4]) or heads.decode_rows(*args))  # args[4]: ctc_rows
+    engine = hybrid.engine(EngineConfig(max_sessions=8, precision="fp32"))
+    boosts = [None, ["ne su:3", "lo:2"], None, ["lo:2"], None, None, ["ne su:3"], None]
+    sids, finals, _ = run_engine(engine, hybrid, setups, piece, decoders=decoders, boosts=boosts)
+    assert any(len(set(rows)) == 2 for rows in steps), "no step mixed RNNT and CTC rows"
+    monkeypatch.undo()
+    for sid, (lang, lat, n), dec, boost, seed in zip(sids, setups, decoders, boosts, range(len(setups))):
+        got = [tok for t in finals[sid] for tok in t.tokens]
+        assert got == alone(hybrid, lang, lat, synth_audio(n, seed=seed).numpy(), dec, boost), (lang, lat, dec)
 
 
 def test_endpoint_splits_segments_without_changing_tokens(rec):

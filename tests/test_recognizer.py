@@ -14,6 +14,12 @@ def rec(tmp_path_factory):
     return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
 
 
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    """The tiny model with a CTC head beside the transducer (the same transducer weights)."""
+    return babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "hybrid.nemo", hybrid=True))
+
+
 def clips():
     return [synth_audio(n, seed=i).numpy() for i, n in enumerate([5000, 16000, 28123, 41000])]
 
@@ -26,13 +32,43 @@ def test_emits_tokens(rec):
 
 @pytest.mark.parametrize("latency", [80, 160, 320, 560, 1120])
 @pytest.mark.parametrize("language", ["auto", "de-DE"])
-def test_streaming_tokens_equal_offline(rec, latency, language):
+@pytest.mark.parametrize("decoder", ["rnnt", "ctc"])
+def test_streaming_tokens_equal_offline(hybrid, latency, language, decoder):
+    """Either head of a hybrid: cache-aware streaming gives offline's tokens at the same latency (CTC:
+    label runs that cross a step merge as offline, through the last frame's label each stream carries)."""
     audio = clips()
-    offline = rec.transcribe(audio, language=language, latency_ms=latency, keep_lang_tags=True)
-    streamed = rec.transcribe(audio, language=language, latency_ms=latency, mode="streaming", keep_lang_tags=True)
+    offline = hybrid.transcribe(audio, language=language, latency_ms=latency, decoder=decoder, keep_lang_tags=True)
+    streamed = hybrid.transcribe(audio, language=language, latency_ms=latency, mode="streaming", decoder=decoder,
+                                 keep_lang_tags=True)
     for a, b in zip(offline, streamed):
         assert a.tokens == b.tokens
         assert a.token_frames == b.token_frames
+        assert b.mode == "streaming" and b.latency_ms == latency
+
+
+def test_streaming_ctc_follows_the_language_prompt(hybrid):
+    """The prompt acts on the encoder frames before either head (NeMo's conformer_stream_step applies it
+    before choosing the decoder; its hybrid prompt model's forward feeds both heads prompted frames)."""
+    audio = clips()
+    de, auto = (hybrid.transcribe(audio, language=lang, latency_ms=320, mode="streaming", decoder="ctc")
+                for lang in ("de-DE", "auto"))
+    assert sum(a.tokens != b.tokens for a, b in zip(de, auto)) >= 3
+
+
+def test_ctc_session_pieces_of_any_size_equal_offline(hybrid):
+    """A live CTC session fed uneven pieces (steps of one chunk or several) ends with offline's tokens."""
+    audio = clips()[3]
+    offline = hybrid.transcribe([audio], language="de-DE", latency_ms=80, decoder="ctc")[0]
+    session = hybrid.stream("de-DE", latency_ms=80, decoder="ctc")
+    rng = np.random.default_rng(1)
+    pos = 0
+    while pos < len(audio):
+        n = int(rng.integers(160, 4000))
+        session.accept_audio(audio[pos:pos + n])
+        pos += n
+    final = session.flush()
+    assert final.tokens == offline.tokens and final.tokens
+    assert final.tokens != hybrid.transcribe([audio], language="de-DE", latency_ms=80)[0].tokens  # not the joint
 
 
 def test_pieces_of_any_size(rec):
@@ -70,8 +106,13 @@ def test_bad_options(rec):
         rec.transcribe(clips(), language="xx-XX")
     with pytest.raises(ValueError, match="latency 100 ms"):
         rec.transcribe(clips(), latency_ms=100)
+    for mode in ("offline", "streaming"):
+        with pytest.raises(ValueError, match="no CTC head .not a hybrid"):
+            rec.transcribe(clips(), decoder="ctc", mode=mode)
     with pytest.raises(ValueError, match="no CTC head"):
-        rec.transcribe(clips(), decoder="ctc")
+        rec.stream(decoder="ctc")
+    with pytest.raises(ValueError, match="unknown decoder 'tdt'"):
+        rec.stream_options(decoder="tdt")
 
 
 def test_progress_reports_blocks_of_one_long_file(rec):

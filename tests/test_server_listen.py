@@ -2,13 +2,22 @@
 good sessions (which must still get exactly their own transcript)."""
 import asyncio
 import json
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from server_util import (expected_text, frames, kinds, load_tiny, pcm16, read_until_closed, speech,
+import babelcast
+from babelcast.audio.io import load_audio
+
+from server_util import (expected_text, frames, from_pcm16, kinds, load_tiny, pcm16, read_until_closed, speech,
                          start_server, stream_session)
+from test_server_openai import wav_bytes
+from tiny_nemo import write_tiny_nemo
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +113,8 @@ BAD = [  # (query, what to send, expected error code, words the message must con
     ("language=xx-XX", None, "unsupported_language", ["xx-XX", "en-US"], 1008),
     ("latency=333", None, "invalid_latency", ["333"], 1008),
     ("langauge=en", None, "invalid_settings", ["langauge"], 1008),
+    ("decoder=ctc", None, "unsupported_decoder", ["no CTC head", "not a hybrid"], 1008),
+    ("decoder=tdt", None, "unsupported_decoder", ["'tdt'", "rnnt"], 1008),
     ("", [b"\x01\x02\x03"], "invalid_audio", ["3 bytes", "pcm_s16le"], 1007),
     ("", ["{not json"], "invalid_message", ["JSON"], 1008),
     ("", ['["finalize"]'], "invalid_message", ["object"], 1008),
@@ -111,6 +122,9 @@ BAD = [  # (query, what to send, expected error code, words the message must con
     ("encoding=f32le", "s16-as-f32", "invalid_audio", ["pcm_s16le"], 1007),
     ("", "configure-after-audio", "invalid_message", ["before audio"], 1008),
     ("", [b"\x00" * ((1 << 20) + 2)], "frame_too_large", ["limit"], 1009),
+    ("lock_language=maybe", None, "invalid_settings", ["lock_language", "maybe"], 1008),
+    ("boost=", None, "invalid_settings", ["empty boost phrase"], 1008),
+    ("keyterm=Anna:x", None, "invalid_settings", ["bad weight 'x'", "Anna:x"], 1008),
 ]
 
 
@@ -150,6 +164,33 @@ def test_bad_input_beside_good_sessions(rec, server):
     late = results[2 + [b[1] for b in BAD].index("configure-after-audio")][0]
     assert kinds(late)[-3:] == ["error", "final", "closed"]
     assert server.hub.engine.n_sessions == 0 and not server.hub.live
+
+
+def test_ctc_decoder_on_a_hybrid(tmp_path_factory, server):
+    """decoder=ctc on a hybrid checkpoint: its CTC head's streaming transcript, beside an RNNT session on
+    the same audio; an upload with the decoder field gets the CTC head's offline text; /v1/info lists
+    both decoders (a plain RNNT checkpoint's: rnnt alone)."""
+    assert httpx.get(f"{server.http_url}/v1/info", timeout=30).json()["decoders"] == ["rnnt"]
+    hybrid = babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("h") / "hybrid.nemo", hybrid=True))
+    server = start_server(hybrid)
+    audio = speech(2.0, seed=6)
+    try:
+        async def go():
+            return await asyncio.gather(stream_session(server.ws_url, audio, "decoder=ctc&latency=80&endpoint_ms=0"),
+                                        stream_session(server.ws_url, audio, "latency=80&endpoint_ms=0"))
+
+        (ctc, ctc_code), (rnnt, _) = run(go())
+        info = httpx.get(f"{server.http_url}/v1/info", timeout=30).json()
+        upload = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"decoder": "ctc"},
+                            files={"file": ("a.wav", wav_bytes(audio))}, timeout=30).json()
+    finally:
+        server.__exit__(None, None, None)
+    want = hybrid.transcribe([audio], language="auto", latency_ms=80, mode="streaming", decoder="ctc")[0].text
+    assert ctc[0]["settings"]["decoder"] == "ctc" and ctc_code == 1000
+    assert [e["text"] for e in ctc if e["type"] == "final"] == [want]
+    assert [e["text"] for e in rnnt if e["type"] == "final"] == [expected_text(hybrid, audio)] != [want]
+    assert info["decoders"] == ["rnnt", "ctc"]
+    assert upload["text"] == hybrid.transcribe([audio], decoder="ctc")[0].text
 
 
 def test_limits_and_admission(rec):
@@ -213,8 +254,9 @@ def test_phase_aligned_sessions_give_offline_text_after_their_leading_silence(re
 
 
 def test_language_changes_mid_stream(server):
-    """`configure` with a new language after audio is accepted at once (a `ready` with the new settings)
-    and the final reports it; any other setting after audio is still refused (the BAD cases)."""
+    """`configure` with a new language (or lock_language) after audio is accepted at once (a `ready` with
+    the new settings) and the final reports it; any other setting after audio is still refused (the BAD
+    cases)."""
     audio = speech(2.0, seed=12)
 
     async def go():
@@ -223,6 +265,8 @@ def test_language_changes_mid_stream(server):
             chunks = frames(audio)
             for i, frame in enumerate(chunks):
                 await ws.send(frame)
+                if i == len(chunks) // 4:
+                    await ws.send(json.dumps({"type": "configure", "lock_language": True}))
                 if i == len(chunks) // 2:
                     await ws.send(json.dumps({"type": "configure", "language": "es-US"}))
             await ws.send(json.dumps({"type": "close"}))
@@ -232,6 +276,76 @@ def test_language_changes_mid_stream(server):
     first, events, code = run(go())
     assert first["settings"]["language"] == "de-DE" and code == 1000 and "error" not in kinds(events)
     ready = [e for e in events if e["type"] == "ready"]
-    assert len(ready) == 1 and ready[0]["settings"]["language"] == "es-US"
+    assert [(r["settings"]["language"], r["settings"]["lock_language"]) for r in ready] == \
+        [("de-DE", True), ("es-US", True)]
     finals = [e for e in events if e["type"] == "final"]
     assert len(finals) == 1 and finals[0]["language"] == "es-US"
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    s = start_server(babelcast.load_model(babelcast.DEFAULT_MODEL))
+    yield s
+    s.__exit__(None, None, None)
+
+
+def test_language_events_and_lock_language(demo_server):
+    """The demo model in auto mode, German, finalize, Italian: a `language` event before each final that
+    detects a new language (de-DE, then it-IT); with lock_language=true one event, de-DE locked, and the
+    Italian final is a de-DE stream's."""
+    de, it = (from_pcm16(pcm16(load_audio(SAMPLES / f"{lang}.wav"))) for lang in ("de-DE", "it-IT"))
+
+    async def session(query):
+        async with connect(f"{demo_server.ws_url}/v1/listen?latency=1120&endpoint_ms=0&{query}") as ws:
+            for audio, end in ((de, "finalize"), (it, "close")):
+                for frame in frames(audio, 16000):
+                    await ws.send(frame)
+                await ws.send(json.dumps({"type": end}))
+            return await read_until_closed(ws)
+
+    async def both():
+        return await asyncio.gather(session("language=auto"), session("language=auto&lock_language=true"))
+
+    (free, free_code), (locked, locked_code) = run(both())
+    assert free_code == locked_code == 1000 and "error" not in kinds(free) + kinds(locked)
+
+    def changes(events):
+        return [(e["type"], e["segment"], e["language"], e.get("locked")) for e in events
+                if e["type"] in ("language", "final")]
+
+    assert changes(free) == [("language", 0, "de-DE", False), ("final", 0, "de-DE", None),
+                             ("language", 1, "it-IT", False), ("final", 1, "it-IT", None)]
+    assert changes(locked) == [("language", 0, "de-DE", True), ("final", 0, "de-DE", None),
+                               ("final", 1, "de-DE", None)]
+    german = demo_server.hub.rec.transcribe([it], language="de-DE", latency_ms=1120, mode="streaming")[0]
+    final = [e for e in locked if e["type"] == "final"][1]
+    assert (final["text"], final["confidence"]) == (german.text, round(german.confidence, 4))
+    assert final["confidence"] != [e for e in free if e["type"] == "final"][1]["confidence"]
+
+
+BOOST = ["ne su:3", "lo:2"]  # on the tiny random model these change the text
+
+
+def test_boost_in_the_query_string_and_in_configure(rec, server):
+    """`boost` (and its alias `keyterm`) repeated in the query string, or a list in `configure`: the final
+    is the Python API's with the same phrases."""
+    audio = speech(2.0, seed=1)
+    want = expected_text(rec, audio, "en-US", 80, boost=BOOST)
+    assert want != expected_text(rec, audio, "en-US", 80)
+    query = "language=en-US&latency_ms=80&endpoint_ms=0&boost=ne+su:3&keyterm=lo:2"
+    events, _ = run(stream_session(server.ws_url, audio, query))
+    assert events[0]["settings"]["boost"] == BOOST
+    assert [e["text"] for e in events if e["type"] == "final"] == [want]
+
+    async def configured():
+        async with connect(f"{server.ws_url}/v1/listen") as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "configure", "language": "en-US", "latency_ms": 80, "endpoint_ms": 0,
+                                      "boost": BOOST}))
+            for frame in frames(audio):
+                await ws.send(frame)
+            await ws.send(json.dumps({"type": "close"}))
+            return (await read_until_closed(ws))[0]
+
+    events = run(configured())
+    assert [e["text"] for e in events if e["type"] == "final"] == [want]

@@ -1,13 +1,19 @@
 """The OpenAI-compatible APIs, driven by the official `openai` client against a real server."""
 import base64
 import io
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import soundfile as sf
 
-from server_util import load_tiny, pcm16, speech, start_server
+import babelcast
+from babelcast.audio.io import load_audio
+
+from server_util import from_pcm16, load_tiny, pcm16, speech, start_server
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +88,10 @@ def test_transcription_errors(client, server, upload):
     r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny"},
                    files={"other": ("a.wav", upload[0])}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+    r = httpx.post(f"{server.http_url}/v1/audio/transcriptions", data={"model": "tiny", "decoder": "ctc"},
+                   files={"file": ("a.wav", upload[0])}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_decoder"
+    assert "no CTC head" in r.json()["error"]["message"] and r.json()["error"]["param"] == "decoder"
     chunked = httpx.post(f"{server.http_url}/v1/audio/transcriptions",  # no Content-Length: counted as read
                          headers={**headers, "content-type": "multipart/form-data; boundary=xyz"},
                          content=iter([b'--xyz\r\nContent-Disposition: form-data; name="file"; '
@@ -196,6 +206,13 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
                 "turn_detection": None}}})
             return conn.recv()
 
+        no_ctc = update(model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
+        assert no_ctc.type == "error" and no_ctc.error.code == "unsupported_decoder"
+        assert "no CTC head" in no_ctc.error.message
+        conn.input_audio_buffer.append(audio=base64.b64encode(data[:6400]).decode())  # the session is as it was
+        conn.input_audio_buffer.commit()
+        assert realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1].type \
+            == "conversation.item.input_audio_transcription.completed"
         assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
         for i in range(0, half, 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
@@ -209,3 +226,77 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
         events = realtime_events(conn, "conversation.item.input_audio_transcription.completed")
     assert [e.type for e in events if e.type == "error"] == []
     assert events[-1].type == "conversation.item.input_audio_transcription.completed"
+
+
+def test_realtime_language_events_and_lock():
+    """The demo model, auto with the lock_language extension, German then Italian as two items: one
+    `babelcast.language` event (de-DE, locked, the first item's) before the first item completes, none
+    after, and the Italian item's transcript is a de-DE stream's; a bad lock_language value is an error."""
+    demo = babelcast.load_model(babelcast.DEFAULT_MODEL)
+    server = start_server(demo)
+    try:
+        client = openai.OpenAI(base_url=f"{server.http_url}/v1", api_key="none", max_retries=0, timeout=60)
+        de, it = (load_audio(SAMPLES / f"{lang}.wav") for lang in ("de-DE", "it-IT"))
+        with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert conn.recv().type == "session.created"
+
+            def update(**transcription):
+                conn.session.update(session={"type": "transcription", "audio": {"input": {
+                    "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
+                    "turn_detection": None}}})
+                return conn.recv()
+
+            bad = update(model="demo", latency_ms=1120, lock_language="maybe")
+            assert bad.type == "error" and bad.error.code == "invalid_settings" and "lock_language" in bad.error.message
+            updated = update(model="demo", language=None, latency_ms=1120, lock_language=True)
+            assert updated.session.audio.input.transcription.lock_language is True
+            events = []
+            for audio in (de, it):
+                data = pcm16(audio)
+                for i in range(0, len(data), 32000):
+                    conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 32000]).decode())
+                conn.input_audio_buffer.commit()
+                events += realtime_events(conn, "conversation.item.input_audio_transcription.completed")
+    finally:
+        server.__exit__(None, None, None)
+    languages = [e for e in events if e.type == "babelcast.language"]
+    completed = [e for e in events if e.type == "conversation.item.input_audio_transcription.completed"]
+    assert [(e.item_id, e.language, e.locked) for e in languages] == [(completed[0].item_id, "de-DE", True)]
+    assert events.index(languages[0]) < events.index(completed[0])
+    german = demo.transcribe([from_pcm16(pcm16(it))], language="de-DE", latency_ms=1120, mode="streaming")[0]
+    assert [c.language for c in completed] == ["de-DE", "de-DE"] and completed[1].transcript == german.text
+
+
+def test_boost_form_field_and_realtime_extension(client, server, rec):
+    """babelcast's extension: `boost` (or `keyterm`) form fields, repeated, on the HTTP API; `boost` in the
+    Realtime session's transcription object; a bad phrase is a 400 / an error event naming it."""
+    audio, boost = speech(2.0, seed=31), ["ne su:3", "lo:2"]
+    url, headers = f"{server.http_url}/v1/audio/transcriptions", {"Authorization": "Bearer sk-test-1"}
+    files = {"file": ("talk.wav", wav_bytes(audio))}
+    r = httpx.post(url, files=files, data={"language": "en-US", "boost": boost[0], "keyterm": boost[1]},
+                   headers=headers, timeout=30)
+    want = rec.transcribe([audio], language="en-US", boost=boost)[0].text
+    assert r.status_code == 200 and r.json()["text"] == want != rec.transcribe([audio], language="en-US")[0].text
+    r = httpx.post(url, files=files, data={"boost": ["fine", "Anna:x"]}, headers=headers, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "boost"
+    assert "bad weight 'x' in boost phrase 'Anna:x'" in r.json()["error"]["message"]
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+
+        def update(**transcription):
+            conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
+                "turn_detection": None}}})
+            return conn.recv()
+
+        refused = update(model="tiny", boost=[""])
+        assert refused.type == "error" and "empty boost phrase" in refused.error.message
+        updated = update(model="tiny", language="en-US", latency_ms=80, boost=boost)
+        assert updated.type == "session.updated" and updated.session.audio.input.transcription.boost == boost
+        data = pcm16(audio)
+        for i in range(0, len(data), 3200):
+            conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
+        conn.input_audio_buffer.commit()
+        done = realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1]
+    assert done.transcript == rec.transcribe([audio], language="en-US", latency_ms=80, mode="streaming",
+                                             boost=boost)[0].text

@@ -81,12 +81,17 @@ def test_stream_command(rec, tmp_path, capsys):
         code = main(["stream", str(wav), "--url", server.http_url, "--speed", "8", "--latency", "80",
                      "--endpoint-ms", "0", "--lang", "en-US"])
         out = capsys.readouterr().out
+        boosted = main(["stream", str(wav), "--url", server.http_url, "--speed", "8", "--latency", "80",
+                        "--endpoint-ms", "0", "--lang", "en-US", "--boost", "ne su:3", "--boost", "lo:2"])
+        boosted_out = capsys.readouterr().out
         bad = main(["stream", str(wav), "--url", server.ws_url, "--lang", "xx-XX"])
         err = capsys.readouterr().err
     finally:
         server.__exit__(None, None, None)
     want = rec.transcribe([audio], language="en-US", latency_ms=80, mode="streaming")[0].text
     assert code == 0 and out.strip() == f"[en-US] {want}"
+    want = rec.transcribe([audio], language="en-US", latency_ms=80, mode="streaming", boost=["ne su:3", "lo:2"])[0].text
+    assert boosted == 0 and boosted_out.strip() == f"[en-US] {want}"
     assert bad == 1 and "unsupported_language" in err and "xx-XX" in err
 
 

@@ -13,6 +13,7 @@ from babelcast.decoding.text import TextOptions, to_transcript
 from babelcast.errors import UnsupportedLanguage, UnsupportedLatency
 from babelcast.streaming.engine import EngineConfig
 from babelcast.streaming.segment import MIN_TAIL_TOKENS, SegmentTokens
+from babelcast.streaming.session import LanguageChange
 
 from tiny import synth_audio, tiny_model
 from tiny_nemo import TAGS, tiny_spm, write_tiny_nemo
@@ -327,29 +328,80 @@ def test_a_slow_group_splits_onto_sub_clocks_that_step_apart(rec):
     assert [set(bt.streams) for bt in batches] == [first]  # without waiting for the second clock's chunks
 
 
-def test_a_language_switch_mid_stream_takes_effect_from_the_next_chunk_in_any_batch(rec):
-    """Switching the prompt mid-stream (no cache reset) gives the same tokens in a shared engine, beside
-    a stream that does not switch, as in a Session alone; it changes them; switching before any audio
-    is opening in that language."""
+@pytest.fixture(scope="module")
+def tagging_rec(tmp_path_factory):
+    """The tiny model with its <es-US> tag made likely (it emits none otherwise): its finals in auto mode
+    detect es-US, so a lock has something to lock to."""
+    tagging = babelcast.load_model(write_tiny_nemo(tmp_path_factory.mktemp("m") / "tiny.nemo"))
+    with torch.no_grad():
+        tagging.model.joint.out.bias[tagging.tokenizer.pieces.index("<es-US>")] += 0.5
+    return tagging
+
+
+@pytest.mark.parametrize("control", ["switch", "lock"])
+def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, control):
+    """A stream whose language changes mid-stream gives the same finals in a shared engine, beside a
+    stream that does not change, as in a Session alone, and the change does something: a switch (de-DE
+    to es-US mid-utterance, from the next chunk, no cache reset), or a lock (auto + lock_language: the
+    first final detects es-US, a `language` event says it is locked, and the next utterance's tokens are
+    those of a stream opened in es-US)."""
+    rec, lock = tagging_rec, control == "lock"
     x = synth_audio(16000 * 3, seed=5).numpy()
-    half = 4096  # the first chunk at 320 ms (this tiny model emits within the first half second)
+    # a switch after the first chunk at 320 ms (this tiny model emits within the first half second); a lock
+    # at the final of the first second (the first that carries a tag)
+    half = 16000 if lock else 4096
+    language = "auto" if lock else "de-DE"
     engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
-    a, b = (engine.open(rec.stream_options("de-DE", 320)) for _ in range(2))
+    a = engine.open(rec.stream_options(language, 320, lock_language=lock))
+    b = engine.open(rec.stream_options(language, 320))
     for sid in (a, b):
         engine.feed(sid, x[:half])
-    engine.drain()
-    engine.set_language(a, rec.stream_options("es-US", 320))
+        if lock:
+            engine.finish(sid)
+    events = engine.drain()
+    if not lock:
+        engine.set_language(a, rec.stream_options("es-US", 320))
     for sid in (a, b):
         engine.feed(sid, x[half:])
         engine.finish(sid, close=True)
-    finals = {e.session_id: e.transcript for e in engine.drain() if e.kind == "final"}
-    alone = rec.stream("de-DE", 320)
+    events += engine.drain()
+    finals = {sid: [e.transcript for e in events if e.kind == "final" and e.session_id == sid] for sid in (a, b)}
+    alone = rec.stream(language, 320, lock_language=lock)
     alone.accept_audio(x[:half])
-    alone.set_language("es-US")
+    first = [alone.finalize()] if lock else alone.set_language("es-US") or []
     alone.accept_audio(x[half:])
-    switched = alone.flush()
-    assert finals[a].tokens == switched.tokens and finals[a].language == switched.language == "es-US"
-    assert finals[a].tokens != finals[b].tokens  # the switch did something
+    assert [t.tokens for t in finals[a]] == [t.tokens for t in first + [alone.flush()]]
+    assert finals[a][-1].language == "es-US" and finals[a][-1].tokens != finals[b][-1].tokens
+    if lock:
+        changes = [(e.session_id, e.segment, e.language, e.locked) for e in events if e.kind == "language"]
+        assert sorted(changes) == [(a, 0, "es-US", True), (b, 0, "es-US", False)]
+        assert alone.language == LanguageChange("es-US", True, 0)
+        opened = rec.transcribe([x[half:]], language="es-US", latency_ms=320, mode="streaming")[0]
+        assert finals[a][1].tokens == opened.tokens != finals[b][1].tokens
+
+
+def test_a_switch_starts_detection_over(tagging_rec):
+    """A detected language is announced once (a final without a tag detects nothing and changes nothing);
+    after a switch (here: the lock turned on mid-stream, still auto) the next detection is announced
+    again, and locks."""
+    rec, x = tagging_rec, synth_audio(16000 * 3, seed=5).numpy()
+    engine = rec.engine(EngineConfig(max_sessions=1, precision="fp32", endpoint_ms=0, phase_align=False))
+    sid = engine.open(rec.stream_options("auto", 320))
+    events = []
+    for i, piece in enumerate((x[:16000], x[16000:32000], x[32000:])):
+        if i == 2:
+            engine.set_language(sid, rec.stream_options("auto", 320, lock_language=True))
+        engine.feed(sid, piece)
+        engine.finish(sid)
+        events += engine.drain()
+    changes = [(e.segment, e.language, e.locked) for e in events if e.kind == "language"]
+    finals = [e.transcript.language for e in events if e.kind == "final"]
+    assert changes == [(0, "es-US", False), (2, "es-US", True)] and finals == ["es-US", None, "es-US"]
+
+
+def test_a_language_switch_before_audio_is_opening_in_it(rec):
+    """Switching before any audio is opening in that language; an unknown language is refused."""
+    x = synth_audio(16000 * 3, seed=5).numpy()
     early = rec.stream("de-DE", 320)
     early.set_language("es-US")
     early.accept_audio(x)
@@ -357,4 +409,4 @@ def test_a_language_switch_mid_stream_takes_effect_from_the_next_chunk_in_any_ba
     plain.accept_audio(x)
     assert early.flush().tokens == plain.flush().tokens
     with pytest.raises(UnsupportedLanguage):
-        alone.set_language("xx-XX")
+        plain.set_language("xx-XX")

@@ -119,7 +119,8 @@ def babelcast_tokens(net: AsrModel, audio, lengths, prompt_ids, context):
         rnnt = [ids for ids, _, _ in em.to_lists()]
         ctc = None
         if net.ctc_decoder is not None:
-            ctc = [ids for ids, _, _ in greedy_ctc(net.ctc_decoder, frames, enc_len, net.cfg.transducer.blank_id).to_lists()]
+            em, _ = greedy_ctc(net.ctc_decoder, frames, enc_len, net.cfg.transducer.blank_id)
+            ctc = [ids for ids, _, _ in em.to_lists()]
     return rnnt, ctc
 
 

@@ -27,16 +27,20 @@ BASE = {
 }
 
 
-def tiny_config(**encoder_overrides) -> dict:
+def tiny_config(hybrid: bool = False, **encoder_overrides) -> dict:
+    """BASE with encoder overrides; hybrid adds NeMo's aux_ctc section (a CTC head beside the transducer)."""
     cfg = copy.deepcopy(BASE)
     cfg["encoder"].update(encoder_overrides)
+    if hybrid:
+        cfg["aux_ctc"] = {"ctc_loss_weight": 0.3}
     return cfg
 
 
-def tiny_model(seed: int = 0, **encoder_overrides) -> AsrModel:
-    """Random weights, with the joint scaled so argmaxes are decisive."""
+def tiny_model(seed: int = 0, hybrid: bool = False, **encoder_overrides) -> AsrModel:
+    """Random weights, with the joint (and a hybrid's CTC head) scaled so argmaxes are decisive; the
+    transducer's weights do not depend on `hybrid` (the CTC head is made and drawn last)."""
     torch.manual_seed(seed)
-    net = AsrModel(parse_model_config(tiny_config(**encoder_overrides))).eval()
+    net = AsrModel(parse_model_config(tiny_config(hybrid, **encoder_overrides))).eval()
     with torch.no_grad():
         for name, p in net.named_parameters():
             if "pos_bias" in name or (p.ndim == 1 and "norm" not in name):
@@ -46,6 +50,8 @@ def tiny_model(seed: int = 0, **encoder_overrides) -> AsrModel:
         out.bias.zero_()
         net.joint.pred.weight.mul_(0.5)  # keep the prediction net from dominating the random joint
         _calibrate_blank(net)
+        if hybrid:
+            _calibrate_ctc(net)
     return net
 
 
@@ -63,6 +69,21 @@ def _calibrate_blank(net: AsrModel, blank_share: float = 0.7) -> None:
     logits = net.joint.logits(net.joint.enc(frames[0]), net.joint.pred(g.out))  # [T, V+1]
     margin = logits[:, :-1].max(dim=-1).values - logits[:, -1]
     net.joint.out.bias[-1] = torch.quantile(margin, blank_share)
+
+
+def _calibrate_ctc(net: AsrModel, blank_share: float = 0.6) -> None:
+    """Center and scale the CTC head on the calibration audio's frames (decisive argmaxes), then set its
+    blank bias so blank wins about `blank_share` of frames: labels then run over several frames, and some
+    runs cross a chunk boundary (the repeats streaming must merge across steps)."""
+    audio = synth_audio(32000, seed=123)[None]
+    frames, _ = net.encode(audio, torch.tensor([32000]), 28, 3, torch.tensor([101]))
+    conv = net.ctc_decoder.decoder_layers[0]
+    conv.bias.copy_(-(conv.weight[..., 0] @ frames[0].mean(0)))
+    conv.weight.mul_(10.0)
+    conv.bias.mul_(10.0)
+    logits = net.ctc_decoder(frames)[0]  # [T, V+1], blank last
+    margin = logits[:, :-1].max(dim=-1).values - logits[:, -1]
+    conv.bias[-1] += torch.quantile(margin, blank_share)
 
 
 def synth_audio(n_samples: int, seed: int = 0) -> torch.Tensor:

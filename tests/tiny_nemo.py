@@ -27,10 +27,10 @@ def tiny_spm(vocab_size: int, tags=TAGS, seed: int = 0) -> bytes:
     return out.getvalue()
 
 
-def write_tiny_nemo(path: Path, seed: int = 0, **encoder_overrides) -> Path:
-    cfg = tiny_config(**encoder_overrides)
+def write_tiny_nemo(path: Path, seed: int = 0, hybrid: bool = False, **encoder_overrides) -> Path:
+    cfg = tiny_config(hybrid, **encoder_overrides)
     vocab = cfg["decoder"]["vocab_size"]
     name = "0123456789abcdef0123456789abcdef_tokenizer.model"
     cfg["tokenizer"] = {"type": "bpe", "model_path": f"nemo:{name}"}
-    net = tiny_model(seed, **encoder_overrides)
+    net = tiny_model(seed, hybrid, **encoder_overrides)
     return write_nemo(path, cfg, net.state_dict(), {name: tiny_spm(vocab)})

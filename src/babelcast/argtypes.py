@@ -1,7 +1,8 @@
-"""argparse value types shared by the subcommands."""
+"""argparse value types and options shared by the subcommands."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -13,3 +14,25 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def add_boost_arguments(parser: argparse.ArgumentParser) -> None:
+    """--boost and --boost-file: phrases (names, terms) the decoder should favour."""
+    parser.add_argument("--boost", action="append", default=[], metavar="PHRASE[:WEIGHT]",
+                        help="favour this phrase (repeatable; weight per token, default 2)")
+    parser.add_argument("--boost-file", type=Path, metavar="FILE", help="phrases to favour, one PHRASE[:WEIGHT] a line")
+
+
+def boost_phrases(args: argparse.Namespace) -> list[str]:
+    """The phrases of --boost-file (blank lines skipped), then of --boost, checked (ValueError naming a bad
+    one or an unreadable file)."""
+    try:
+        lines = args.boost_file.read_text(encoding="utf-8").splitlines() if args.boost_file else []
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read --boost-file {args.boost_file}: {getattr(e, 'strerror', None) or e}") from None
+    phrases = [line.strip() for line in lines if line.strip()] + args.boost
+    if phrases:  # torch is imported only when boosting
+        from babelcast.decoding.boost import parse_phrases
+
+        parse_phrases(phrases)
+    return phrases

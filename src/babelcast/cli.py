@@ -15,6 +15,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
+from babelcast.argtypes import add_boost_arguments, boost_phrases
 from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
 from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, describe, exit_code_of, load_recognizer
@@ -118,7 +119,8 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency", type=int, metavar="MS", help=f"attention context in ms: {'|'.join(map(str, LATENCIES_MS))}"
     )
     parser.add_argument("--mode", choices=("offline", "streaming"), default="offline")
-    parser.add_argument("--decoder", choices=("rnnt", "ctc"), default="rnnt")
+    parser.add_argument("--decoder", choices=("rnnt", "ctc"), default="rnnt",
+                        help="ctc: the CTC head of a hybrid RNNT+CTC checkpoint, offline or streaming")
     parser.add_argument("--output", choices=OUTPUT_FORMATS, default="text")
     parser.add_argument("--keep-lang-tags", action="store_true", help="keep language tags in the text")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
@@ -127,6 +129,7 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", type=Path, metavar="DIR", help="write one <stem>.<format> file per input into DIR"
     )
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
+    add_boost_arguments(parser)
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="append one JSON line per input to FILE instead of printing; inputs already there are "
                              "skipped, so rerunning an interrupted command continues it")
@@ -147,6 +150,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 def run_transcribe(args: argparse.Namespace, recognizer) -> int:
     """Transcribe every input with `recognizer` (or, with --ray, on a cluster), print or write the results in
     input order, return the exit code."""
+    try:
+        args.boost = boost_phrases(args)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     inputs, failures = _collect_inputs(args.audio, args.lang)
     _check_languages(inputs, recognizer)
     sink = _ResultFile(args.out) if args.out else _OutputWriter(args.output, args.output_dir,
@@ -232,7 +239,7 @@ def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespac
 def _transcribe_options(args: argparse.Namespace) -> dict:
     """Recognizer.transcribe's decoding options from the command line (the same here and on a cluster)."""
     return {"latency_ms": args.latency, "mode": args.mode, "decoder": args.decoder,
-            "keep_lang_tags": args.keep_lang_tags, "batch_size": args.batch_size}
+            "keep_lang_tags": args.keep_lang_tags, "batch_size": args.batch_size, "boost": args.boost}
 
 
 def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input], int]:

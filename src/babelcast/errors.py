@@ -9,3 +9,7 @@ class UnsupportedLanguage(ValueError):
 
 class UnsupportedLatency(ValueError):
     """A chunk latency that is not a whole number of encoder frames or not usable with this model."""
+
+
+class UnsupportedDecoder(ValueError):
+    """A decoder this checkpoint does not have (ctc without a CTC head), or no decoder at all."""

@@ -1,6 +1,7 @@
 """The shared, read-only recognizer: weights + tokenizer; offline batches and streaming sessions."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,8 +13,9 @@ from .audio.io import to_model_audio
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
-from .errors import UnsupportedLanguage
-from .decoding.greedy import Emissions, greedy_ctc, greedy_rnnt
+from .errors import UnsupportedDecoder, UnsupportedLanguage
+from .decoding.boost import BoostTrie, Phrase, compile_boost
+from .decoding.heads import DECODERS, DecodeState, decode_rows
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
 from .model.asr import AsrModel
@@ -78,23 +80,55 @@ class Recognizer:
         locales = [k for k, v in self.cfg.prompt.dictionary.items() if v == idx and "-" in k]
         return locales[0] if locales else language
 
+    @property
+    def decoders(self) -> list[str]:
+        """The heads this checkpoint decodes with: rnnt, and ctc for a hybrid RNNT+CTC one."""
+        return list(DECODERS) if self.model.ctc_decoder is not None else ["rnnt"]
+
+    def check_decoder(self, decoder: str, boost: "Sequence[str | Phrase] | None" = None) -> None:
+        """UnsupportedDecoder for an unknown decoder, "ctc" on a checkpoint without a CTC head, or "ctc"
+        with phrases to boost (boosting biases the RNNT joint)."""
+        if decoder not in DECODERS:
+            raise UnsupportedDecoder(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
+        if decoder not in self.decoders:
+            raise UnsupportedDecoder("this checkpoint has no CTC head (not a hybrid RNNT+CTC model); "
+                                     "use the rnnt decoder")
+        if decoder == "ctc" and boost:
+            raise UnsupportedDecoder("phrase boosting decodes with the RNNT head; use the rnnt decoder")
+
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
+    def compile_boost(self, boost: "Sequence[str | Phrase] | None") -> BoostTrie | None:
+        """Phrases PHRASE[:WEIGHT] → this model's boosting trie (None for none); ValueError for a bad list."""
+        return compile_boost(self.tokenizer, boost, self.cfg.transducer.blank_id)
+
     # ---- streaming ------------------------------------------------------------------------
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
-                       keep_lang_tags: bool = False, mode: str = "streaming") -> StreamOptions:
-        """Validated per-stream options (context, prompt, text handling) for a Session or the Engine;
-        mode="offline" picks the offline default latency (a file streamed through the engine)."""
+                       keep_lang_tags: bool = False, mode: str = "streaming",
+                       lock_language: bool = False, decoder: str = "rnnt",
+                       boost: "Sequence[str | Phrase] | None" = None) -> StreamOptions:
+        """Validated per-stream options (context, prompt, text handling, head, boosted phrases) for a
+        Session or the Engine; mode="offline" picks the offline default latency (a file streamed through
+        the engine); lock_language: in auto mode the first detected language becomes the prompt (no-op
+        otherwise)."""
+        self.check_decoder(decoder, boost)
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained)
+                             trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost))
 
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
-               keep_lang_tags: bool = False) -> Session:
+               keep_lang_tags: bool = False, lock_language: bool = False, decoder: str = "rnnt",
+               boost: "Sequence[str | Phrase] | None" = None) -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
-        return Session(self.model, self.tokenizer, self.stream_options(language, latency_ms, keep_lang_tags),
-                       options_for=lambda lang: self.stream_options(lang, latency_ms, keep_lang_tags))
+        opts = self.stream_options(language, latency_ms, keep_lang_tags, lock_language=lock_language,
+                                   decoder=decoder, boost=boost)
+
+        def options_for(lang: str | None) -> StreamOptions:  # a language switch keeps the compiled phrases
+            return replace(self.stream_options(lang, latency_ms, keep_lang_tags, lock_language=lock_language,
+                                               decoder=decoder), boost=opts.boost)
+
+        return Session(self.model, self.tokenizer, opts, options_for=options_for)
 
     def engine(self, cfg: "EngineConfig | None" = None) -> "Engine":
         """A multi-stream engine sharing this recognizer's weights (a runtime copy for bf16/int8)."""
@@ -108,9 +142,11 @@ class Recognizer:
                    keep_lang_tags: bool = False, batch_size: int = 8,
                    on_batch_done: Callable[[int], None] | None = None,
                    progress: Callable[[float], None] | None = None,
-                   sample_rate: int | None = None) -> list[Transcript]:
+                   sample_rate: int | None = None,
+                   boost: "Sequence[str | Phrase] | None" = None) -> list[Transcript]:
         """Transcribe paths or arrays (mono [n] or [n, channels], any dtype soundfile gives, at
         `sample_rate`, default 16000; ValueError naming a wrong shape or rate); results in input order.
+        boost: phrases PHRASE[:WEIGHT] to favour (RNNT only; ValueError naming a bad one).
 
         on_batch_done(n): n more inputs are transcribed. progress(seconds): the audio seconds of these
         inputs transcribed so far, never decreasing, the last call giving their total; called after each batch
@@ -119,16 +155,12 @@ class Recognizer:
         audios = [to_model_audio(a, sample_rate) for a in audios]
         if mode not in ("offline", "streaming"):
             raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
-        if decoder not in ("rnnt", "ctc"):
-            raise ValueError(f"unknown decoder {decoder!r}; use 'rnnt' or 'ctc'")
-        if decoder == "ctc" and self.model.ctc_decoder is None:
-            raise ValueError("this checkpoint has no CTC head; use --decoder rnnt")
-        if decoder == "ctc" and mode == "streaming":
-            raise ValueError("streaming decodes with the RNNT head; use --decoder rnnt or --mode offline")
+        self.check_decoder(decoder, boost)
         self.prompt_id(language)  # validate before any work
+        trie = self.compile_boost(boost)
         if mode == "streaming":
             return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size,
-                                              progress)
+                                              progress, decoder, trie)
         left, right, trained = self.context(latency_ms, "offline")
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
         results: dict[int, Transcript] = {}
@@ -138,7 +170,7 @@ class Recognizer:
             lengths = [len(audios[i]) for i in idx]
             on_block = None if progress is None else self._block_progress(progress, done_s, lengths)
             batch = self._offline_batch([audios[i] for i in idx], language, left, right, decoder, keep_lang_tags,
-                                        on_block)
+                                        on_block, trie)
             for i, t in zip(idx, batch):
                 results[i] = _with(t, latency_ms=chunking.latency_ms(right, self.cfg.encoder.subsampling_factor,
                                                                      self.cfg.features.frame_ms),
@@ -167,7 +199,8 @@ class Recognizer:
     @torch.no_grad()
     def _offline_batch(self, audios: list[np.ndarray], language: str | None, left: int, right: int,
                        decoder: str, keep_lang_tags: bool,
-                       on_block: Callable[[int], None] | None = None) -> list[Transcript]:
+                       on_block: Callable[[int], None] | None = None,
+                       boost: BoostTrie | None = None) -> list[Transcript]:
         device = self.model.encoder.device
         lengths = torch.tensor([len(a) for a in audios], device=device)
         batch = torch.zeros(len(audios), max(1, int(lengths.max())), device=device)
@@ -176,25 +209,18 @@ class Recognizer:
         pid = self.prompt_id(language)
         prompt = None if pid is None else torch.full((len(audios),), pid, device=device)
         frames, enc_len = self.model.encode(batch, lengths, left, right, prompt, on_block)
-        em = self._decode(frames, enc_len, decoder)
+        em, _ = decode_rows(self.model, frames, enc_len, DecodeState.start(self.model, len(audios), device),
+                            [decoder == "ctc"] * len(audios), [boost] * len(audios) if boost else None)
         opts = self._text_options(language, keep_lang_tags)
         return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in em.to_lists()]
 
-    def _decode(self, frames: torch.Tensor, enc_len: torch.Tensor, decoder: str) -> Emissions:
-        if decoder == "ctc":
-            return greedy_ctc(self.model.ctc_decoder, frames, enc_len, self.cfg.transducer.blank_id)
-        state = self.model.decoder.init_state(frames.shape[0], frames.device, frames.dtype)
-        em, _ = greedy_rnnt(self.model.decoder, self.model.joint, frames, enc_len, state,
-                            self.cfg.transducer.max_symbols)
-        return em
-
     def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,
-                              batch_size: int,
-                              progress: Callable[[float], None] | None = None) -> list[Transcript]:
+                              batch_size: int, progress: Callable[[float], None] | None = None,
+                              decoder: str = "rnnt", boost: BoostTrie | None = None) -> list[Transcript]:
         """Files as fast-forward streams through one engine, up to batch_size at a time (fp32)."""
         from .streaming.engine import Engine, EngineConfig
 
-        opts = self.stream_options(language, latency_ms, keep_lang_tags)
+        opts = replace(self.stream_options(language, latency_ms, keep_lang_tags, decoder=decoder), boost=boost)
         cfg = EngineConfig(max_sessions=max(1, batch_size), precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
                            max_segment_ms=0, phase_align=False)  # one final per file, offline's tokens
         engine = Engine(self.model, self.tokenizer, cfg)
@@ -215,6 +241,4 @@ class Recognizer:
 
 
 def _with(t: Transcript, **changes) -> Transcript:
-    from dataclasses import replace
-
     return replace(t, **changes)

@@ -14,7 +14,7 @@ from babelcast.model.encoder import OPEN_END
 @dataclass
 class Case:
     model: str
-    check: str  # features | encoded | prompted | tokens | ctc_tokens | stream_steps | stream_tokens
+    check: str  # features | encoded | prompted | tokens | ctc_tokens | stream_steps | stream_tokens | stream_ctc_tokens
     where: str  # context / language / clip
     identical: bool  # tokens equal, or tensors within tolerance
     max_diff: float = 0.0
@@ -105,8 +105,13 @@ def _steps(rec: babelcast.Recognizer, mel: torch.Tensor, left: int, right: int) 
     return out
 
 
+# check name, babelcast decoder, the reference's key (hybrids also have CTC streaming references)
+STREAM_TOKENS = (("stream_tokens", "rnnt", "tokens"), ("stream_ctc_tokens", "ctc", "ctc_tokens"))
+
+
 def compare_streaming(name: str, rec: babelcast.Recognizer, ref: dict) -> list[Case]:
-    """Per-step encoder frames and final tokens; NeMo streaming where it is right, else NeMo offline."""
+    """Per-step encoder frames and final tokens of each head; NeMo streaming where it is right, else NeMo
+    offline."""
     out = []
     for left, right in _contexts(ref):
         key = ctx_key(left, right)
@@ -118,12 +123,15 @@ def compare_streaming(name: str, rec: babelcast.Recognizer, ref: dict) -> list[C
                     d = max((_diff(a, b) for a, b in zip(mine, r["steps"][i])), default=0.0)
                     d = d if len(mine) >= len(r["steps"][i]) else float("inf")
                     out.append(Case(name, "stream_steps", where, d <= TOL, d))
-                session = rec.stream(lang_arg(lang), _latency(rec, right), keep_lang_tags=True)
-                session.accept_audio(clip.numpy())
-                tokens = session.flush().tokens
-                expected = (r["tokens"][i] if r["matches_offline_tokens"][i]
-                            else ref["offline"][key]["tokens"][lang][i])
-                out.append(Case(name, "stream_tokens", where, tokens == list(expected)))
+                for check, decoder, tokens_key in STREAM_TOKENS:
+                    if tokens_key not in r:
+                        continue
+                    session = rec.stream(lang_arg(lang), _latency(rec, right), keep_lang_tags=True, decoder=decoder)
+                    session.accept_audio(clip.numpy())
+                    tokens = session.flush().tokens
+                    expected = (r[tokens_key][i] if r[f"matches_offline_{tokens_key}"][i]
+                                else ref["offline"][key][tokens_key][lang][i])
+                    out.append(Case(name, check, where, tokens == list(expected)))
     return out
 
 

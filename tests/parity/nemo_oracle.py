@@ -69,6 +69,9 @@ after the encoder (``_apply_prompt_to_encoded`` after ``set_inference_prompt(lan
 ``decoding.rnnt_decoder_predictions_tensor(..., partial_hypotheses=...)``). The buffer is filled with
 ``append_processed_signal(features[ci])`` (the T = S // 160 valid frames): NeMo's ``append_audio`` takes the
 stream length from the preprocessor's output *size*, S // 160 + 1, and would stream one extra all-zero frame.
+The hybrid is then streamed again with its CTC decoder: ``model.change_decoding_strategy(decoder_type="ctc")``
+and the same buffer and ``conformer_stream_step`` calls, ``previous_pred_out`` carried (NeMo concatenates each
+step's per-frame argmax onto the previous ones; the collapse of that whole sequence is the streaming CTC result).
 
 Output: ``OUTDIR/<name>.nemo`` for each model and ``OUTDIR/reference.pt`` (``torch.save``; load it with
 ``weights_only=False``)::
@@ -95,6 +98,8 @@ Output: ``OUTDIR/<name>.nemo`` for each model and ``OUTDIR/reference.pt`` (``tor
             "tokens": [list[int] per clip],                     # final streaming y_sequence
             "matches_offline_tokens": [bool per clip],          # == offline tokens at same context and lang
             "matches_offline_encoded": [bool per clip],         # cat(steps) allclose(atol 1e-4) offline[:N]
+            "ctc_tokens": [list[int] per clip],                 # hybrid only: NeMo's CTC streaming, collapsed
+            "matches_offline_ctc_tokens": [bool per clip],      # hybrid only: == offline ctc_tokens
         }}},
         "emission_rate": float,                 # tokens / encoder frame, offline greedy at the default context
                                                 # (prompt_rnnt: averaged over its languages)
@@ -413,6 +418,16 @@ def hyp_stats(hyps, lengths, blank):
     return tok, frames, multi
 
 
+def collapse_ctc(frame_labels: list[int], blank: int) -> list[int]:
+    """The CTC collapse of per-frame argmax labels: repeats merged, blanks dropped."""
+    toks, prev = [], blank
+    for p in frame_labels:
+        if p != blank and p != prev:
+            toks.append(p)
+        prev = p
+    return toks
+
+
 def ctc_tokens(model, encoded, lengths):
     """NeMo CTC head + NeMo greedy CTC decoding; collapse NeMo's per-frame argmax (y_sequence)."""
     log_probs = model.ctc_decoder(encoder_output=encoded)
@@ -420,16 +435,53 @@ def ctc_tokens(model, encoded, lengths):
         log_probs, decoder_lengths=lengths, return_hypotheses=True
     )
     blank = model.ctc_decoding.blank_id
-    out = []
-    for h, n in zip(hyps, lengths.tolist()):
-        seq = [int(v) for v in h.y_sequence.tolist()][: int(n)]
-        toks, prev = [], blank
-        for p in seq:
-            if p != blank and p != prev:
-                toks.append(p)
-            prev = p
-        out.append(toks)
-    return out
+    return [collapse_ctc([int(v) for v in h.y_sequence.tolist()][: int(n)], blank)
+            for h, n in zip(hyps, lengths.tolist())]
+
+
+def stream_ctc_labels(model, buffer, features) -> list[int]:
+    """One clip's features [F, T] through NeMo's cache-aware streaming with the CTC decoder selected:
+    conformer_stream_step with previous_pred_out carried (NeMo concatenates each step's frame argmaxes);
+    returns the per-frame argmax labels of the whole stream."""
+    buffer.reset_buffer()
+    buffer.append_processed_signal(features.unsqueeze(0))
+    cache_ch, cache_t, cache_len = model.encoder.get_initial_cache_state(batch_size=1)
+    pred_out = None
+    for step, (chunk, chunk_len) in enumerate(iter(buffer)):
+        pred_out, _texts, cache_ch, cache_t, cache_len, _hyps = model.conformer_stream_step(
+            processed_signal=chunk,
+            processed_signal_length=chunk_len,
+            cache_last_channel=cache_ch,
+            cache_last_time=cache_t,
+            cache_last_channel_len=cache_len,
+            keep_all_outputs=buffer.is_buffer_empty(),
+            previous_pred_out=pred_out,
+            drop_extra_pre_encoded=0 if step == 0 else model.encoder.streaming_cfg.drop_extra_pre_encoded,
+            return_transcription=False,
+        )
+    return [int(v) for v in pred_out[0].tolist()] if pred_out else []
+
+
+def stream_ctc_references(model, entry, contexts) -> None:
+    """Hybrid: NeMo's cache-aware CTC streaming (``change_decoding_strategy(decoder_type="ctc")``, then
+    conformer_stream_step) of every clip at every context, into entry["streaming"][ctx]["none"] as
+    ``ctc_tokens`` and ``matches_offline_ctc_tokens``. Leaves the model decoding with CTC."""
+    import torch
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    model.change_decoding_strategy(decoder_type="ctc", verbose=False)
+    assert model.cur_decoder == "ctc"
+    blank = model.ctc_decoding.blank_id
+    for ctx in contexts:
+        model.encoder.set_default_att_context_size(ctx)
+        buffer = CacheAwareStreamingAudioBuffer(model=model, online_normalization=False, pad_and_drop_preencoded=False)
+        res = entry["streaming"][ctx_key(ctx)]["none"]
+        with torch.no_grad():
+            res["ctc_tokens"] = [collapse_ctc(stream_ctc_labels(model, buffer, f), blank) for f in entry["features"]]
+        offline = entry["offline"][ctx_key(ctx)]["ctc_tokens"]["none"]
+        res["matches_offline_ctc_tokens"] = [t == o for t, o in zip(res["ctc_tokens"], offline)]
+        print(f"  {ctx_key(ctx):>5} CTC streaming tokens==offline: "
+              + "".join("1" if v else "0" for v in res["matches_offline_ctc_tokens"]), flush=True)
 
 
 def path_margins(model, encoded, lengths, hyps):
@@ -799,6 +851,8 @@ def main(outdir: str) -> None:
             log(f"{name}: streaming clips whose tokens differ en-US vs de-DE: {diff}/{len(clips)}, "
                 f"en-US vs auto: {diff2}/{len(clips)}")
             assert diff > 0 and diff2 > 0, "set_inference_prompt did not change the streaming output"
+        if is_hybrid:
+            stream_ctc_references(model, entry, all_ctx)
         reference["models"][name] = entry
         log(f"{name}: done in {time.time() - t_model:.1f}s")
 

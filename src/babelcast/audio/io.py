@@ -69,10 +69,12 @@ class AudioPieces:
         return mono if self._resampler is None else self._resampler.resample_chunk(mono)
 
     def flush(self) -> np.ndarray:
-        """The resampler's last samples, at the end of the stream (empty at 16 kHz)."""
+        """The resampler's last samples, at the end of an utterance (empty at 16 kHz); it then starts afresh."""
         if self._resampler is None:
             return np.zeros(0, np.float32)
-        return self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        self._resampler.clear()
+        return tail
 
 
 def _as_float_samples(audio) -> np.ndarray:

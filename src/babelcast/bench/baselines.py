@@ -20,6 +20,7 @@ import torch
 import babelcast
 from babelcast import chunking
 from babelcast.decoding.greedy import greedy_rnnt
+from babelcast.decoding.heads import DecodeState
 from babelcast.model.precision import runtime_model
 from babelcast.streaming.engine import decode_chunks
 
@@ -115,7 +116,7 @@ def babelcast_step(rec: babelcast.Recognizer, latency_ms: int, precision: str, c
 
     def make(b: int) -> Callable[[], None]:
         state = enc.init_state(b, left, enc.device, enc.dtype)
-        pred = model.decoder.init_state(b)
+        pred = DecodeState.start(model, b)
         chunks = lockstep_chunks(mel_all, b, n)
         prompt = rec.prompt_id("auto")
         prompts = torch.full((b,), prompt) if prompt is not None else None

@@ -14,6 +14,7 @@ import warnings
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from babelcast.decoding.heads import DecodeState
 from babelcast.model.asr import AsrModel
 from babelcast.streaming.engine import decode_chunks
 
@@ -26,7 +27,7 @@ def step_flops(model: AsrModel, mel: torch.Tensor, left: int, right: int, prompt
     relative-position projections are made once per latency by the engine, so they are not counted)."""
     enc = model.encoder
     state = enc.init_state(mel.shape[0], left, enc.device, enc.dtype)
-    pred = model.decoder.init_state(mel.shape[0])
+    pred = DecodeState.start(model, mel.shape[0])
     pos = enc.positions(left + mel.shape[1] // enc.cfg.subsampling_factor, enc.device)
     counter = FlopCounterMode(display=False)
     with counter:

@@ -92,7 +92,7 @@ class Client:
 
 def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: float, precision: str,
         seed: int = 0, runtime=None, deadline_ms: float | None = None, phase_align: bool = True,
-        utterance_s: float = 4.0, trace: dict | None = None) -> RunResult:
+        utterance_s: float = 4.0, trace: dict | None = None, max_sub_clocks: int = 4) -> RunResult:
     """Simulate n_streams clients for `seconds` of audio each against one Engine (runtime: the
     precision's model copy, made once per search instead of once per run); `trace` (a dict) receives
     every step and every flush → final, for `final_breakdown`."""
@@ -100,7 +100,8 @@ def run(rec: babelcast.Recognizer, n_streams: int, latency_ms: int, seconds: flo
     # precision="fp32": `model` already is the precision's copy, which the engine takes as it is
     engine = Engine(model, rec.tokenizer, EngineConfig(max_sessions=n_streams, precision="fp32", endpoint_ms=0,
                                                        max_lag_ms=1e9, threads=torch.get_num_threads(),
-                                                       deadline_ms=deadline_ms, phase_align=phase_align))
+                                                       deadline_ms=deadline_ms, phase_align=phase_align,
+                                                       max_sub_clocks=max_sub_clocks))
     chunk_ms = latency_ms
     clients = []
     for i in range(n_streams):
@@ -203,7 +204,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1, limit: int = 256,
-           log=print, deadline_ms: float | None = None, utterance_s: float = 4.0) -> tuple[int, list[RunResult]]:
+           log=print, deadline_ms: float | None = None, utterance_s: float = 4.0,
+           max_sub_clocks: int = 4) -> tuple[int, list[RunResult]]:
     """Most streams sustained: double until a run fails, then bisect."""
     from .baselines import runtime_copy
 
@@ -211,7 +213,7 @@ def search(rec, latency_ms: int, seconds: float, precision: str, start: int = 1,
     runtime = runtime_copy(rec, precision)
     while bad is None or bad - good > 1:
         r = run(rec, n, latency_ms, seconds, precision, runtime=runtime, deadline_ms=deadline_ms,
-                utterance_s=utterance_s)
+                utterance_s=utterance_s, max_sub_clocks=max_sub_clocks)
         results.append(r)
         log(json.dumps(asdict(r)))
         if r.realtime and r.p95_final_ms <= latency_ms + SLACK_MS:
@@ -267,13 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utterance-s", type=float, default=4.0,
                     help="each client asks for a final (a flush) every this many seconds of audio, like a voice "
                          "agent's turns; a value >= --seconds gives one utterance per stream, like live captions")
+    ap.add_argument("--sub-clocks", type=int, default=4,
+                    help="step clocks per latency group at most (1: every stream of a latency on one clock)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also print where time-to-final goes (waiting for a step, the steps) and step sizes")
     ap.add_argument("--search", action="store_true", help="find the most streams per latency")
     ap.add_argument("--latencies", default="80,320,560,1120")
     ap.add_argument("--out", help="folder for results JSON and the PNG (with --search)")
-    ap.add_argument("--peers", action="store_true",
-                    help="also measure NeMo cache-aware streaming and buffered streaming, lockstep, same checkpoint")
+    ap.add_argument("--peers", nargs="?", const="all", choices=["all", "babelcast"],
+                    help="also measure lockstep capacity, same checkpoint: babelcast's own step, NeMo cache-aware "
+                         "streaming and buffered streaming (all), or babelcast's alone (quicker)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # the engine runs in this thread (run() passes the count on)
@@ -284,24 +289,25 @@ def main(argv: list[str] | None = None) -> int:
     if not args.search:
         trace = {} if args.breakdown else None
         r = run(rec, args.streams, args.latency, args.seconds, args.precision, deadline_ms=args.deadline_ms,
-                utterance_s=args.utterance_s, trace=trace)
+                utterance_s=args.utterance_s, trace=trace, max_sub_clocks=args.sub_clocks)
         print(json.dumps(asdict(r)) if args.json else _table([r]))
         if trace is not None:
             print(json.dumps({"final_breakdown": final_breakdown(trace)}))
         return 0 if r.realtime else 1
     summary = {"machine": machine(), "model": os.path.basename(args.model), "precision": args.precision,
-               "utterance_s": args.utterance_s,
+               "utterance_s": args.utterance_s, "max_sub_clocks": args.sub_clocks,
                "precision_reason": choice.reason, "deadline_ms": args.deadline_ms, "runs": [],
                "max_streams": {}, "memory": memory(rec, args.precision)}
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(json.dumps({k: summary[k] for k in ("machine", "precision", "precision_reason", "memory")}))
     for lat in [int(x) for x in args.latencies.split(",")]:
         best, runs = search(rec, lat, args.seconds, args.precision, log=log, deadline_ms=args.deadline_ms,
-                            utterance_s=args.utterance_s)
+                            utterance_s=args.utterance_s, max_sub_clocks=args.sub_clocks)
         summary["max_streams"][lat] = best
         summary["runs"] += [asdict(r) for r in runs]
         if args.peers:
-            summary.setdefault("lockstep", {})[lat] = lockstep_peers(rec, args.model, lat, args.precision, log)
+            summary.setdefault("lockstep", {})[lat] = lockstep_peers(rec, args.model, lat, args.precision, log,
+                                                                     only_babelcast=args.peers == "babelcast")
     print(json.dumps({k: summary[k] for k in ("max_streams", "lockstep") if k in summary}))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def lockstep_peers(rec, model_path: str, latency_ms: int, precision: str, log) -> dict:
+def lockstep_peers(rec, model_path: str, latency_ms: int, precision: str, log, only_babelcast: bool = False) -> dict:
     """Lockstep capacity of babelcast, NeMo and buffered streaming at one latency, same weights."""
     from . import baselines
 
@@ -322,6 +328,8 @@ def lockstep_peers(rec, model_path: str, latency_ms: int, precision: str, log) -
     makers = {f"babelcast-{precision}": lambda: baselines.babelcast_step(rec, latency_ms, precision),
               "buffered-fp32": lambda: baselines.buffered_step(rec, latency_ms),
               "nemo-fp32": lambda: baselines.nemo_step(model_path, latency_ms)}
+    if only_babelcast:
+        makers = {name: make for name, make in makers.items() if name.startswith("babelcast")}
     for name, make in makers.items():
         log(f"  lockstep {name} at {latency_ms} ms")
         try:

@@ -20,7 +20,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                     "Sentences come from Debian's fortune packages; the train and test splits use disjoint "
                     "sentences and voices.")
     synth.add_argument("--langs", default="all", help="comma-separated locales, or all (default); see --list")
-    synth.add_argument("--n", type=_positive_int, default=10, metavar="N", help="utterances per language (default 10)")
+    synth.add_argument("--n", type=_positive_int, metavar="N",
+                       help="utterances per language (default 10, or each of --sentences once)")
+    synth.add_argument("--sentences", type=Path, metavar="FILE",
+                       help="read these sentences (LOCALE<TAB>SENTENCE lines) instead of the fortunes; "
+                            "--langs defaults to the file's locales")
     synth.add_argument("--out", type=Path, help="output folder (manifest.jsonl, audio/, synth_info.json)")
     synth.add_argument("--split", choices=("train", "test"), default="test")
     synth.add_argument("--seed", type=int, default=0, help="order of sentences, voices and prosody (not the split)")
@@ -69,16 +73,20 @@ def _run_synth(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         synth.check_tools()
-        locales = available_locales() if args.langs == "all" else [s.strip() for s in args.langs.split(",") if s.strip()]
+        own = synth.read_sentences(args.sentences) if args.sentences else None
+        everything = list(own) if own else available_locales()
+        locales = everything if args.langs == "all" else [s.strip() for s in args.langs.split(",") if s.strip()]
         if not locales:
             print("error: no locale available; install a fortunes package (see --list)", file=sys.stderr)
             return EXIT_USAGE
-        jobs = synth.plan(locales, args.n, args.split, seed=args.seed, voices=args.voices, augment=args.augment)
+        n = args.n or (None if own else 10)
+        jobs = synth.plan(locales, n, args.split, seed=args.seed, voices=args.voices, augment=args.augment, own=own)
     except synth.SynthError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    info = dict(split=args.split, langs=locales, n_per_lang=args.n, seed=args.seed, voices=args.voices,
-                augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE, test_voice_share=TEST_VOICE_SHARE,
+    info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""),
+                voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
+                test_voice_share=TEST_VOICE_SHARE,
                 text_sources={loc: SOURCES[loc].package for loc in locales},
                 voice_variants=sorted({j.variant for j in jobs}))
     show = args.progress or sys.stderr.isatty()

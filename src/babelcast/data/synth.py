@@ -29,7 +29,7 @@ import soundfile as sf
 
 from .phones import phone_timeline
 from .split import sentence_split, split_variants, stable_hash, unit_interval
-from .text_sources import SOURCES, load_sentences, missing_package
+from .text_sources import SOURCES, Sentence, load_sentences, missing_package
 
 SAMPLE_RATE = 16000
 BASE_RATE_WPM = 165
@@ -104,13 +104,15 @@ def installed_variants() -> set[str]:
     return {line.split()[4].split("/", 1)[-1] for line in out.splitlines()[1:] if len(line.split()) >= 5}
 
 
-def plan(locales: list[str], n: int, split: str, seed: int = 0, voices: int | None = None,
-         augment: bool = False) -> list[SynthJob]:
-    """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment)."""
+def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: int | None = None,
+         augment: bool = False, own: dict[str, list[str]] | None = None) -> list[SynthJob]:
+    """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment);
+    `own` sentences per locale (see read_sentences) are read in their order instead of the fortunes
+    (n=None: each once)."""
     for locale in locales:
         if locale not in SOURCES:
             raise SynthError(f"unknown locale {locale!r}; available: {', '.join(SOURCES)}")
-        package = missing_package(locale)
+        package = None if own else missing_package(locale)
         if package:
             raise SynthError(f"the texts for {locale} are missing; install with: apt-get install -y {package}")
     present = installed_variants()
@@ -119,14 +121,32 @@ def plan(locales: list[str], n: int, split: str, seed: int = 0, voices: int | No
         raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
     jobs: list[SynthJob] = []
     for locale in locales:
-        sentences = [s for s in load_sentences(locale) if sentence_split(s.text) == split]
+        sentences = [Sentence(t, "own") for t in own.get(locale, [])] if own else _split_sentences(locale, split, seed)
         if not sentences:
             raise SynthError(f"no {split} sentence for {locale}")
-        sentences.sort(key=lambda s: stable_hash("order", seed, locale, split, s.text))
         chosen = sorted(pool, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
-        for i in range(n):
+        for i in range(n or len(sentences)):
             jobs.append(_job(locale, split, i, sentences[i % len(sentences)], chosen, seed, augment))
     return jobs
+
+
+def _split_sentences(locale: str, split: str, seed: int) -> list[Sentence]:
+    """The fortunes of one split in a seeded order."""
+    sentences = [s for s in load_sentences(locale) if sentence_split(s.text) == split]
+    return sorted(sentences, key=lambda s: stable_hash("order", seed, locale, split, s.text))
+
+
+def read_sentences(path: Path) -> dict[str, list[str]]:
+    """A file of LOCALE<TAB>SENTENCE lines → sentences per locale in file order (SynthError naming a bad line)."""
+    own: dict[str, list[str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        locale, tab, text = line.partition("\t")
+        if not tab or not text.strip():
+            raise SynthError(f"{path}:{number}: expected LOCALE<TAB>SENTENCE")
+        own.setdefault(locale.strip(), []).append(text.strip())
+    return own
 
 
 def synthesize(jobs: list[SynthJob], out_dir: Path, processes: int | None = None, progress: bool = False,

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..model.transducer import CTCHead, Joint, Predictor, PredictorState
+from .boost import Booster
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,20 @@ def _select(mask: Tensor, new: PredictorState, old: PredictorState) -> Predictor
                           torch.where(m[None], new.c, old.c))
 
 
+def _pick(logp: Tensor, boost: Booster | None) -> tuple[Tensor, Tensor]:
+    """The argmax label [B] (of the boosted scores when boosting) and the model's own log-prob of it [B]."""
+    if boost is None:
+        return logp.max(dim=-1)
+    label = (logp + boost.bonus()).argmax(dim=-1)
+    return logp.gather(1, label[:, None])[:, 0], label
+
+
 @torch.no_grad()
 def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tensor,
-                state: PredictorState, max_symbols: int) -> tuple[Emissions, PredictorState]:
-    """frames [B, T, D] (prompted encoder output), valid [B] frames per row, state carried across calls."""
+                state: PredictorState, max_symbols: int,
+                boost: Booster | None = None) -> tuple[Emissions, PredictorState]:
+    """frames [B, T, D] (prompted encoder output), valid [B] frames per row, state carried across calls;
+    boost (phrase boosting of some rows) is advanced in place with the emitted labels."""
     b, t_max, _ = frames.shape
     blank = predictor.cfg.blank_id
     enc_proj = joint.enc(frames)  # [B, T, J], computed once (spec §5.3)
@@ -59,7 +70,7 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
         active = valid > t
         for _ in range(max_symbols):
             logp = torch.log_softmax(joint.logits(enc_proj[:, t], pred_proj).float(), dim=-1)
-            best, label = logp.max(dim=-1)  # [B]
+            best, label = _pick(logp, boost)  # [B]
             emit = active & (label != blank)
             if not bool(emit.any()):  # the one host sync per symbol step
                 break
@@ -67,6 +78,8 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
             at_frame[rows, count] = t
             probs[rows, count] = best.exp()
             count = count + emit.long()
+            if boost is not None:
+                boost.advance(label, emit)
             new = predictor.step(label.masked_fill(~emit, blank), state)
             state = _select(emit, new, state)
             pred_proj = torch.where(emit[:, None], joint.pred(state.out), pred_proj)
@@ -75,13 +88,22 @@ def greedy_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tenso
 
 
 @torch.no_grad()
-def greedy_ctc(head: CTCHead, frames: Tensor, valid: Tensor, blank: int) -> Emissions:
-    """Argmax per frame, merge repeats, drop blanks: frames [B, T, D], valid [B]."""
+def greedy_ctc(head: CTCHead, frames: Tensor, valid: Tensor, blank: int,
+               prev: Tensor | None = None) -> tuple[Emissions, Tensor]:
+    """Argmax per frame, merge repeats, drop blanks: frames [B, T, D], valid [B].
+
+    prev [B]: each row's label on the frame before these (blank at a start), so a label repeated across
+    streaming steps merges; returned updated with the row's last valid frame, for the next call.
+    """
     logp = torch.log_softmax(head(frames).float(), dim=-1)  # [B, T, V+1]
-    best, label = logp.max(dim=-1)
-    prev = torch.nn.functional.pad(label, (1, 0), value=blank)[:, :-1]
+    best, label = logp.max(dim=-1)  # [B, T]
+    if prev is None:
+        prev = torch.full_like(valid, blank, dtype=torch.long)
+    with_prev = torch.cat([prev[:, None], label], dim=1)  # [B, T+1]
+    before = with_prev[:, :-1]  # [B, T] the previous frame's label
     t = torch.arange(label.shape[1], device=label.device)
-    keep = (label != blank) & (label != prev) & (t[None] < valid[:, None])  # [B, T]
+    keep = (label != blank) & (label != before) & (t[None] < valid[:, None])  # [B, T]
     count = keep.sum(dim=1)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept frames first, in order
-    return Emissions(label.gather(1, order), order, best.exp().gather(1, order), count)
+    last = with_prev.gather(1, valid[:, None].long())[:, 0]  # [B] the last valid frame's label, or prev
+    return Emissions(label.gather(1, order), order, best.exp().gather(1, order), count), last

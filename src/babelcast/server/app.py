@@ -116,7 +116,8 @@ async def info(request: Request) -> Response:
     rec, cfg = hub.rec, hub.cfg
     return JSONResponse({
         "model": cfg.model_name, "languages": rec.supported_languages, "latencies_ms": rec.latencies_ms,
-        "default_latency_ms": rec.stream_options().latency_ms, "auth_required": bool(cfg.api_keys),
+        "default_latency_ms": rec.stream_options().latency_ms, "decoders": rec.decoders,
+        "auth_required": bool(cfg.api_keys),
         "encodings": ["pcm_s16le", "f32le"],
         "limits": {"max_sessions": cfg.max_sessions, "max_session_s": cfg.max_session_s,
                    "idle_timeout_s": cfg.idle_timeout_s, "max_frame_bytes": cfg.max_frame_bytes,

@@ -12,6 +12,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from ..argtypes import add_boost_arguments, boost_phrases
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/listen"
 
@@ -30,9 +32,15 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="playback speed; 1 = real time")
     parser.add_argument("--chunk-ms", type=int, default=40, help="audio per WebSocket frame")
     parser.add_argument("--json", action="store_true", help="print every server event as a JSON line")
+    add_boost_arguments(parser)
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    try:
+        args.boost = boost_phrases(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if bool(args.audio) == bool(args.mic):
         print("error: give an AUDIO file or --mic (not both)", file=sys.stderr)
         return EXIT_USAGE
@@ -65,7 +73,7 @@ def listen_url(url: str, settings: dict) -> str:
     parts = urlsplit(url if "://" in url else f"ws://{url}")
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     path = parts.path if parts.path not in ("", "/") else "/v1/listen"
-    query = urlencode({k: v for k, v in settings.items() if v is not None})
+    query = urlencode({k: v for k, v in settings.items() if v is not None}, doseq=True)  # boost repeats
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
@@ -75,7 +83,7 @@ async def stream(args: argparse.Namespace, source) -> int:
 
     settings = {"language": args.lang, "latency_ms": args.latency, "sample_rate": 16000, "encoding": "pcm_s16le",
                 "interim_results": "false" if args.no_interim else "true", "endpoint_ms": args.endpoint_ms,
-                "keep_lang_tags": "true" if args.keep_lang_tags else None}
+                "keep_lang_tags": "true" if args.keep_lang_tags else None, "boost": args.boost or None}
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     printer = _Printer(args.json)
     try:

@@ -16,6 +16,7 @@ CODES: dict[str, tuple[int, int]] = {
     "invalid_settings": (400, WS_POLICY),
     "unsupported_language": (400, WS_POLICY),
     "invalid_latency": (400, WS_POLICY),
+    "unsupported_decoder": (400, WS_POLICY),
     "invalid_audio": (400, WS_INVALID_DATA),
     "invalid_message": (400, WS_POLICY),
     "unknown_message": (400, WS_POLICY),

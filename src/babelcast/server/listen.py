@@ -94,6 +94,8 @@ def event_json(out: Out) -> dict:
     e = out.event
     if out.kind == "endpoint":
         return {"type": "endpoint", "segment": e.segment}
+    if out.kind == "language":
+        return {"type": "language", "segment": e.segment, "language": e.language, "locked": e.locked}
     body = {"type": out.kind, "segment": e.segment, **transcript_fields(e.transcript)}
     if out.kind == "final":
         body["from_finalize"] = out.from_finalize

@@ -19,7 +19,7 @@ import numpy as np
 import soxr
 
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, pcm_to_float
-from ..errors import UnsupportedLanguage, UnsupportedLatency
+from ..errors import UnsupportedDecoder, UnsupportedLanguage, UnsupportedLatency
 from ..streaming.engine import Event
 from ..streaming.stream import StreamOptions
 from .errors import ApiError
@@ -35,7 +35,7 @@ _ids = itertools.count(1)
 class Out:
     """What a protocol handler gets: an engine event, an error, or the end of the session."""
 
-    kind: str  # partial | final | endpoint | error | closed | send (a protocol message in `payload`)
+    kind: str  # partial | final | endpoint | language | error | closed | send (a protocol message in `payload`)
     event: Event | None = None
     payload: dict | None = None
     from_finalize: bool = False  # a final that answers a finalize/commit/close (not an endpoint)
@@ -84,10 +84,14 @@ class LiveSession:
 
     # ---- setup --------------------------------------------------------------------------------
     def _options(self, settings: StreamSettings) -> StreamOptions:
-        """The engine's options for these settings (ApiError naming a bad language or latency)."""
+        """The engine's options for these settings (ApiError naming a bad language, latency or decoder)."""
         rec = self.hub.rec
         try:
-            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags)
+            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
+                                      lock_language=settings.lock_language, decoder=settings.decoder,
+                                      boost=settings.boost)
+        except UnsupportedDecoder as e:
+            raise ApiError("unsupported_decoder", str(e), "decoder") from None
         except UnsupportedLanguage as e:
             raise ApiError("unsupported_language", str(e), "language") from None
         except UnsupportedLatency as e:
@@ -121,8 +125,9 @@ class LiveSession:
             self.warning = self.hub.untrained_warning(settings.language)
             return
         if self.utterance_samples or self.pending_finals or self.closing:
-            raise ApiError("invalid_message", "settings other than the language can only change before audio "
-                                              "is sent (or right after a final)")
+            raise ApiError("invalid_message", "settings other than the language (and lock_language) can only "
+                                              "change before audio is sent (or right after a final)")
+        self._options(settings)  # refused settings leave the current session as it is
         self.hub.release(self.sid, abort=True)
         self.sid = None
         self.start(settings)
@@ -226,7 +231,7 @@ class LiveSession:
                 self.hub.release(self.sid, abort=False)
                 self.sid = None
                 self._closed()
-            elif e.kind in ("partial", "endpoint"):
+            elif e.kind in ("partial", "endpoint", "language"):
                 self.queue.put_nowait(Out(e.kind, e))
             else:  # "error" or anything newer: report, keep going
                 self.queue.put_nowait(Out("error", e, error=ApiError("internal_error", e.text or e.kind)))

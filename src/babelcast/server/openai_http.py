@@ -20,10 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio
+from ..decoding.boost import MAX_PHRASES
 from ..decoding.result import Transcript
+from ..errors import UnsupportedDecoder
 from ..formats import build_cues, to_srt, to_text, to_vtt
 from . import auth
 from .errors import ApiError
+from .settings import parse_boost
 
 log = logging.getLogger("babelcast.server")
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -102,10 +105,12 @@ async def transcriptions_endpoint(request: Request) -> Response:
         language = str(form.get("language") or "auto")
         latency = _latency(form.get("latency_ms") or form.get("latency"))
         keep_tags = str(form.get("keep_lang_tags") or "false").lower() in ("true", "1")
-        _check_options(hub.rec, language, latency)
+        decoder = str(form.get("decoder") or "rnnt")
+        boost = parse_boost("boost", [str(v) for key in ("boost", "keyterm") for v in form.getlist(key)])
+        _check_options(hub.rec, language, latency, decoder, boost)
         data = await upload.read()
         name = upload.filename or "file"
-        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline")
+        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder, boost=boost)
         t = await hub.transcribe(functools.partial(_decode, hub, data, name), opts)
         queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:
@@ -129,7 +134,7 @@ async def _form(request: Request):
         raise ApiError("invalid_request", f"expected a multipart/form-data body with the audio in 'file', "
                                           f"got content type {ctype or 'none'!r}")
     try:
-        return await request.form(max_files=1, max_fields=32, max_part_size=1 << 20)
+        return await request.form(max_files=1, max_fields=32 + MAX_PHRASES, max_part_size=1 << 20)
     except MultiPartException as e:
         raise ApiError("invalid_request", f"malformed multipart body: {e.message}") from None
 
@@ -143,7 +148,12 @@ def _latency(raw) -> int | None:
         raise ApiError("invalid_latency", f"latency_ms must be an integer, got {raw!r}", "latency_ms") from None
 
 
-def _check_options(rec, language: str, latency: int | None) -> None:
+def _check_options(rec, language: str, latency: int | None, decoder: str, boost: tuple[str, ...] = ()) -> None:
+    """ApiError naming a language, latency or decoder this model cannot serve (before the upload is read)."""
+    try:
+        rec.check_decoder(decoder, boost)
+    except UnsupportedDecoder as e:
+        raise ApiError("unsupported_decoder", str(e), "decoder") from None
     try:
         rec.prompt_id(language)
     except ValueError as e:

@@ -4,7 +4,8 @@ Client events: `session.update` (or the beta `transcription_session.update`) wit
 transcription settings, `input_audio_buffer.append` (base64 PCM16, 24 kHz unless the session says
 otherwise), `input_audio_buffer.commit` and `input_audio_buffer.clear`.
 Server events: `session.created` / `session.updated`, `input_audio_buffer.committed` / `.cleared`,
-`conversation.item.input_audio_transcription.delta` / `.completed`, and `error`.
+`conversation.item.input_audio_transcription.delta` / `.completed`, `error`, and the extension
+`babelcast.language` (the detected language changed, or was locked with `lock_language`).
 
 Items: the audio appended since the last commit (or, with turn detection on, since the last
 endpoint) is one conversation item; its transcript is the final of that stretch. As in OpenAI's
@@ -28,7 +29,7 @@ from starlette.websockets import WebSocket
 from . import auth
 from .errors import ApiError
 from .live import LiveSession, Out, decode_pcm
-from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings
+from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, convert_setting, parse_boost
 from .wsloop import drive, log_end
 
 log = logging.getLogger("babelcast.server")
@@ -73,7 +74,10 @@ class RealtimeConnection:
                            "latency_ms") from None
         return StreamSettings(language=q.get("language") or "auto", latency_ms=latency_ms,
                               sample_rate=OPENAI_RATE_HZ, encoding="pcm_s16le", interim_results=True,
-                              endpoint_ms=self._endpoint_ms(self.turn_detection))
+                              endpoint_ms=self._endpoint_ms(self.turn_detection),
+                              lock_language=convert_setting("lock_language", "lock_language",
+                                                            q.get("lock_language", False)),
+                              decoder=q.get("decoder") or "rnnt")
 
     def _endpoint_ms(self, td: dict | None) -> int:
         if td is None:
@@ -87,7 +91,9 @@ class RealtimeConnection:
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": s.sample_rate},
                                     "transcription": {"model": self.model,
                                                       "language": None if s.language == "auto" else s.language,
-                                                      "latency_ms": self.session.latency_ms},
+                                                      "latency_ms": self.session.latency_ms,
+                                                      "lock_language": s.lock_language, "decoder": s.decoder,
+                                                      "boost": list(s.boost)},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -122,13 +128,22 @@ class RealtimeConnection:
             changes["language"] = transcription["language"] or "auto"
         if "latency_ms" in transcription:
             changes["latency_ms"] = transcription["latency_ms"]
+        if "lock_language" in transcription:
+            changes["lock_language"] = convert_setting("lock_language", "transcription.lock_language",
+                                                       transcription["lock_language"])
+        if "decoder" in transcription:
+            changes["decoder"] = transcription["decoder"]
+        for key in ("boost", "keyterm"):  # babelcast's extension (Deepgram's name too)
+            if key in transcription:
+                changes["boost"] = parse_boost(key, transcription[key])
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)
         if new != old:
             if not self.session.idle and not old.only_language_differs(new):
-                raise ApiError("invalid_message", "transcription settings other than the language cannot change "
-                                                  "while audio is buffered: commit or clear first")
+                raise ApiError("invalid_message", "transcription settings other than the language (and "
+                                                  "lock_language) cannot change while audio is buffered: commit or "
+                                                  "clear first")
             self.session.restart(new)  # a new language alone applies from the next chunk
         if td_given:
             self.turn_detection = td
@@ -235,6 +250,10 @@ class RealtimeConnection:
             item.delta_text = text
             return [{"event_id": _id("event"), "type": "conversation.item.input_audio_transcription.delta",
                      "item_id": item.id, "content_index": 0, "delta": delta}]
+        if out.kind == "language":  # before the final that detected it: its item is the first one
+            return [{"event_id": _id("event"), "type": "babelcast.language",
+                     "item_id": self.items[0].id if self.items else None, "content_index": 0,
+                     "language": out.event.language, "locked": out.event.locked}]
         if out.kind == "final" and self.items:
             item = self.items[0]
             item.delta_text = ""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..audio.io import PCM_ENCODINGS
+from ..decoding.boost import parse_phrases
 from .errors import ApiError
 
 MIN_RATE_HZ, MAX_RATE_HZ = 8000, 96000
@@ -19,6 +20,9 @@ ALIASES = {
     "interim_results": ("interim_results", "interim"),
     "endpoint_ms": ("endpoint_ms", "endpointing"),
     "keep_lang_tags": ("keep_lang_tags",),
+    "lock_language": ("lock_language",),
+    "decoder": ("decoder",),
+    "boost": ("boost", "keyterm"),  # keyterm: Deepgram's name; repeatable in a query string, a list in JSON
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
 NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
@@ -33,31 +37,52 @@ class StreamSettings:
     interim_results: bool = True
     endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
     keep_lang_tags: bool = False
+    lock_language: bool = False  # with auto: the first detected language becomes the prompt
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint
+    boost: tuple[str, ...] = ()  # phrases PHRASE[:WEIGHT] to favour
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def only_language_differs(self, other: "StreamSettings") -> bool:
-        """Every setting but the language equal: a change a live stream takes mid-utterance."""
-        return dataclasses.replace(other, language=self.language) == self
+        """Every setting but the language (and its lock) equal: a change a live stream takes mid-utterance."""
+        return dataclasses.replace(other, language=self.language, lock_language=self.lock_language) == self
 
 
 def parse_settings(values: Mapping[str, Any], base: StreamSettings = StreamSettings()) -> StreamSettings:
     """Overlay `values` (strings from a query string, or JSON values) on `base`; ApiError names the
-    first unknown key or bad value."""
+    first unknown key or bad value. Boost phrases given several times (boost, keyterm) add up."""
     changes: dict[str, Any] = {}
-    for key, raw in values.items():
+    pairs = values.multi_items() if hasattr(values, "multi_items") else values.items()  # a query string repeats
+    for key, raw in pairs:
         if key in NOT_SETTINGS:
             continue
         name = _BY_SPELLING.get(key)
         if name is None:
             known = ", ".join(ALIASES)
             raise ApiError("invalid_settings", f"unknown setting {key!r}; settings are: {known}", key)
-        changes[name] = _convert(name, key, raw)
+        value = convert_setting(name, key, raw)
+        changes[name] = changes.get(name, ()) + value if name == "boost" else value
+    if "boost" in changes:
+        changes["boost"] = parse_boost("boost", changes["boost"])
     return dataclasses.replace(base, **changes)
 
 
-def _convert(name: str, key: str, raw: Any) -> Any:
+def parse_boost(key: str, raw: Any) -> tuple[str, ...]:
+    """A phrase or a list of phrases PHRASE[:WEIGHT], checked (ApiError naming an empty phrase, a bad
+    weight or too many)."""
+    phrases = (raw,) if isinstance(raw, str) else raw
+    if not isinstance(phrases, (list, tuple)) or not all(isinstance(p, str) for p in phrases):
+        raise ApiError("invalid_settings", f"{key} must be a phrase or a list of phrases PHRASE[:WEIGHT]", key)
+    try:
+        parse_phrases(phrases)
+    except ValueError as e:
+        raise ApiError("invalid_settings", str(e), key) from None
+    return tuple(phrases)
+
+
+def convert_setting(name: str, key: str, raw: Any) -> Any:
+    """One setting's value from a string or JSON value (ApiError invalid_settings naming `key`)."""
     if name == "language":
         if not isinstance(raw, str) or not raw.strip():
             raise ApiError("invalid_settings", f"{key} must be a locale such as en-US, or auto; got {raw!r}", key)
@@ -67,7 +92,13 @@ def _convert(name: str, key: str, raw: Any) -> Any:
             raise ApiError("invalid_settings",
                            f"unsupported encoding {raw!r}; use one of {', '.join(PCM_ENCODINGS)}", key)
         return raw
-    if name in ("interim_results", "keep_lang_tags"):
+    if name == "decoder":  # the model says which it has (Live._options: unsupported_decoder)
+        if not isinstance(raw, str):
+            raise ApiError("invalid_settings", f"{key} must be rnnt or ctc; got {raw!r}", key)
+        return raw
+    if name == "boost":
+        return parse_boost(key, raw)
+    if name in ("interim_results", "keep_lang_tags", "lock_language"):
         return _bool(key, raw)
     if name == "endpoint_ms":
         if raw is False or (isinstance(raw, str) and raw.lower() in ("false", "off", "none")):

@@ -1,4 +1,6 @@
-"""Preallocated streaming state for up to `capacity` streams, addressed by slot.
+"""Preallocated streaming state for up to `capacity` streams, addressed by slot: encoder caches and
+what greedy decoding carries (the prediction net's state; a CTC row's last frame label; a boosted
+row's node in its phrase trie).
 
 Every latency of a checkpoint shares the same left context, so one pool serves streams of all
 latencies; a step gathers the rows of its slots, runs, and scatters the new rows back.
@@ -8,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..decoding.heads import DecodeState
 from ..model.asr import AsrModel
 from ..model.encoder import EncoderState
 from ..model.transducer import PredictorState
@@ -18,9 +21,10 @@ class CachePool:
                  dtype: torch.dtype):
         self.capacity = capacity
         self.encoder = model.encoder.init_state(capacity, left, device, dtype)  # [.., capacity, ..]
-        self.predictor = model.decoder.init_state(capacity, device, torch.float32)
+        decode = DecodeState.start(model, capacity, device)  # [.., capacity, ..]
+        self.predictor, self.ctc_label, self.boost_node = decode.pred, decode.ctc_label, decode.boost_node
         self._fresh_encoder = model.encoder.init_state(1, left, device, dtype)
-        self._fresh_predictor = model.decoder.init_state(1, device, torch.float32)
+        self._fresh_decode = DecodeState.start(model, 1, device)
         self._free = list(range(capacity - 1, -1, -1))
 
     @property
@@ -41,16 +45,19 @@ class CachePool:
     def reset(self, slots: Tensor) -> None:
         """Start-of-stream state for these slots (a new utterance on a kept session, or a new session)."""
         n = slots.numel()
-        fe, fp = self._fresh_encoder, self._fresh_predictor
+        fe, fd = self._fresh_encoder, self._fresh_decode
+        fp = fd.pred
         self.scatter(slots, EncoderState(fe.mel_history.expand(n, -1, -1), fe.k_cache.expand(-1, n, -1, -1, -1),
                                          fe.v_cache.expand(-1, n, -1, -1, -1), fe.att_cache_len.expand(n),
                                          fe.conv_cache.expand(-1, n, -1, -1), fe.mel_pos.expand(n)),
-                     PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)))
+                     DecodeState(PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)),
+                                 fd.ctc_label.expand(n), fd.boost_node.expand(n)))
 
-    def gather(self, slots: Tensor) -> tuple[EncoderState, PredictorState]:
-        return self.encoder.index(slots), self.predictor.index(slots)
+    def gather(self, slots: Tensor) -> tuple[EncoderState, DecodeState]:
+        return self.encoder.index(slots), DecodeState(self.predictor.index(slots), self.ctc_label[slots],
+                                                      self.boost_node[slots])
 
-    def scatter(self, slots: Tensor, enc: EncoderState, pred: PredictorState) -> None:
+    def scatter(self, slots: Tensor, enc: EncoderState, decode: DecodeState) -> None:
         """Write rows back in place (index_copy_ along each tensor's stream axis)."""
         e = self.encoder
         e.mel_history.index_copy_(0, slots, enc.mel_history.to(e.mel_history.dtype))
@@ -59,7 +66,9 @@ class CachePool:
         e.att_cache_len.index_copy_(0, slots, enc.att_cache_len)
         e.conv_cache.index_copy_(1, slots, enc.conv_cache.to(e.conv_cache.dtype))
         e.mel_pos.index_copy_(0, slots, enc.mel_pos)
-        p = self.predictor
+        p, pred = self.predictor, decode.pred
         p.out.index_copy_(0, slots, pred.out.to(p.out.dtype))
         p.h.index_copy_(1, slots, pred.h.to(p.h.dtype))
         p.c.index_copy_(1, slots, pred.c.to(p.c.dtype))
+        self.ctc_label.index_copy_(0, slots, decode.ctc_label)
+        self.boost_node.index_copy_(0, slots, decode.boost_node)

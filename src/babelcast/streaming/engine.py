@@ -9,13 +9,16 @@
   time that keeps the group's next step within its deadline, or ride along with it. Groups that are
   due run earliest deadline first;
 - run: one batched encoder step of k chunks per row, prompt and greedy decode, on rows gathered from the
-  cache pool by slot and scattered back (no Python loop over streams around the model);
+  cache pool by slot and scattered back (no Python loop over streams around the model). Batches are
+  not split by decoder: RNNT and CTC rows of a hybrid share the encoder step (the cost), then each head
+  decodes its own rows, so the plan and its step clocks stay per latency;
 - update: tokens go to their streams (`Stream` owns a stream's lifecycle); partials, finals (endpoint or
   flush) and metrics come out.
 
 `feed`/`finish` only queue samples under the lock: features are computed on the engine thread when a
 chunk is taken, so client threads do no torch work beside the step. One copy of the weights serves every
-latency and language: the latency only picks the chunk shape, the language only the prompt row.
+latency, language and decoder: the latency only picks the chunk shape, the language only the prompt row,
+the decoder only the head.
 """
 from __future__ import annotations
 
@@ -30,12 +33,13 @@ import torch
 from torch import Tensor
 
 from .. import chunking
-from ..decoding.greedy import Emissions, greedy_rnnt
+from ..decoding.boost import BoostTrie
+from ..decoding.greedy import Emissions
+from ..decoding.heads import DecodeState, decode_rows
 from ..decoding.result import Transcript
 from ..model.asr import AsrModel
 from ..model.encoder import EncoderState
 from ..model.precision import resolve_precision, runtime_model
-from ..model.transducer import PredictorState
 from .cache_pool import CachePool
 from .stream import Event, Grid, Stream, StreamOptions
 
@@ -76,29 +80,34 @@ class EngineConfig:
     # and share every step (as in lockstep); without it, staggered streams split a chunk period into
     # small steps. Tokens are offline's on the audio with that silence before it; timestamps are not moved.
     phase_align: bool = True
+    # Step clocks per latency group at most: more make a flush's wait for a step shorter while the
+    # group's step is long (each costs a weight read per chunk); 1: lockstep on one clock.
+    max_sub_clocks: int = 4
 
 
 DEADLINE_SLACK_S = 0.3
 LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
 COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a long step must not miss)
-MAX_SUB_CLOCKS = 4  # step clocks per latency group at most (each costs a weight read per chunk)
 FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at most this much of a clock's period
 
 
 @torch.no_grad()
-def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, pred_state: PredictorState,
+def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, decode_state: DecodeState,
                   left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
-                  pos_proj: list[Tensor] | None = None) -> tuple[Emissions, EncoderState, PredictorState]:
-    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy RNNT.
+                  pos_proj: list[Tensor] | None = None,
+                  ctc_rows: list[bool] | None = None, boost: list[BoostTrie | None] | None = None
+                  ) -> tuple[Emissions, EncoderState, DecodeState]:
+    """One streaming step of B streams: encoder step → language prompt (fp32) → greedy decode, RNNT
+    or, for the rows flagged in ctc_rows, the CTC head of a hybrid (the prompt acts before either head);
+    boost: each row's phrase trie (None: no boosting), RNNT rows only.
 
     chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
     """
     out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
     frames = model.apply_prompt(out.frames.float(), prompts)
-    em, pred_state = greedy_rnnt(model.decoder, model.joint, frames, out.valid, pred_state,
-                                 model.cfg.transducer.max_symbols)
-    return em, out.state, pred_state
+    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows, boost)
+    return em, out.state, decode_state
 
 
 @dataclass
@@ -172,7 +181,7 @@ class Engine:
         self._streams[sid] = Stream(
             sid, slot, opts, self.grid, self.model.features, self.tok, interim,
             chunking.enc_frames_in(window_ms, self.grid.factor, self.grid.mel_ms) if window_ms else 10**9,
-            reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)),
+            reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)), prompt_of=self._prompt_of,
             max_segment_frames=self._max_segment_frames(window_ms),
             align=(lambda t0_s: self._phase_pad(sid, opts.right, t0_s)) if live and self.cfg.phase_align else None)
         self.metrics.opened += 1
@@ -206,7 +215,7 @@ class Engine:
         m weight reads per chunk: the fewest clocks whose finals are estimated within budget while m
         steps still fit in a chunk; one when none is (lockstep is the cheapest)."""
         period_s = self._chunk_s(right)
-        for m in range(1, MAX_SUB_CLOCKS + 1):
+        for m in range(1, self.cfg.max_sub_clocks + 1):
             rows = -(-n_streams // m) + 1  # a flush rides along with a sub-group's step
             step_s = self.costs.estimate(right, 1, rows, period_s)
             if m > 1 and m * step_s > period_s:
@@ -214,6 +223,11 @@ class Engine:
             if FINAL_QUANTILE * period_s / m + COST_MARGIN * step_s <= self.budget_s(right):
                 return m
         return 1
+
+    def _prompt_of(self, locale: str) -> int | None:
+        """The prompt id a detected locale locks a stream to; None for a model without a slot for it."""
+        prompt = self.model.cfg.prompt
+        return None if prompt is None else prompt.dictionary.get(locale)
 
     def _max_segment_frames(self, endpoint_ms: int) -> int:
         """A session with endpointing gets length finals too; one without ends segments itself."""
@@ -238,9 +252,10 @@ class Engine:
         self._wake.set()
 
     def set_language(self, sid: str, opts: StreamOptions) -> None:
-        """Switch a session's language prompt (opts from Recognizer.stream_options) from its next chunk."""
+        """Switch a session's language prompt and lock option (opts from Recognizer.stream_options) from
+        its next chunk."""
         with self._lock:
-            self._get(sid).set_language(opts.prompt_id, opts.text)
+            self._get(sid).set_language(opts.prompt_id, opts.text, opts.lock_language)
 
     def drop_held(self, sid: str) -> bool:
         """Drop audio held behind a flush in progress; False when no flush is in progress."""
@@ -470,10 +485,13 @@ class Engine:
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
-        enc_state, pred_state = self.pool.gather(slots)
-        em, enc_state, pred_state = decode_chunks(self.model, chunks, enc_state, pred_state, self.left, right,
-                                                  prompts, ends, self._pos(chunking.enc_frames(k, right)))
-        self.pool.scatter(slots, enc_state, pred_state)
+        enc_state, decode_state = self.pool.gather(slots)
+        tries = [s.opts.boost for s in streams]
+        em, enc_state, decode_state = decode_chunks(self.model, chunks, enc_state, decode_state, self.left, right,
+                                                    prompts, ends, self._pos(chunking.enc_frames(k, right)),
+                                                    [s.opts.decoder == "ctc" for s in streams],
+                                                    tries if any(tries) else None)
+        self.pool.scatter(slots, enc_state, decode_state)
         return em.to_lists(enc_done), ready_times
 
     def _pos(self, n_frames: int) -> list[Tensor]:

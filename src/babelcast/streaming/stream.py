@@ -10,9 +10,11 @@
   stays bounded by the step); a flush fixes the utterance's length and adds the right padding;
 - chunks (engine thread): `take` copies k chunks, zero-padded after a flush;
 - tokens and events: partials (a possible language tag held back), finals at a model-detected endpoint
-  or when a flush is done, then a restart for the next utterance with the held audio.
+  or when a flush is done, then a restart for the next utterance with the held audio; in auto mode a
+  `language` event before a final whose detected language differs from the stream's last one (with
+  `lock_language`, the first one fixes the prompt to it).
 
-Its model state (encoder caches, prediction net) is a row `slot` of the engine's CachePool.
+Its model state (encoder caches, what greedy decoding carries) is a row `slot` of the engine's CachePool.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import LogMel
+from ..decoding.boost import BoostTrie
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions
 from ..model.asr import AsrModel
@@ -42,6 +45,9 @@ class StreamOptions:
     prompt_id: int | None  # None for a model without a prompt
     text: TextOptions
     trained: bool = True
+    lock_language: bool = False  # auto mode: the first detected language becomes the prompt
+    decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint, in the same batches as RNNT rows
+    boost: BoostTrie | None = None  # the stream's boosted phrases (None: no boosting)
 
     @property
     def latency_ms(self) -> int:
@@ -51,12 +57,14 @@ class StreamOptions:
 @dataclass(frozen=True)
 class Event:
     session_id: str
-    kind: str  # "partial" | "final" | "endpoint" | "closed" | "error"
+    kind: str  # "partial" | "final" | "endpoint" | "closed" | "error" | "language"
     segment: int
     text: str = ""
     transcript: Transcript | None = None
     time: float = 0.0  # time.monotonic() when emitted
     reason: str = ""  # finals: "endpoint" (model-detected), "flush" (finish() was called), "length" (max segment)
+    language: str | None = None  # language events: the locale the segment's final detected
+    locked: bool = False  # language events: the stream's prompt is now fixed to it (lock_language)
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,8 @@ class Stream:
     """The lifecycle of one session's stream (host side)."""
 
     def __init__(self, sid: str, slot: int, opts: StreamOptions, grid: Grid, features: LogMel, tok,
-                 interim: bool, window_frames: int, reset_state: Callable[[], None], max_segment_frames: int = 0,
+                 interim: bool, window_frames: int, reset_state: Callable[[], None],
+                 prompt_of: Callable[[str], int | None], max_segment_frames: int = 0,
                  align: Callable[[float], int] | None = None):
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
         self.right = opts.right
@@ -139,6 +148,8 @@ class Stream:
         self.max_segment_frames = max_segment_frames  # 0: a segment ends only at an endpoint or a flush
         self._features, self._reset_state = features, reset_state
         self._align = align  # first sample's arrival time -> leading silence (samples) onto the step clock
+        self._prompt_of = prompt_of  # a detected locale -> its prompt id (None: none to lock to)
+        self._detected: str | None = None  # the last language a final detected (auto mode)
         device = features.window.device
         self._mel = MelBuffer(grid.feat_in, device)
         self.tokens = SegmentTokens(tok, opts.text)
@@ -195,10 +206,16 @@ class Stream:
     def _pad_s(self) -> float:
         return self.pad_samples / self.grid.sample_rate_hz
 
-    def set_language(self, prompt_id: int | None, text: TextOptions) -> None:
+    def set_language(self, prompt_id: int | None, text: TextOptions, lock_language: bool) -> None:
+        """A language switch from the next chunk on; detection starts over (in auto mode the next detected
+        language is announced, and locked with lock_language)."""
+        self._detected = None
+        self._set_prompt(prompt_id, text, lock_language)
+
+    def _set_prompt(self, prompt_id: int | None, text: TextOptions, lock_language: bool) -> None:
         """A new language prompt from the next chunk on (it acts after the encoder: no cache to reset);
         the current segment's transcript reports the new language."""
-        self.opts = dataclasses.replace(self.opts, prompt_id=prompt_id, text=text)
+        self.opts = dataclasses.replace(self.opts, prompt_id=prompt_id, text=text, lock_language=lock_language)
         self.tokens.opts = dataclasses.replace(self.tokens.opts, language=text.language)
 
     def drop_held(self) -> bool:
@@ -247,9 +264,10 @@ class Stream:
         self.chunks_done += k
 
     def events(self, now: float) -> list[Event]:
-        """After a step (or when a flush needs no step): final + restart, endpoint, or partial."""
+        """After a step (or when a flush needs no step): final + restart, endpoint, or partial (a final that
+        detects a new language comes after a language event)."""
         if self._flush is not None and not self.chunk_times:
-            flush, events = self._flush, [self._final(now, "flush")]
+            flush, events = self._flush, self._final(now, "flush")
             if flush.close:
                 self.closing = True
                 return events + [Event(self.id, "closed", self.segment, time=now)]
@@ -257,12 +275,11 @@ class Stream:
             return events
         if is_endpoint(self.tokens.tok, self.tokens.tail(), self.tokens.last_token_frame, self.enc_done,
                        self.window_frames):
-            return [self._final(now, "endpoint"), Event(self.id, "endpoint", self.segment - 1, time=now)]
+            return self._final(now, "endpoint") + [Event(self.id, "endpoint", self.segment - 1, time=now)]
         if self._too_long():
             t = self.tokens.cut_final(**self._meta())
             if t is not None:
-                self.segment += 1
-                return [Event(self.id, "final", self.segment - 1, t.text, t, now, "length")]
+                return self._finalized(t, now, "length")
         if self.interim:
             t = self.partial()
             if t.text != self._last_partial:
@@ -348,12 +365,31 @@ class Stream:
     def _total_mel(self) -> int:
         return chunking.feature_frames(self.n_samples, self.grid.hop_samples)
 
-    def _final(self, now: float, reason: str) -> Event:
+    def _final(self, now: float, reason: str) -> list[Event]:
+        """The segment's final (after a language event if it brings one); the next segment starts empty."""
         t = self.tokens.final(**self._meta())
         self.tokens.clear()
         self._last_partial = ""
+        return self._finalized(t, now, reason)
+
+    def _finalized(self, t: Transcript, now: float, reason: str) -> list[Event]:
+        """The events of a final: a language event first when it detected a change, then the final."""
+        events = self._language_change(t, now) + [Event(self.id, "final", self.segment, t.text, t, now, reason)]
         self.segment += 1
-        return Event(self.id, "final", self.segment - 1, t.text, t, now, reason)
+        return events
+
+    def _language_change(self, t: Transcript, now: float) -> list[Event]:
+        """The one place that decides "the language changed": a final in auto mode detected a language
+        other than the stream's last (the first detection too); with lock_language the prompt becomes
+        that language's from the next chunk (as a mid-stream switch) and the event says it is locked."""
+        detected = None if self.opts.text.language else t.language
+        if detected is None or detected == self._detected:
+            return []
+        self._detected = detected
+        prompt_id = self._prompt_of(detected) if self.opts.lock_language else None
+        if prompt_id is not None:
+            self._set_prompt(prompt_id, dataclasses.replace(self.opts.text, language=detected), True)
+        return [Event(self.id, "language", self.segment, time=now, language=detected, locked=prompt_id is not None)]
 
     def _meta(self) -> dict:
         return dict(latency_ms=self.opts.latency_ms, mode="streaming", trained_latency=self.opts.trained,

@@ -11,7 +11,7 @@ const ui = {
 
 // State, also read by the end-to-end test.
 const state = window.babelcast = {
-  running: false, finals: [], partial: "", language: null, events: 0, error: null, framesSent: 0, sampleRate: null,
+  running: false, finals: [], partial: "", language: null, locked: false, events: 0, error: null, framesSent: 0, sampleRate: null,
   authRequired: false, audioConstraints: null,
 };
 let ws = null, ctx = null, media = null, node = null;
@@ -115,7 +115,7 @@ function addFinal(ev) {
 function setLanguage(lang) {
   if (!lang) return;
   state.language = lang;
-  ui.language.textContent = "language: " + lang;
+  ui.language.textContent = "language: " + lang + (state.locked ? " (locked)" : "");
 }
 
 function onEvent(ev) {
@@ -136,6 +136,10 @@ function onEvent(ev) {
       ui.partial.textContent = "";
       setLanguage(ev.language);
       addFinal(ev);
+      break;
+    case "language":  // the detected language changed (auto mode), or was locked
+      state.locked = ev.locked;
+      setLanguage(ev.language);
       break;
     case "error":
       showError(advice(ev.code, ev.message));
