@@ -330,10 +330,13 @@ def test_metrics_through_the_proxy_cover_every_replica(served):
     def finals(text: str) -> float:
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("babelcast_finals_total"))
 
-    before = finals(httpx.get(f"http://{served}/metrics", timeout=10).text)
+    def fleet() -> str:
+        time.sleep(2 * STATS_PERIOD_S + 0.5)  # each replica posts its metrics once per period
+        return httpx.get(f"http://{served}/metrics", timeout=10).text
+
+    before = finals(fleet())
     asyncio.run(_session(served, speech(1.0, seed=9)))
-    time.sleep(2 * STATS_PERIOD_S + 0.5)  # each replica posts its metrics once per period
-    text = httpx.get(f"http://{served}/metrics", timeout=10).text
+    text = fleet()
     ready = [line for line in text.splitlines() if line.startswith("babelcast_ready{")]
     assert len(ready) == 2 and len({line.split('replica="')[1] for line in ready}) == 2, text
     assert finals(text) == before + 1  # whichever replica had the session
