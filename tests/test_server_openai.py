@@ -125,10 +125,7 @@ def test_realtime_transcription(client, rec):
     a, b = speech(2.0, seed=31), speech(1.5, seed=32)
     with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert conn.recv().type == "session.created"
-        conn.session.update(session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 16000},
-            "transcription": {"model": "tiny", "language": "de", "latency_ms": 80}, "turn_detection": None}}})
-        updated = conn.recv()
+        updated = update(conn, model="tiny", language="de", latency_ms=80)
         assert updated.type == "session.updated"
         assert updated.session.audio.input.transcription.language == "de"
         conn.input_audio_buffer.commit()  # nothing appended yet: an error, and the session goes on
@@ -192,6 +189,13 @@ def test_realtime_requires_key(server):
         assert ev.type == "error" and ev.error.code == "unauthorized"
 
 
+def update(conn, **transcription):
+    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply."""
+    conn.session.update(session={"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription, "turn_detection": None}}})
+    return conn.recv()
+
+
 def test_realtime_language_changes_while_audio_is_buffered(client):
     """A session update that changes only the language applies mid-utterance (from the next chunk);
     one that changes anything else while audio is buffered is refused, and the session goes on."""
@@ -200,25 +204,19 @@ def test_realtime_language_changes_while_audio_is_buffered(client):
     with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert conn.recv().type == "session.created"
 
-        def update(**transcription):
-            conn.session.update(session={"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
-                "turn_detection": None}}})
-            return conn.recv()
-
-        no_ctc = update(model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
+        no_ctc = update(conn, model="tiny", language="de", latency_ms=80, decoder="ctc")  # a plain RNNT checkpoint
         assert no_ctc.type == "error" and no_ctc.error.code == "unsupported_decoder"
         assert "no CTC head" in no_ctc.error.message
         conn.input_audio_buffer.append(audio=base64.b64encode(data[:6400]).decode())  # the session is as it was
         conn.input_audio_buffer.commit()
         assert realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1].type \
             == "conversation.item.input_audio_transcription.completed"
-        assert update(model="tiny", language="de", latency_ms=80).type == "session.updated"
+        assert update(conn, model="tiny", language="de", latency_ms=80).type == "session.updated"
         for i in range(0, half, 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
-        refused = update(model="tiny", language="de", latency_ms=320)
+        refused = update(conn, model="tiny", language="de", latency_ms=320)
         assert refused.type == "error" and "other than the language" in refused.error.message
-        switched = update(model="tiny", language="es", latency_ms=80)
+        switched = update(conn, model="tiny", language="es", latency_ms=80)
         assert switched.type == "session.updated" and switched.session.audio.input.transcription.language == "es"
         for i in range(half, len(data), 3200):
             conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
@@ -240,15 +238,9 @@ def test_realtime_language_events_and_lock():
         with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
             assert conn.recv().type == "session.created"
 
-            def update(**transcription):
-                conn.session.update(session={"type": "transcription", "audio": {"input": {
-                    "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
-                    "turn_detection": None}}})
-                return conn.recv()
-
-            bad = update(model="demo", latency_ms=1120, lock_language="maybe")
+            bad = update(conn, model="demo", latency_ms=1120, lock_language="maybe")
             assert bad.type == "error" and bad.error.code == "invalid_settings" and "lock_language" in bad.error.message
-            updated = update(model="demo", language=None, latency_ms=1120, lock_language=True)
+            updated = update(conn, model="demo", language=None, latency_ms=1120, lock_language=True)
             assert updated.session.audio.input.transcription.lock_language is True
             events = []
             for audio in (de, it):
@@ -283,15 +275,9 @@ def test_boost_form_field_and_realtime_extension(client, server, rec):
     with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert conn.recv().type == "session.created"
 
-        def update(**transcription):
-            conn.session.update(session={"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription,
-                "turn_detection": None}}})
-            return conn.recv()
-
-        refused = update(model="tiny", boost=[""])
+        refused = update(conn, model="tiny", boost=[""])
         assert refused.type == "error" and "empty boost phrase" in refused.error.message
-        updated = update(model="tiny", language="en-US", latency_ms=80, boost=boost)
+        updated = update(conn, model="tiny", language="en-US", latency_ms=80, boost=boost)
         assert updated.type == "session.updated" and updated.session.audio.input.transcription.boost == boost
         data = pcm16(audio)
         for i in range(0, len(data), 3200):
