@@ -284,15 +284,22 @@ def test_phase_align_puts_a_late_stream_on_the_group_clock(rec):
 
 
 def test_a_slow_group_splits_onto_sub_clocks_that_step_apart(rec):
-    """While one step of the whole group would make a flush wait too long for its final (p95 ≈ 0.95
-    chunk + step > chunk + 300 ms), new utterances go onto a second clock half a chunk later, and each
-    sub-group steps at its own tick without waiting for the other (costs given, not measured)."""
+    """While the latency's measured p95 time-to-final is over budget (chunk + 300 ms), new utterances
+    spread over one more step clock, if the sub-groups' steps still fit in a chunk; well under budget, one
+    fewer. Streams on a second clock half a chunk later step at their own tick, without waiting for the
+    first clock's (costs and finals given, not measured)."""
     engine = rec.engine(EngineConfig(max_sessions=4, precision="fp32", endpoint_ms=0))
     opts = rec.stream_options("auto", 320)
-    for batch, seconds in ((1, 0.1), (3, 0.15), (5, 0.3)):
+    for batch, seconds in ((1, 0.1), (3, 0.12), (5, 0.3)):
         engine.costs.record(opts.right, 1, batch, seconds)
-    # 4 streams on one clock: 0.304 + 1.25 × 0.3 > 0.62; on two, 2 × 0.15 ≤ 0.32; 8 fit on neither
-    assert [engine._sub_clocks(opts.right, n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 1]
+    assert engine._sub_clocks(opts.right, 4) == 1  # nothing measured yet: one clock
+    engine._finals[opts.right].extend([0.7] * 8)  # p95 final 700 ms, over 620
+    assert engine._sub_clocks(opts.right, 8) == 1  # two steps of 5 rows would not fit: 2 × 1.25 × 0.3 > 0.32
+    assert engine._sub_clocks(opts.right, 4) == 2  # of 3 rows they do: 2 × 1.25 × 0.12 ≤ 0.32
+    assert not engine._finals[opts.right]  # finals from before a change do not count after it
+    engine._finals[opts.right].extend([0.2] * 8)  # under half the budget: one clock fewer
+    assert engine._sub_clocks(opts.right, 4) == 1
+    engine._clocks[opts.right] = 2
     streams = [engine._streams[engine.open(opts)] for _ in range(4)]
     piece, x = 640, synth_audio(16000 * 2, seed=6).numpy()  # 40 ms pieces, each stream 10 ms after the last
     ticks = {s.id: [] for s in streams}
@@ -309,10 +316,11 @@ def test_a_slow_group_splits_onto_sub_clocks_that_step_apart(rec):
     assert all(abs(ticks[s.id][2] - tick) < 0.041 for s in first)
 
     # the scene again, up to 50 ms after a tick of the first clock: its chunks are ready, the second
-    # clock's are 70-150 ms away, and a step of the first clock's streams is estimated at 156 ms
+    # clock's are 70-150 ms away, and a step of the first clock's streams is estimated at 138 ms
     engine = rec.engine(EngineConfig(max_sessions=4, precision="fp32", endpoint_ms=0))
-    for batch, seconds in ((1, 0.1), (3, 0.15), (5, 0.3)):
+    for batch, seconds in ((1, 0.1), (3, 0.12), (5, 0.3)):
         engine.costs.record(opts.right, 1, batch, seconds)
+    engine._clocks[opts.right] = 2
     streams = [engine._streams[engine.open(opts)] for _ in range(4)]
     for i in range(0, len(x), piece):
         for j, s in enumerate(streams):

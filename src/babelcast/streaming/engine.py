@@ -89,7 +89,9 @@ DEADLINE_SLACK_S = 0.3
 LATE_S = 0.02  # a member whose expected piece is this late is not waited for (paused or slow client)
 COST_EMA = 0.2  # weight of the newest measured step in the cost estimate
 COST_MARGIN = 1.25  # waiting assumes steps this much longer than estimated (a long step must not miss)
-FINAL_QUANTILE = 0.95  # the time-to-final target is a p95: a flush waits at most this much of a clock's period
+FINALS_WINDOW = 32  # recent flush finals per latency that decide its number of step clocks
+MIN_FINALS = 8  # fewer measured finals: keep the clocks as they are
+RELAX = 0.5  # p95 time-to-final under this share of the budget: one clock fewer (hysteresis against flapping)
 
 
 @torch.no_grad()
@@ -137,6 +139,8 @@ class Engine:
         self._file_turn = 0  # round-robin over the latencies of waiting files
         self._clock: dict[int, float] = {}  # right -> a tick of that latency group's step clock (monotonic s)
         self._phase: dict[str, float] = {}  # live session -> its sub-clock: ticks this fraction of a chunk later
+        self._clocks: dict[int, int] = {}  # right -> step clocks new utterances of that latency spread over
+        self._finals: dict[int, deque[float]] = {}  # right -> recent flush → final seconds (live streams)
         self.costs = StepCosts()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
@@ -208,21 +212,31 @@ class Engine:
         return pad(self._phase[sid])
 
     def _sub_clocks(self, right: int, n_streams: int) -> int:
-        """How many evenly spaced step clocks n_streams of one latency use. One clock (lockstep) is
-        cheapest, but a flush's last chunk then waits up to a whole chunk for the next step, and that
-        step has every stream in it: p95 time-to-final ≈ 0.95 chunk + step, over budget at 560 and
-        1120 ms once the step is a few hundred ms. m clocks make both m times shorter, at the cost of
-        m weight reads per chunk: the fewest clocks whose finals are estimated within budget while m
-        steps still fit in a chunk; one when none is (lockstep is the cheapest)."""
+        """How many evenly spaced step clocks n_streams of one latency use, by feedback on their measured
+        finals. One clock (lockstep) is cheapest, but a flush's last chunks then wait for a tick whose
+        step has every stream in it. While the recent p95 time-to-final of the latency is over budget, one
+        more clock (each sub-group's step is shorter and comes sooner: a weight read more per chunk,
+        taken only while the m steps still fit in a chunk); well under budget, one fewer. Changes apply to
+        utterances as they start; the finals measured before a change are dropped."""
+        m = self._clocks.get(right, 1)
+        finals = self._finals.setdefault(right, deque(maxlen=FINALS_WINDOW))
+        if len(finals) >= MIN_FINALS:
+            p95_s, budget_s = float(np.percentile(finals, 95)), self.budget_s(right)
+            if p95_s > budget_s and m < self.cfg.max_sub_clocks and self._steps_fit(right, n_streams, m + 1):
+                m += 1
+            elif p95_s < RELAX * budget_s and m > 1:
+                m -= 1
+        if m > 1 and not self._steps_fit(right, n_streams, m):
+            m = 1
+        if m != self._clocks.get(right, 1):
+            finals.clear()
+        self._clocks[right] = m
+        return m
+
+    def _steps_fit(self, right: int, n_streams: int, m: int) -> bool:
+        """m sub-groups' steps (a flush riding along in each) fit in one chunk, with the estimates' margin."""
         period_s = self._chunk_s(right)
-        for m in range(1, self.cfg.max_sub_clocks + 1):
-            rows = -(-n_streams // m) + 1  # a flush rides along with a sub-group's step
-            step_s = self.costs.estimate(right, 1, rows, period_s)
-            if m > 1 and m * step_s > period_s:
-                break
-            if FINAL_QUANTILE * period_s / m + COST_MARGIN * step_s <= self.budget_s(right):
-                return m
-        return 1
+        return m * COST_MARGIN * self.costs.estimate(right, 1, -(-n_streams // m) + 1, period_s) <= period_s
 
     def _prompt_of(self, locale: str) -> int | None:
         """The prompt id a detected locale locks a stream to; None for a model without a slot for it."""
@@ -515,6 +529,8 @@ class Engine:
         events = s.events(now)
         if flush_time is not None and any(e.kind == "final" and e.reason == "flush" for e in events):
             self.metrics.record_final(now - flush_time)
+            if s.id not in self._files:
+                self._finals.setdefault(s.right, deque(maxlen=FINALS_WINDOW)).append(now - flush_time)
         if s.closing:
             self._remove(s.id)
         return events
