@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,7 +140,8 @@ class Engine:
         self._clock: dict[int, float] = {}  # right -> a tick of that latency group's step clock (monotonic s)
         self._phase: dict[str, float] = {}  # live session -> its sub-clock: ticks this fraction of a chunk later
         self._clocks: dict[int, int] = {}  # right -> step clocks new utterances of that latency spread over
-        self._finals: dict[int, deque[float]] = {}  # right -> recent flush → final seconds (live streams)
+        self._finals: defaultdict[int, deque[float]] = defaultdict(lambda: deque(maxlen=FINALS_WINDOW))
+        # ^ right -> recent flush → final seconds of its live streams
         self.costs = StepCosts()
         self._streams: dict[str, Stream] = {}
         self._lock = threading.RLock()
@@ -219,7 +220,7 @@ class Engine:
         taken only while the m steps still fit in a chunk); well under budget, one fewer. Changes apply to
         utterances as they start; the finals measured before a change are dropped."""
         m = self._clocks.get(right, 1)
-        finals = self._finals.setdefault(right, deque(maxlen=FINALS_WINDOW))
+        finals = self._finals[right]
         if len(finals) >= MIN_FINALS:
             p95_s, budget_s = float(np.percentile(finals, 95)), self.budget_s(right)
             if p95_s > budget_s and m < self.cfg.max_sub_clocks and self._steps_fit(right, n_streams, m + 1):
@@ -465,13 +466,14 @@ class Engine:
     def _step_batch(self, batch: _Batch) -> list[Event]:
         """Run one planned batch and update its streams; metrics per latency."""
         t0, start = time.perf_counter(), time.monotonic()
-        flushing = [s.id for s in batch.streams if s.flushing]
+        trace = self.metrics.trace
+        flushing = [s.id for s in batch.streams if s.flushing] if trace is not None else []  # before the step
         emissions, ready_times = self._run(batch)
         seconds = time.perf_counter() - t0
-        if self.metrics.trace is not None:
-            self.metrics.trace.append({"start": start, "seconds": seconds, "right": batch.right, "k": batch.k,
-                                       "rows": len(batch.streams), "flushing": flushing, "files": batch.files,
-                                       "oldest_chunk": min(ready_times)})
+        if trace is not None:
+            trace.append({"start": start, "seconds": seconds, "right": batch.right, "k": batch.k,
+                          "rows": len(batch.streams), "flushing": flushing, "files": batch.files,
+                          "oldest_chunk": min(ready_times)})
         self.costs.record(batch.right, batch.k, len(batch.streams), seconds)
         now = time.monotonic()
         budget = self.budget_s(batch.right)
@@ -500,11 +502,10 @@ class Engine:
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
         enc_state, decode_state = self.pool.gather(slots)
-        tries = [s.opts.boost for s in streams]
         em, enc_state, decode_state = decode_chunks(self.model, chunks, enc_state, decode_state, self.left, right,
                                                     prompts, ends, self._pos(chunking.enc_frames(k, right)),
                                                     [s.opts.decoder == "ctc" for s in streams],
-                                                    tries if any(tries) else None)
+                                                    [s.opts.boost for s in streams])
         self.pool.scatter(slots, enc_state, decode_state)
         return em.to_lists(enc_done), ready_times
 
@@ -530,7 +531,7 @@ class Engine:
         if flush_time is not None and any(e.kind == "final" and e.reason == "flush" for e in events):
             self.metrics.record_final(now - flush_time)
             if s.id not in self._files:
-                self._finals.setdefault(s.right, deque(maxlen=FINALS_WINDOW)).append(now - flush_time)
+                self._finals[s.right].append(now - flush_time)
         if s.closing:
             self._remove(s.id)
         return events
