@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 test_run=false
 [ "${1:-}" = "--test" ] && test_run=true
-extra="[eval,server]"
-$test_run && extra="[test]"  # the test extra includes eval's and server's packages
+extra="[eval,server,grpc]"
+$test_run && extra="[test]"  # the test extra includes eval's, server's and grpc's packages
 step() { echo "setup: $*" >&2; }
 
 # System packages, each with its reason: espeak-ng and sox make `babelcast data synth`'s audio, Debian's
@@ -32,6 +32,6 @@ step "pip: upgrade pip"
 .venv/bin/python -m pip install -q --upgrade pip
 step "pip: torch 2.13.0 (pinned; the longest step on a fresh machine)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
-step "pip: babelcast${extra} in editable mode ($($test_run && echo 'NeMo 3.0.0, the server, eval and test packages' || echo 'the server and eval packages'))"
+step "pip: babelcast${extra} in editable mode ($($test_run && echo 'NeMo 3.0.0, the server, eval and test packages' || echo 'the server, gRPC and eval packages'))"
 .venv/bin/python -m pip install -q -e ".${extra}"
 step "done: .venv/bin/babelcast $(.venv/bin/python -c 'import babelcast; print(babelcast.__version__)')"

@@ -1,6 +1,7 @@
 """Token ids → Transcript: language tags, detected language, text, word timestamps, confidence."""
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from ..checkpoint.tokenizer import WORD_START, Tokenizer
@@ -27,6 +28,18 @@ def has_words(text: str) -> bool:
     """Whether a text holds any letter or digit (any script). Silence and noise can decode to punctuation
     alone (the demo model gives '"'): such a transcript has no words to show and becomes empty."""
     return any(ch.isalnum() for ch in text)
+
+
+def strip_punctuation(text: str) -> str:
+    """The text without punctuation marks (Unicode category P), except inside a word or number ("it's",
+    "e-mail", "3.5"): what a client that turned automatic punctuation off gets from a model that always
+    writes it."""
+    keep = []
+    for i, ch in enumerate(text):
+        inner = 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+        if inner or not unicodedata.category(ch).startswith("P"):
+            keep.append(ch)
+    return " ".join("".join(keep).split())
 
 
 def words(tok: Tokenizer, ids: list[int], frames: list[int], probs: list[float], frame_s: float,

@@ -42,15 +42,23 @@ def create_app(rec: "Recognizer", cfg: ServerConfig = ServerConfig()) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await hub.start()
+        grpc_server = None
+        if cfg.grpc_port is not None:  # the Riva-compatible service, on this loop and this engine
+            from .riva import start_grpc
+
+            grpc_server, app.state.grpc_port = await start_grpc(hub, cfg)
         metrics.ready.set(1)
         log.info("server ready", extra={"event": "ready", "model": cfg.model_name, "max_sessions": cfg.max_sessions,
                                         "precision": hub.engine.precision.precision,
-                                        "precision_reason": hub.engine.precision.reason, "auth": bool(cfg.api_keys)})
+                                        "precision_reason": hub.engine.precision.reason, "auth": bool(cfg.api_keys),
+                                        "grpc_port": getattr(app.state, "grpc_port", None)})
         try:
             yield
         finally:
             if not hub.draining:
                 await hub.drain(cfg.drain_timeout_s)
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1.0)
             await hub.stop()
             log.info("server stopped", extra={"event": "stopped"})
 

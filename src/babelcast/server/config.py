@@ -13,6 +13,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # the Riva-compatible gRPC service on this port too (0: any free port)
     model_name: str = "babelcast"  # how /v1/models and `ready` events name the model
     api_keys: tuple[str, ...] = ()  # Bearer keys; required when binding beyond loopback
     # engine
@@ -47,6 +48,10 @@ class ServerConfig:
         for name in ("max_session_s", "idle_timeout_s", "max_backlog_s", "max_upload_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port {self.grpc_port} is out of range 0-65535")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"the gRPC port and the HTTP port are both {self.port}; give --grpc-port another number")
         if self.endpoint_ms < 0:
             raise ValueError(f"endpoint_ms must be >= 0, got {self.endpoint_ms}")
         if any(not k or k != k.strip() for k in self.api_keys):

@@ -10,28 +10,28 @@ WS_TOO_BIG = 1009
 WS_INTERNAL = 1011
 WS_TRY_LATER = 1013  # server full or behind real time
 
-# code -> (HTTP status, WebSocket close code)
-CODES: dict[str, tuple[int, int]] = {
-    "unauthorized": (401, WS_POLICY),
-    "invalid_settings": (400, WS_POLICY),
-    "unsupported_language": (400, WS_POLICY),
-    "invalid_latency": (400, WS_POLICY),
-    "unsupported_decoder": (400, WS_POLICY),
-    "invalid_audio": (400, WS_INVALID_DATA),
-    "invalid_message": (400, WS_POLICY),
-    "unknown_message": (400, WS_POLICY),
-    "invalid_request": (400, WS_POLICY),
-    "input_audio_buffer_commit_empty": (400, WS_POLICY),
-    "frame_too_large": (413, WS_TOO_BIG),
-    "request_too_large": (413, WS_TOO_BIG),
-    "audio_too_long": (400, WS_POLICY),
-    "session_too_long": (400, WS_POLICY),
-    "idle_timeout": (408, WS_POLICY),
-    "backlog_full": (429, WS_POLICY),
-    "server_full": (503, WS_TRY_LATER),
-    "server_busy": (503, WS_TRY_LATER),
-    "shutting_down": (503, WS_GOING_AWAY),
-    "internal_error": (500, WS_INTERNAL),
+# code -> (HTTP status, WebSocket close code, gRPC status code name)
+CODES: dict[str, tuple[int, int, str]] = {
+    "unauthorized": (401, WS_POLICY, "UNAUTHENTICATED"),
+    "invalid_settings": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "unsupported_language": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "invalid_latency": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "unsupported_decoder": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "invalid_audio": (400, WS_INVALID_DATA, "INVALID_ARGUMENT"),
+    "invalid_message": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "unknown_message": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "invalid_request": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "input_audio_buffer_commit_empty": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "frame_too_large": (413, WS_TOO_BIG, "RESOURCE_EXHAUSTED"),
+    "request_too_large": (413, WS_TOO_BIG, "RESOURCE_EXHAUSTED"),
+    "audio_too_long": (400, WS_POLICY, "INVALID_ARGUMENT"),
+    "session_too_long": (400, WS_POLICY, "OUT_OF_RANGE"),
+    "idle_timeout": (408, WS_POLICY, "DEADLINE_EXCEEDED"),
+    "backlog_full": (429, WS_POLICY, "RESOURCE_EXHAUSTED"),
+    "server_full": (503, WS_TRY_LATER, "RESOURCE_EXHAUSTED"),
+    "server_busy": (503, WS_TRY_LATER, "RESOURCE_EXHAUSTED"),
+    "shutting_down": (503, WS_GOING_AWAY, "UNAVAILABLE"),
+    "internal_error": (500, WS_INTERNAL, "INTERNAL"),
 }
 
 
@@ -51,6 +51,11 @@ class ApiError(Exception):
     @property
     def close_code(self) -> int:
         return CODES[self.code][1]
+
+    @property
+    def grpc_status(self) -> str:
+        """The gRPC status code's name (grpc.StatusCode member), for the Riva-compatible service."""
+        return CODES[self.code][2]
 
     def openai_body(self) -> dict:
         """The OpenAI error object: {"error": {"message", "type", "param", "code"}}."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 import torch
 
+from ..audio.io import SAMPLE_RATE_HZ
 from ..decoding.result import Transcript
 from ..streaming.engine import EngineConfig, EngineFull, Event
 from .config import ServerConfig
@@ -56,6 +57,7 @@ class EngineHub:
         self.healthy = True
         self.pending_transcriptions = 0
         self.warned_locales: set[str] = set()  # untrained locales already logged (every API)
+        self.drain_hooks: list[Callable[[], None]] = []  # told when draining starts (e.g. gRPC health)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._offline: ThreadPoolExecutor | None = None
@@ -79,6 +81,8 @@ class EngineHub:
         them (and for running offline transcriptions). True when everything finished in time."""
         self.draining = True
         self.metrics.ready.set(0)
+        for hook in self.drain_hooks:
+            hook()
         for session in list(self.live):
             session.drain()
         deadline = time.monotonic() + timeout_s
@@ -189,10 +193,12 @@ class EngineHub:
             session.fail(ApiError("internal_error", message))
 
     # ---- uploads ------------------------------------------------------------------------------
-    async def transcribe(self, decode: Callable[[], np.ndarray], opts) -> Transcript:
-        """An upload: decoded on the worker thread, then run by the engine as a fast-forward stream on the
-        live streams' chunk grid (tokens equal to offline at that latency), live chunks first, files
-        round-robin by chunk; ApiError server_busy past max_pending_transcriptions."""
+    async def transcribe(self, decode: Callable[[], np.ndarray], opts, source: str = "file",
+                         param: str = "file") -> Transcript:
+        """An upload: decoded on the worker thread (16 kHz samples; ApiError audio_too_long past max_upload_s),
+        then run by the engine as a fast-forward stream on the live streams' chunk grid (tokens equal to
+        offline at that latency), live chunks first, files round-robin by chunk; ApiError server_busy past
+        max_pending_transcriptions."""
         if self.draining:
             raise ApiError("shutting_down", "the server is shutting down")
         if self.pending_transcriptions >= self.cfg.max_pending_transcriptions:
@@ -203,6 +209,10 @@ class EngineHub:
         try:
             loop = asyncio.get_running_loop()
             audio = await loop.run_in_executor(self._offline, decode)
+            seconds = len(audio) / SAMPLE_RATE_HZ
+            if seconds > self.cfg.max_upload_s:
+                raise ApiError("audio_too_long", f"{source}: {seconds:.0f} s of audio is over the limit of "
+                                                 f"{self.cfg.max_upload_s:g} s", param)
             return await self._run_file(opts, audio, loop)
         finally:
             self.pending_transcriptions -= 1

@@ -60,6 +60,22 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
     return x
 
 
+def engine_options(rec, settings: StreamSettings, mode: str = "streaming") -> StreamOptions:
+    """The engine's options for these settings (ApiError naming a bad language, latency or decoder);
+    mode="offline": a file, at the largest trained latency unless one is given."""
+    try:
+        return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags, mode=mode,
+                                  lock_language=settings.lock_language, decoder=settings.decoder,
+                                  boost=settings.boost)
+    except UnsupportedDecoder as e:
+        raise ApiError("unsupported_decoder", str(e), "decoder") from None
+    except UnsupportedLanguage as e:
+        raise ApiError("unsupported_language", str(e), "language") from None
+    except UnsupportedLatency as e:
+        raise ApiError("invalid_latency", f"{e}; this model supports latencies "
+                                          f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
+
+
 class LiveSession:
     def __init__(self, hub: EngineHub, api: str, peer: str = ""):
         self.hub, self.api, self.peer = hub, api, peer
@@ -84,19 +100,7 @@ class LiveSession:
 
     # ---- setup --------------------------------------------------------------------------------
     def _options(self, settings: StreamSettings) -> StreamOptions:
-        """The engine's options for these settings (ApiError naming a bad language, latency or decoder)."""
-        rec = self.hub.rec
-        try:
-            return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags,
-                                      lock_language=settings.lock_language, decoder=settings.decoder,
-                                      boost=settings.boost)
-        except UnsupportedDecoder as e:
-            raise ApiError("unsupported_decoder", str(e), "decoder") from None
-        except UnsupportedLanguage as e:
-            raise ApiError("unsupported_language", str(e), "language") from None
-        except UnsupportedLatency as e:
-            raise ApiError("invalid_latency", f"{e}; this model supports latencies "
-                                              f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
+        return engine_options(self.hub.rec, settings)
 
     def start(self, settings: StreamSettings) -> None:
         """Validate the settings against the model and open an engine session (ApiError if not)."""

@@ -34,6 +34,8 @@ class ServerMetrics:
         self.step_seconds = Histogram("babelcast_engine_step_seconds", "Compute time of one batched step",
                                       buckets=STEP_BUCKETS, registry=r)
         self.http_requests = Counter("babelcast_http_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.grpc_requests = Counter("babelcast_grpc_requests", "Riva gRPC calls, by method and status code",
+                                     ["method", "code"], registry=r)
         self.transcription_seconds = Histogram("babelcast_transcription_seconds",
                                                "Processing time of one offline transcription",
                                                buckets=LATENCY_BUCKETS + (30.0, 60.0, 300.0), registry=r)

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from ..audio.io import SAMPLE_RATE_HZ, AudioError, decode_audio
+from ..audio.io import AudioError, decode_audio
 from ..decoding.boost import MAX_PHRASES
 from ..decoding.result import Transcript
 from ..errors import UnsupportedDecoder
@@ -111,7 +111,7 @@ async def transcriptions_endpoint(request: Request) -> Response:
         data = await upload.read()
         name = upload.filename or "file"
         opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder, boost=boost)
-        t = await hub.transcribe(functools.partial(_decode, hub, data, name), opts)
+        t = await hub.transcribe(functools.partial(_decode, data, name), opts, source=f"file {name}")
         queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:
         hub.metrics.errors.labels(e.code).inc()
@@ -167,17 +167,12 @@ def _check_options(rec, language: str, latency: int | None, decoder: str, boost:
                                           f"{', '.join(map(str, rec.latencies_ms))} ms", "latency_ms") from None
 
 
-def _decode(hub, data: bytes, name: str) -> np.ndarray:
-    """Worker thread: the upload's samples at 16 kHz, within the duration limit."""
+def _decode(data: bytes, name: str) -> np.ndarray:
+    """Worker thread: the upload's samples at 16 kHz."""
     try:
-        audio = decode_audio(data, name=name)
+        return decode_audio(data, name=name)
     except AudioError as e:
         raise ApiError("invalid_audio", f"file {e}", "file") from None
-    seconds = len(audio) / SAMPLE_RATE_HZ
-    if seconds > hub.cfg.max_upload_s:
-        raise ApiError("audio_too_long", f"file {name}: {seconds:.0f} s of audio is over the limit of "
-                                         f"{hub.cfg.max_upload_s:g} s", "file")
-    return audio
 
 
 def render(t: Transcript, fmt: str, model: str) -> Response:

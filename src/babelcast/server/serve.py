@@ -23,6 +23,7 @@ from .config import ServerConfig
 log = logging.getLogger("babelcast.server")
 RAY_SPARE_REQUESTS = 8  # requests a replica takes beyond its sessions and uploads: /health, /metrics, /v1/info...
 SERVER_PACKAGES = ("uvicorn", "starlette", "websockets", "multipart", "prometheus_client")
+GRPC_PACKAGES = ("grpc", "grpc_health", "riva")  # the grpc extra: grpcio, grpcio-health-checking, nvidia-riva-client
 
 
 def port_number(text: str) -> int:
@@ -41,6 +42,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint path or Hugging Face id (default: babelcast.DEFAULT_MODEL)")
     parser.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}; any other needs an API key)")
     parser.add_argument("--port", type=port_number, default=d.port)
+    parser.add_argument("--grpc-port", type=port_number, metavar="PORT",
+                        help="also serve NVIDIA Riva's ASR gRPC API (and gRPC health) on this port, same engine")
     parser.add_argument("--open", action="store_true", help="open the live-caption page in a browser once serving")
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help="accept this Bearer key (repeatable); also BABELCAST_API_KEYS=k1,k2")
@@ -85,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         keys += [line.strip() for line in args.api_key_file.read_text().splitlines() if line.strip()]
     model_name = args.model_name or (Path(str(args.model)).stem if args.model else "babelcast")
     return ServerConfig(
-        host=args.host, port=args.port, model_name=model_name, api_keys=tuple(dict.fromkeys(keys)),
+        host=args.host, port=args.port, grpc_port=args.grpc_port, model_name=model_name,
+        api_keys=tuple(dict.fromkeys(keys)),
         max_sessions=args.max_sessions, precision=args.precision, endpoint_ms=args.endpoint_ms,
         max_lag_ms=args.max_lag_ms, threads=args.threads, phase_align=args.phase_align,
         max_session_s=args.max_session_s,
@@ -96,13 +100,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Check what can fail fast (packages, settings, the port), then load the model and serve."""
-    check_server_packages()
+    check_packages(SERVER_PACKAGES, "babelcast serve", "server")
     try:
         cfg = config_from_args(args)
         cfg.validate()  # before the (slow) model load: a bad setting fails at once
     except (OSError, ValueError) as e:
         raise CliError(str(e)) from None
     check_port_free(cfg.host, cfg.port)
+    if cfg.grpc_port is not None:
+        if args.ray:
+            raise CliError("--grpc-port is not available with --ray (Ray Serve proxies HTTP); serve gRPC from "
+                           "a server without --ray")
+        check_packages(GRPC_PACKAGES, "--grpc-port", "grpc")
+        check_port_free(cfg.host, cfg.grpc_port, "--grpc-port")
     if args.ray:
         return serve_on_ray(args, cfg)
     from .logs import setup_logging
@@ -133,15 +143,15 @@ def serve_on_ray(args: argparse.Namespace, cfg: ServerConfig) -> int:
     return EXIT_OK
 
 
-def check_server_packages() -> None:
-    """The server extra must be installed; say how, instead of a ModuleNotFoundError from deep inside."""
-    missing = [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+def check_packages(names: tuple[str, ...], needed_by: str, extra: str) -> None:
+    """An extra's packages must be installed; say how, instead of a ModuleNotFoundError from deep inside."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
     if missing:
-        raise CliError(f"babelcast serve needs {', '.join(missing)}: run scripts/setup.sh, or "
-                       f"pip install 'babelcast[server]'", EXIT_FAILED)
+        raise CliError(f"{needed_by} needs {', '.join(missing)}: run scripts/setup.sh, or "
+                       f"pip install 'babelcast[{extra}]'", EXIT_FAILED)
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, option: str = "--port") -> None:
     """Bind the address once before anything is announced, so a busy port is the first and only message."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -150,7 +160,7 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as e:
             raise CliError(f"cannot listen on {host}:{port} ({e.strerror or e}); stop what uses it or pass "
-                           f"--port with another number", EXIT_FAILED) from None
+                           f"{option} with another number", EXIT_FAILED) from None
 
 
 def open_when_ready(host: str, port: int, timeout_s: float = 120.0) -> None:

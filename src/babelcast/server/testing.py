@@ -1,7 +1,7 @@
 """Run the app in a background thread on a free loopback port (tests, benchmarks, notebooks).
 
     with ServerThread(create_app(rec, ServerConfig())) as server:
-        ...  # server.http_url, server.ws_url
+        ...  # server.http_url, server.ws_url (and server.grpc_target with ServerConfig(grpc_port=0))
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ class ServerThread:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the Riva gRPC service (a config with grpc_port set; 0 picks a free port)."""
+        return f"{self.host}:{self.app.state.grpc_port}"
 
     @property
     def hub(self):
