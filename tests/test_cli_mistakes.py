@@ -55,6 +55,8 @@ MISTAKES = {  # name: (argv with {placeholders}, exit code, what the error line 
     "eval missing manifest": (["eval", "{missing}.jsonl", "--out-dir", "{dir}/eval"], 2, "manifest not found"),
     "serve port out of range": (["serve", "--port", "99999"], 2, "out of range"),
     "serve busy port": (["serve", "--port", "{busy_port}"], 1, "cannot listen on 127.0.0.1:"),
+    "serve busy gRPC port": (["serve", "--port", "0", "--grpc-port", "{busy_port}"], 1, "pass --grpc-port with another"),
+    "serve gRPC on the HTTP port": (["serve", "--port", "8123", "--grpc-port", "8123"], 2, "both 8123"),
     "stream missing file": (["stream", "{missing}", "--url", "ws://127.0.0.1:9"], 1, "file not found"),
     "data synth unknown locale": (["data", "synth", "--langs", "xx-XX", "--n", "1", "--out", "{dir}/d"], 2,
                                   "xx-XX"),

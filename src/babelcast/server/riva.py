@@ -142,8 +142,8 @@ class _Stream:
 
     async def _open(self) -> None:
         try:
+            first = await self._first_request()  # read first: grpc's request reader must have started
             self.service.authorize(self.context)
-            first = await self._first_request()
             self.request_id = first.id if first.HasField("id") else None
             self.settings = streaming_settings(first.streaming_config, self.hub.rec)
             self.session = LiveSession(self.hub, "riva", self.context.peer())

@@ -58,11 +58,12 @@ def recognize_settings(config: rasr.RecognitionConfig, rec) -> RivaSettings:
 def _settings(c: rasr.RecognitionConfig, rec, streaming: bool) -> RivaSettings:
     _refuse_unsupported(c)
     custom = dict(c.custom_configuration)
+    endpoint_ms = _endpoint_ms(c, custom)  # checked for Recognize too, where it does not apply
     code = c.language_code.strip()
     stream = StreamSettings(
         language="auto" if code.lower() in AUTO_CODES else code,
         latency_ms=_latency_ms(custom, rec), sample_rate=_rate_hz(c.sample_rate_hertz), interim_results=False,
-        endpoint_ms=_endpoint_ms(c, custom) if streaming else 0,
+        endpoint_ms=endpoint_ms if streaming else 0,
         lock_language=convert_setting("lock_language", "custom_configuration.lock_language",
                                       custom.get("lock_language", False)),
         boost=_boost(c.speech_contexts))
