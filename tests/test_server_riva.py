@@ -19,12 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from riva.client.proto import riva_asr_pb2 as rasr
 
 import babelcast
-from babelcast.audio.io import load_audio
+from babelcast.cli import main
 from babelcast.decoding.text import strip_punctuation
 from babelcast.server.riva_config import recognize_settings, streaming_settings
 from babelcast.server.errors import ApiError
 
-from server_util import expected_text, from_pcm16, load_tiny, pcm16, speech, start_server, stream_session
+from server_util import expected_text, load_tiny, pcm16, speech, start_server, stream_session
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 BOOST = [("ne su", 3.0), ("lo", 2.0)]  # on the tiny random model these change the text
@@ -70,7 +70,12 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> list[bytes]:
 
 
 def stream(asr, audio: np.ndarray, cfg) -> list[rasr.StreamingRecognitionResult]:
-    return [r for response in asr.streaming_response_generator(chunks(pcm16(audio)), cfg) for r in response.results]
+    return stream_pieces(asr, chunks(pcm16(audio)), cfg)
+
+
+def stream_pieces(asr, pieces, cfg) -> list[rasr.StreamingRecognitionResult]:
+    """Every result of a StreamingRecognize call (riva.client's generator: the config, then the pieces)."""
+    return [r for response in asr.streaming_response_generator(pieces, cfg) for r in response.results]
 
 
 def finals(results) -> list[str]:
@@ -116,11 +121,11 @@ def test_wav_file_streamed_as_nvidias_sample_does(rec, asr, tmp_path):
     riva.client.add_audio_file_specs_to_config(cfg, path)
     assert cfg.config.sample_rate_hertz == 16000
     with riva.client.AudioChunkFileIterator(path, 1600) as it:
-        results = [r for resp in asr.streaming_response_generator(it, cfg) for r in resp.results]
+        results = stream_pieces(asr, it, cfg)
     assert finals(results) == [expected_text(rec, audio, "en-US", 80)]
     narrow = wav_file(tmp_path / "narrow.wav", audio[::2], 8000)
     with riva.client.AudioChunkFileIterator(narrow, 1600) as it:
-        results = [r for resp in asr.streaming_response_generator(it, with_latency(config(rate=0))) for r in resp.results]
+        results = stream_pieces(asr, it, with_latency(config(rate=0)))
     assert len(finals(results)) == 1 and results[-1].audio_processed == pytest.approx(2.0, abs=0.05)
 
 
@@ -209,9 +214,9 @@ BAD_STREAMS = {  # name: (requests after none or a config, words of the error)
                     StreamingRecognitionConfig(config=riva.client.RecognitionConfig(
                         language_code="en-US", diarization_config=rasr.SpeakerDiarizationConfig(
                             enable_speaker_diarization=True))))], "diarization"),
-    "a WAV header at the wrong rate": (lambda cfg, audio: [rasr.StreamingRecognizeRequest(streaming_config=cfg),
-                                                           rasr.StreamingRecognizeRequest(audio_content=wav_header(8000))],
-                                       "8000 Hz"),
+    "a WAV header at the wrong rate": (lambda cfg, audio: [
+        rasr.StreamingRecognizeRequest(streaming_config=cfg),
+        rasr.StreamingRecognizeRequest(audio_content=wav_header(8000))], "8000 Hz"),
 }
 
 
@@ -274,8 +279,7 @@ def test_a_full_engine_is_resource_exhausted_and_keys_are_required(rec):
             yield from chunks(pcm16(speech(0.5, seed=30)))
             release.wait(20)
 
-        first = ThreadPoolExecutor(1).submit(lambda: finals(
-            [r for resp in keyed.streaming_response_generator(held_open(), with_latency(config())) for r in resp.results]))
+        first = ThreadPoolExecutor(1).submit(lambda: finals(stream_pieces(keyed, held_open(), with_latency(config()))))
         deadline = time.monotonic() + 10
         while server.hub.engine.n_sessions < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -319,7 +323,8 @@ def test_recognition_config_mapping(rec):
     be honoured is refused naming the field."""
     cfg = config(language="multi")
     riva.client.add_endpoint_parameters_to_config(cfg, 0, 0.0, 320, 240, 0.5, 0.0)
-    riva.client.add_custom_configuration_to_config(cfg, "att_context_size:[28;6],lock_language:true,neural_vad.onset:0.6")
+    custom = "att_context_size:[28;6],lock_language:true,neural_vad.onset:0.6"
+    riva.client.add_custom_configuration_to_config(cfg, custom)
     s = streaming_settings(cfg, rec)
     assert (s.stream.language, s.stream.endpoint_ms, s.stream.latency_ms, s.stream.lock_language) == \
         ("auto", 320, 560, True)
@@ -350,10 +355,27 @@ def test_punctuation_off_and_language_identification_on_the_demo_model(asr):
         client = riva.client.ASRService(riva.client.Auth(uri=demo.grpc_target))
         data = (SAMPLES / "de-DE.wav").read_bytes()
         on, off = (client.offline_recognize(data, riva.client.RecognitionConfig(
-            language_code="multi", enable_automatic_punctuation=p, enable_word_time_offsets=True)) for p in (True, False))
+            language_code="multi", enable_automatic_punctuation=punctuation, enable_word_time_offsets=True))
+            for punctuation in (True, False))
     finally:
         demo.__exit__(None, None, None)
     on_alt, off_alt = on.results[0].alternatives[0], off.results[0].alternatives[0]
     assert on_alt.transcript == "Nicht für die Schule, sondern für das Leben lernen wir."  # the README's
-    assert off_alt.transcript == strip_punctuation(on_alt.transcript) == "Nicht für die Schule sondern für das Leben lernen wir"
+    assert off_alt.transcript == strip_punctuation(on_alt.transcript) == \
+        "Nicht für die Schule sondern für das Leben lernen wir"
     assert list(on_alt.language_code) == ["de-DE"] and [w.word for w in off_alt.words] == off_alt.transcript.split()
+
+
+def test_stream_command_as_a_riva_client(rec, server, tmp_path, capsys):
+    """`babelcast stream --riva HOST:PORT`: the file in real time (x8) through StreamingRecognize, the final
+    printed as with --url; an unknown language is the server's INVALID_ARGUMENT on one error line."""
+    audio = speech(2.0, seed=7)
+    wav = wav_file(tmp_path / "talk.wav", audio)
+    common = ["stream", str(wav), "--riva", server.grpc_target, "--speed", "8", "--latency", "80", "--endpoint-ms", "0"]
+    code = main(common + ["--lang", "en-US", "--boost", "ne su:3", "--boost", "lo:2"])
+    out = capsys.readouterr().out
+    bad = main(common + ["--lang", "xx-XX"])
+    err = capsys.readouterr().err
+    want = expected_text(rec, audio, "en-US", 80, boost=["ne su:3", "lo:2"])
+    assert code == 0 and out.strip() == f"[en-US] {want}"
+    assert bad == 1 and err.startswith("error: INVALID_ARGUMENT: ") and "xx-XX" in err and len(err.splitlines()) == 1, err

@@ -22,6 +22,8 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="?", metavar="AUDIO", help="audio file to play (omit with --mic)")
     parser.add_argument("--mic", action="store_true", help="stream the default microphone (needs sounddevice)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"server WebSocket URL or base URL (default {DEFAULT_URL})")
+    parser.add_argument("--riva", metavar="HOST:PORT",
+                        help="use a Riva ASR gRPC service instead (serve --grpc-port, or NVIDIA's Riva / Speech NIM)")
     parser.add_argument("--lang", default="auto", help="locale such as en-US, or auto")
     parser.add_argument("--latency", type=int, metavar="MS", help="chunk latency in ms (server default otherwise)")
     parser.add_argument("--endpoint-ms", type=int, metavar="MS", help="endpointing window; 0 disables")
@@ -63,6 +65,10 @@ def run_stream(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         source = _mic_source(args.chunk_ms)
     try:
+        if args.riva:
+            from .riva_client import stream_riva
+
+            return asyncio.run(stream_riva(args, source))
         return asyncio.run(stream(args, source))
     except KeyboardInterrupt:
         return EXIT_FAILED
