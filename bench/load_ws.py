@@ -265,7 +265,8 @@ async def one_run(url: str, http_url: str, n: int, latency: int, seconds: float,
     rows = after.get("babelcast_engine_batch_size_sum", 0) - before.get("babelcast_engine_batch_size_sum", 0)
     pct = (lambda q: round(1000 * float(np.percentile(ttf, q)), 1)) if ttf else (lambda q: float("nan"))
     result = RunResult(
-        protocol="grpc" if grpc_target else "ws", clients=n, latency_ms=latency, seconds=seconds, admitted=sum(s.admitted for s in stats),
+        protocol="grpc" if grpc_target else "ws", clients=n, latency_ms=latency, seconds=seconds,
+        admitted=sum(s.admitted for s in stats),
         refused=sum(bool(s.refused) for s in stats), errors=sum(len(s.errors) for s in stats),
         finals_expected=expected, finals_received=received, lost_finals=expected - received,
         p50_final_ms=pct(50), p95_final_ms=pct(95), max_final_ms=pct(100),

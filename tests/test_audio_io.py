@@ -1,6 +1,7 @@
 """Audio loading: every libsndfile format, downmix, resampling, spans and clear errors."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import soundfile as sf
 
 from babelcast.audio.io import (SAMPLE_RATE_HZ, AudioError, decode_audio, load_audio, pcm_to_float, resample,
                                 to_model_audio)
+from babelcast.audio.raw import RawAudioStream
 
 TONE_HZ = 440.0
 
@@ -227,3 +229,40 @@ def test_pieces_of_a_stream_convert_like_the_whole():
         pieces.convert(x[:100], sample_rate=48000)
     same = AudioPieces()
     assert np.array_equal(same.convert(tone(0.1, 16000)), tone(0.1, 16000)) and len(same.flush()) == 0
+
+
+# ---- raw streams (audio/raw.py: the gRPC service's audio_content) ---------------------------------
+def _raw_bytes(x: np.ndarray, rate_hz: int, subtype: str, fmt: str = "RAW") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate_hz, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def _decode_in_pieces(data: bytes, encoding: str, cuts: list[int], channels: int = 1):
+    stream = RawAudioStream(encoding, channels)
+    bounds = [0] + cuts + [len(data)]
+    x = np.concatenate([stream.decode(data[a:b]) for a, b in zip(bounds, bounds[1:])])
+    return x, stream
+
+
+@pytest.mark.parametrize("encoding, subtype", [("pcm_s16le", "PCM_16"), ("mulaw", "ULAW"), ("alaw", "ALAW")])
+def test_a_raw_stream_cut_anywhere_decodes_as_a_whole(encoding, subtype):
+    """Pieces cut inside a sample (and a stereo frame) give the samples of the whole, channels averaged."""
+    x = tone(0.1, 8000, channels=2) * np.array([1.0, 0.5], np.float32)
+    data = _raw_bytes(x, 8000, subtype)
+    whole, _ = sf.read(io.BytesIO(data), format="RAW", subtype=subtype, samplerate=8000, channels=2,
+                       dtype="float32")
+    got, stream = _decode_in_pieces(data, encoding, [1, 3, 4, 101, 102, 555], channels=2)
+    np.testing.assert_array_equal(got, whole.mean(axis=1, dtype=np.float32))
+    assert stream.leftover_bytes == 0 and stream.header is None
+
+
+def test_a_wav_header_at_the_start_of_a_raw_stream_is_read_and_dropped():
+    """The header (cut into pieces too) sets format, channels and rate; only the samples come out."""
+    x = tone(0.05, 22050, channels=2)
+    data = _raw_bytes(x, 22050, "PCM_24", fmt="WAV")
+    got, stream = _decode_in_pieces(data, "pcm_s16le", [5, 11, 30, 47, 200])
+    np.testing.assert_allclose(got, x.mean(axis=1), atol=1e-6)
+    assert (stream.header.rate_hz, stream.header.channels, stream.header.sample_bytes) == (22050, 2, 3)
+    with pytest.raises(AudioError, match="WAV header"):
+        RawAudioStream("pcm_s16le").decode(_raw_bytes(x, 8000, "ULAW", fmt="WAV"))

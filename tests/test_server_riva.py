@@ -378,4 +378,48 @@ def test_stream_command_as_a_riva_client(rec, server, tmp_path, capsys):
     err = capsys.readouterr().err
     want = expected_text(rec, audio, "en-US", 80, boost=["ne su:3", "lo:2"])
     assert code == 0 and out.strip() == f"[en-US] {want}"
-    assert bad == 1 and err.startswith("error: INVALID_ARGUMENT: ") and "xx-XX" in err and len(err.splitlines()) == 1, err
+    assert bad == 1 and err.startswith("error: INVALID_ARGUMENT: ") and "xx-XX" in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_idle_stream_and_shutdown_end_with_their_status_after_the_final(rec):
+    """A stream that stops sending gets the final of its audio so far, then DEADLINE_EXCEEDED; at shutdown an
+    open stream gets its final, then UNAVAILABLE, and health says NOT_SERVING while the server drains."""
+    server = start_server(rec, grpc_port=0, idle_timeout_s=1.0)
+    asr = riva.client.ASRService(riva.client.Auth(uri=server.grpc_target))
+    health = health_pb2_grpc.HealthStub(asr.auth.channel)
+    audio, release = speech(1.5, seed=40), threading.Event()
+
+    def held_open():
+        yield from chunks(pcm16(audio))
+        release.wait(30)
+
+    def call():
+        results = []
+        try:
+            for response in asr.streaming_response_generator(held_open(), with_latency(config())):
+                results += response.results
+        except grpc.RpcError as e:
+            return results, e
+        return results, None
+
+    want = [expected_text(rec, audio, "en-US", 80)]
+    try:
+        idle, idle_error = call()
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(call)
+            deadline = time.monotonic() + 10
+            while sum(s.samples for s in server.hub.live) < len(audio) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            server.hub.loop.call_soon_threadsafe(lambda: server.hub.loop.create_task(server.hub.drain(10)))
+            time.sleep(0.2)
+            draining = health.Check(health_pb2.HealthCheckRequest(service="")).status
+            drained, drain_error = pending.result(30)
+    finally:
+        release.set()
+        server.__exit__(None, None, None)
+    assert finals(idle) == want and idle_error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no audio for 1 s" in idle_error.details()
+    assert finals(drained) == want and drain_error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in drain_error.details()
+    assert draining == health_pb2.HealthCheckResponse.NOT_SERVING
