@@ -101,6 +101,25 @@ def utterance_plan(seconds: float, seed: int, utt_s: float) -> list[np.ndarray]:
     return out
 
 
+class Pacer:
+    """A client's real-time clock: its utterances' PCM packets, each sent when its audio would have been
+    spoken (one schedule across the utterances)."""
+
+    def __init__(self):
+        self.t0, self.sent = time.monotonic(), 0
+
+    async def packets(self, utt: np.ndarray):
+        step = RATE * PACKET_MS // 1000
+        pcm = (np.clip(utt, -1, 1) * 32767).astype("<i2")
+        for i in range(0, len(pcm), step):
+            piece = pcm[i:i + step]
+            self.sent += len(piece)
+            delay = self.t0 + self.sent / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield piece.tobytes()
+
+
 async def run_client(url: str, utts: list[np.ndarray], start_delay: float, stats: ClientStats,
                      headers: dict) -> None:
     from websockets.asyncio.client import connect
@@ -137,18 +156,11 @@ async def run_client(url: str, utts: list[np.ndarray], start_delay: float, stats
                     return
 
         receiver = asyncio.create_task(receive())
-        step = RATE * PACKET_MS // 1000
-        t0, sent = time.monotonic(), 0
+        pacer = Pacer()
         try:
             for utt in utts:
-                pcm = (np.clip(utt, -1, 1) * 32767).astype("<i2")
-                for i in range(0, len(pcm), step):
-                    piece = pcm[i:i + step]
-                    sent += len(piece)
-                    delay = t0 + sent / RATE - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    await ws.send(piece.tobytes())
+                async for packet in pacer.packets(utt):
+                    await ws.send(packet)
                 pending.append(time.monotonic())
                 stats.finalizes += 1
                 await ws.send(json.dumps({"type": "finalize"}))
@@ -175,8 +187,7 @@ async def run_client_grpc(target: str, utts: list[np.ndarray], start_delay: floa
         custom_configuration={"latency_ms": str(latency)}, endpointing_config=rasr.EndpointingConfig(stop_history=0)))
     metadata = tuple((k.lower(), v) for k, v in headers.items())
     await asyncio.sleep(start_delay)
-    step = RATE * PACKET_MS // 1000
-    t0, sent = time.monotonic(), 0
+    pacer = Pacer()
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rasr_grpc.RivaSpeechRecognitionStub(channel)
         receivers = []
@@ -186,14 +197,8 @@ async def run_client_grpc(target: str, utts: list[np.ndarray], start_delay: floa
             receivers.append(asyncio.create_task(_grpc_results(call, ended, stats)))
             try:
                 await call.write(rasr.StreamingRecognizeRequest(streaming_config=config))
-                pcm = (np.clip(utt, -1, 1) * 32767).astype("<i2")
-                for i in range(0, len(pcm), step):
-                    piece = pcm[i:i + step]
-                    sent += len(piece)
-                    delay = t0 + sent / RATE - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    await call.write(rasr.StreamingRecognizeRequest(audio_content=piece.tobytes()))
+                async for packet in pacer.packets(utt):
+                    await call.write(rasr.StreamingRecognizeRequest(audio_content=packet))
                 await call.done_writing()
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 pass  # the call ended early: its receiver records why
