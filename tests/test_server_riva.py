@@ -423,3 +423,24 @@ def test_idle_stream_and_shutdown_end_with_their_status_after_the_final(rec):
     assert finals(drained) == want and drain_error.code() == grpc.StatusCode.UNAVAILABLE
     assert "shutting down" in drain_error.details()
     assert draining == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_a_voice_agent_client_config_works_unchanged(server, asr):
+    """The config pipecat's NVIDIA STT service builds (its defaults: verbatim transcripts, an empty model
+    name, one channel, stop_history 320 and -1 for the other endpointing values, a custom configuration for
+    Riva's VAD that babelcast does not have) and its metadata (function-id beside the key): the finals are
+    what /v1/listen gives with a 320 ms endpoint window."""
+    audio = np.concatenate([speech(1.5, seed=41), np.zeros(8000, np.float32), speech(1.0, seed=42)])
+    cfg = riva.client.StreamingRecognitionConfig(
+        config=riva.client.RecognitionConfig(
+            encoding=riva.client.AudioEncoding.LINEAR_PCM, language_code="en-US", model="", max_alternatives=1,
+            profanity_filter=False, enable_automatic_punctuation=True, verbatim_transcripts=True,
+            sample_rate_hertz=16000, audio_channel_count=1, enable_word_time_offsets=False),
+        interim_results=True)
+    riva.client.add_endpoint_parameters_to_config(cfg, -1, -1.0, 320, -1, -1.0, -1.0)
+    riva.client.add_custom_configuration_to_config(cfg, "enable_vad_endpointing:true,neural_vad.onset:0.65")
+    agent = riva.client.ASRService(riva.client.Auth(None, False, server.grpc_target,
+                                                    [["function-id", "bb0837de"], ["authorization", "Bearer x"]]))
+    events, _ = asyncio.run(stream_session(server.ws_url, audio, "language=en-US&endpoint_ms=320"))
+    listen = [e["text"] for e in events if e["type"] == "final" and e["text"]]
+    assert finals(stream(agent, audio, cfg)) == listen != []

@@ -186,6 +186,9 @@ class _Stream:
         except ApiError as e:
             if not session.closing:
                 fatal(session, e)
+        except Exception as e:  # the request stream broke (not a cancellation): end like a client mistake
+            if not session.closing:
+                fatal(session, ApiError("invalid_message", f"the request stream failed: {e}"))
 
     def _on_request(self, request: rasr.StreamingRecognizeRequest) -> None:
         kind = request.WhichOneof("streaming_request")
