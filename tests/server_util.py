@@ -99,3 +99,21 @@ async def stream_session(url: str, audio: np.ndarray, query: str = "", close: bo
 
 def kinds(events: list[dict]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def realtime_events(conn, until: str, limit: int = 500) -> list:
+    """Events of an openai Realtime connection up to the first of type `until`."""
+    events = []
+    for _ in range(limit):
+        ev = conn.recv()
+        events.append(ev)
+        if ev.type == until:
+            return events
+    raise AssertionError(f"no {until} in {[e.type for e in events]}")
+
+
+def update(conn, **transcription):
+    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply."""
+    conn.session.update(session={"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription, "turn_detection": None}}})
+    return conn.recv()

@@ -6,13 +6,23 @@ import random
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 
+PIN = "replica"  # the keyword of a call that must reach one replica: a session's `push` names the session's
+
+
 class RoomRouter(RequestRouter):
     """Replicas that admit new sessions first, the one with the most free sessions first (ties at random); the
-    refusing ones last, so a request still reaches a replica that says why it cannot take it."""
+    refusing ones last, so a request still reaches a replica that says why it cannot take it. A call that
+    names its replica (PIN) goes there, or waits (its replica gone: its caller ends the session)."""
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
         """Serve's hook: ranks of replicas, most preferred first."""
+        if pending_request is not None:
+            pending_request.routing_context.should_backoff = True  # none of these took it: wait, then ask again
+            pin = pending_request.kwargs.get(PIN)
+            if pin is not None:
+                return [[r for r in candidate_replicas if r.replica_id.unique_id == pin]]
+
         def free(replica: RunningReplica) -> int:
             return -int(replica.routing_stats.get("free", 0))
 
