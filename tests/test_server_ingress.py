@@ -23,9 +23,27 @@ import babelcast
 from babelcast.scale.metrics import merged
 from babelcast.server.app import create_app
 from babelcast.server.errors import WS_POLICY, WS_SERVICE_RESTART
+from babelcast.server.fleet import ModelSpec, Replicas, model_specs, parse_model_spec
 from babelcast.server.ingress import ReplicaLost, create_ingress
 from babelcast.server.relay import AppSocket, call_http
 from babelcast.server.testing import ServerThread
+
+
+def test_model_specs():
+    hub = "nvidia/nemotron-3.5-asr-streaming-0.6b"
+    assert parse_model_spec(hub) == ModelSpec("nemotron-3.5-asr-streaming-0.6b", hub)
+    assert parse_model_spec("/m/x.nemo", name="x1") == ModelSpec("x1", "/m/x.nemo")
+    assert parse_model_spec(f"fast={hub},precision=int8,replicas=2-6,device=cuda") == ModelSpec(
+        "fast", hub, "int8", Replicas(2, 6), "cuda")
+    assert parse_model_spec("/runs/lr=3/m.nemo").source == "/runs/lr=3/m.nemo"  # not a name: holds '/'
+    assert parse_model_spec("m=/runs/lr=3/m.nemo") == ModelSpec("m", "/runs/lr=3/m.nemo")
+    assert model_specs([]) == (ModelSpec("babelcast", None),)  # the bundled demo model
+    for text, says in (("m.nemo,replicas=0", "1 <= MIN"), ("m.nemo,replicas=two", "a range MIN-MAX"),
+                       ("m.nemo,gpus=1", "not an option"), ("m.nemo,device=tpu", "device must be one of")):
+        with pytest.raises(ValueError, match=says):
+            parse_model_spec(text)
+    with pytest.raises(ValueError, match="--model-name names the one model"):
+        model_specs(["a.nemo", "b.nemo"], model_name="x")
 
 
 class LocalLink:
