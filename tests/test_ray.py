@@ -404,6 +404,32 @@ def test_replica_counts_and_ranges_become_serve_options():
     assert deployment_options(gpus, 15.0)["autoscaling_config"]["max_replicas"] == 8
 
 
+def test_the_router_ranks_by_room_and_keeps_a_session_on_its_replica():
+    """New requests: admitting replicas, most room first, refusing ones last. A session's push: its replica
+    alone; once that one is gone, any (it answers that the session is not there, and the session ends)."""
+    from types import SimpleNamespace
+
+    from babelcast.scale.router import PIN, RoomRouter
+
+    def replica(name: str, admits: bool, free: int):
+        return SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"admits": admits,
+                                                                                          "free": free})
+
+    def request(**kwargs):
+        return SimpleNamespace(kwargs=kwargs, routing_context=SimpleNamespace(should_backoff=False))
+
+    full, roomy, some = replica("full", False, 0), replica("roomy", True, 3), replica("some", True, 1)
+    router = object.__new__(RoomRouter)  # choose_replicas reads nothing of the router's own state
+
+    def ranks(candidates, pending):
+        return [[r.replica_id.unique_id for r in rank] for rank in asyncio.run(router.choose_replicas(candidates,
+                                                                                                      pending))]
+
+    assert ranks([full, some, roomy], request()) == [["roomy"], ["some"], ["full"]]
+    assert ranks([full, some, roomy], request(**{PIN: "full"})) == [["full"]]
+    assert ranks([some, roomy], request(**{PIN: "gone"})) == [["roomy"], ["some"]]
+
+
 def test_metrics_through_the_proxy_cover_every_replica(served):
     import httpx
 

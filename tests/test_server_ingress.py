@@ -49,8 +49,8 @@ def test_model_specs():
 class LocalLink:
     """One session on a local app; `lose()` ends it as a dead replica would (no more messages, an error)."""
 
-    def __init__(self, app, scope: dict):
-        self.socket, self.lost = AppSocket(app, scope), False
+    def __init__(self, app, scope: dict, pushes: bool = True):
+        self.socket, self.lost, self.pushes = AppSocket(app, scope), False, pushes
 
     async def events(self):
         async for batch in self.socket.batches():
@@ -59,6 +59,8 @@ class LocalLink:
             raise ReplicaLost("the test lost it")
 
     async def push(self, messages: list[dict]) -> None:
+        if not self.pushes:  # as when its replica is being removed: the router sends them elsewhere
+            raise ReplicaLost("the test stopped taking its audio")
         await self.socket.put(messages)
 
     async def close(self) -> None:
@@ -73,7 +75,7 @@ class LocalBackend:
     """A model's app in this process, reached the way the ingress reaches replicas."""
 
     def __init__(self, app):
-        self.app, self.links, self.down = app, [], False
+        self.app, self.links, self.down, self.pushes = app, [], False, True
 
     async def http(self, scope: dict, body: bytes) -> dict:
         if self.down:
@@ -81,7 +83,7 @@ class LocalBackend:
         return await call_http(self.app, scope, body)
 
     def open(self, scope: dict) -> LocalLink:
-        self.links.append(LocalLink(self.app, scope))
+        self.links.append(LocalLink(self.app, scope, self.pushes))
         return self.links[-1]
 
     def lose_sessions(self) -> None:
@@ -206,6 +208,12 @@ def test_a_lost_replica_ends_its_sessions_with_an_error_event(fleet):
                                               backends["b"]))
     assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "replica_lost", events
     assert code == WS_SERVICE_RESTART
+    backends["b"].pushes = False  # its audio cannot be handed over: the same ending
+    try:
+        events, code = asyncio.run(stream_session(server.ws_url, speech(1.0, seed=7), query="model=b"))
+    finally:
+        backends["b"].pushes = True
+    assert events[-2]["code"] == "replica_lost" and code == WS_SERVICE_RESTART, events
     after, code = asyncio.run(stream_session(server.ws_url, speech(1.0, seed=7), query="model=b"))
     assert code == 1000 and after[-1]["type"] == "closed" and after[-1]["reason"] == "client"
 

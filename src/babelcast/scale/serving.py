@@ -138,11 +138,14 @@ def model_deployment(model: ModelReplicas, room: Callable[[object], dict], drain
                 del self.sockets[sid]
                 await socket.end()
 
-        async def push(self, sid: str, messages: list[dict], **pin) -> None:
-            """The client's messages of session `sid` (`pin` names this replica, for the router)."""
+        async def push(self, sid: str, messages: list[dict], **pin) -> bool:
+            """The client's messages of session `sid` (`pin` names its replica, for the router); False when
+            the session is not here (the router sent them elsewhere: its replica is gone)."""
             socket = self.sockets.get(sid)
-            if socket is not None:
-                await socket.put(messages)
+            if socket is None:
+                return False
+            await socket.put(messages)
+            return True
 
         def record_routing_stats(self) -> dict:
             """What the router ranks this replica by (Serve calls it every STATS_PERIOD_S); also posts this
@@ -225,7 +228,8 @@ class RayLink:
 
     async def push(self, messages: list[dict]) -> None:
         replica = await self.replica
-        await _lost(self.handle.push.remote(self.sid, messages, **{PIN: replica}))
+        if not await _lost(self.handle.push.remote(self.sid, messages, **{PIN: replica})):
+            raise ReplicaLost("the session's replica no longer runs (dead, or removed by a scale-down)")
 
     async def close(self) -> None:
         self.stream.cancel()

@@ -184,9 +184,12 @@ class SocketRelay:
             await self.end(e)
             return
         self.link = self.fleet.backends[self.name].open(forwarded_scope(self.scope))
-        upstream = asyncio.create_task(self._upstream())
+        upstream, downstream = asyncio.create_task(self._upstream()), asyncio.create_task(self._downstream())
         try:
-            await self._downstream()
+            await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
+            if not downstream.done():
+                upstream.result()  # a failure to hand over the client's messages ends the session; else the
+            await downstream  # client left and its app ends the session
         except ReplicaLost:
             log.warning("replica lost", extra={"event": "replica_lost", "model": self.name, "path": self.path})
             await self.end(ApiError("replica_lost", LOST.format(what="session", retry="reconnect")))
@@ -194,9 +197,10 @@ class SocketRelay:
             log.exception("relay failed", extra={"event": "relay_error", "model": self.name, "path": self.path})
             await self.end(ApiError("internal_error", "the connection to the model's replica failed; reconnect"))
         finally:
-            upstream.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await upstream
+            for task in (upstream, downstream):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.link.close()
 
     async def send(self, message: dict) -> None:
