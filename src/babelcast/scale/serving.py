@@ -15,6 +15,7 @@ proxy, that relays every request to a replica of the model it names (server/ingr
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import sys
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from ..server.config import ServerConfig
 from ..server.fleet import Replicas
 from ..server.ingress import ReplicaLost, create_ingress
-from .cluster import connect
+from .cluster import ClusterError, connect
 from .metrics import board, merged, remove_board
 from .router import PIN
 
@@ -78,16 +79,36 @@ def serve_on_ray(address: str, models: list[ModelReplicas], cfg: ServerConfig,
     serve.start(proxy_location="HeadOnly", http_options={"host": cfg.host, "port": cfg.port})
     replicas = [model_deployment(m, room, cfg.drain_timeout_s).bind() for m in models]
     ongoing = sum(m.replicas.high * (m.max_sessions + m.max_pending) for m in models) + SPARE_REQUESTS
-    serve.run(ingress_deployment(cfg, [m.name for m in models], ongoing).bind(*replicas), name=APP_NAME,
-              route_prefix="/")
-    print(f"serving at http://{cfg.host}:{cfg.port}: " + "; ".join(describe(m, i == 0) for i, m in enumerate(models)),
-          file=sys.stderr, flush=True)
     try:
+        try:
+            serve.run(ingress_deployment(cfg, [m.name for m in models], ongoing).bind(*replicas), name=APP_NAME,
+                      route_prefix="/")
+        except RuntimeError as e:  # Serve gave up starting a deployment: say why, not where
+            raise ClusterError(deploy_failure(str(e))) from None
+        print(f"serving at http://{cfg.host}:{cfg.port}: " + "; ".join(describe(m, i == 0)
+                                                                       for i, m in enumerate(models)),
+              file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     finally:
         remove_board()
         serve.shutdown()
+
+
+def deploy_failure(failure: str) -> str:
+    """Why the deployment failed, from Serve's status: the last line of each failed deployment's error (e.g. a
+    replica that could not load its model)."""
+    from ray import serve
+
+    def last_error(message: str) -> str:
+        line = next((line for line in reversed(message.splitlines()) if line.strip()), "")
+        return re.sub(r"^[\w.]*(Error|Exception): ", "", line.strip())
+
+    app = serve.status().applications.get(APP_NAME)
+    reasons = [f"{name}: {last_error(d.message)}" for name, d in (app.deployments.items() if app else ())
+               if d.status == "DEPLOY_FAILED"]
+    return (f"Ray Serve could not start {'; '.join(reasons) or failure.splitlines()[0]} "
+            "(the replicas' logs: Ray's session logs, serve/ folder)")
 
 
 def describe(model: ModelReplicas, default: bool) -> str:

@@ -11,7 +11,6 @@ import functools
 import logging
 import math
 import time
-from typing import Awaitable, Callable
 
 import numpy as np
 from starlette.datastructures import UploadFile
