@@ -2,9 +2,9 @@
 
 A one-node Ray cluster on loopback (`ray start --head --num-cpus N`, token auth), then for each replica count
 a `babelcast serve --ray` subprocess (one torch thread per replica) and --clients concurrent clients that
-upload --uploads WAV files of --seconds speech-like audio each through the Serve proxy. Reported: audio
-seconds transcribed per wall second (x real time) and the mean upload time. Everything it starts is stopped
-at the end.
+upload --uploads WAV files of --seconds speech-like audio each through the Serve proxy and the ingress.
+Reported: audio seconds transcribed per wall second (x real time) and the mean upload time, with the commit,
+the CPU model and flags and the load average. Everything it starts is stopped at the end.
 
     python bench/ray_replicas.py --replicas 1,2 --clients 4 --uploads 64 --seconds 8 [--model M.nemo]
 """
@@ -57,18 +57,19 @@ def start_head(folder: Path, cpus: int, env: dict) -> tuple[subprocess.Popen, st
     return head, f"127.0.0.1:{port}"
 
 
-def wait_ready(url: str, server: subprocess.Popen, replicas: int) -> None:
-    """Until /ready answers through the proxy, then until every replica has loaded (a few extra seconds)."""
-    while True:
+def wait_ready(url: str, server: subprocess.Popen, log: Path) -> None:
+    """Until `serve --ray` says it is serving (Serve has started every replica), then until /ready answers."""
+    while "serving at http" not in log.read_text():
         if server.poll() is not None:
-            raise SystemExit("babelcast serve --ray exited")
+            raise SystemExit(f"babelcast serve --ray exited:\n{log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    while True:
         try:
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    time.sleep(5 * replicas)
 
 
 def run(url: str, clients: int, uploads: int, data: bytes, seconds: float) -> dict:
@@ -108,12 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         for replicas in counts:
             port = free_port()
             model = ["--model", args.model] if args.model else []
-            with (folder / f"serve{replicas}.log").open("w") as log:
+            log = folder / f"serve{replicas}.log"
+            with log.open("w") as out:
                 server = subprocess.Popen([sys.executable, "-m", "babelcast", "serve", "--ray", address, "--replicas",
                                            str(replicas), "--port", str(port), "--threads", "1", *model], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT)
+                                          stdout=out, stderr=subprocess.STDOUT)
             try:
-                wait_ready(f"http://127.0.0.1:{port}", server, replicas)
+                wait_ready(f"http://127.0.0.1:{port}", server, log)
                 result = {"replicas": replicas, **run(f"http://127.0.0.1:{port}", args.clients, args.uploads, data,
                                                       args.seconds)}
             finally:
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         shutil.rmtree(folder, ignore_errors=True)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "machine": machine(),
               "load_average": os.getloadavg(), "model": args.model or "bundled demo", "clients": args.clients,
               "upload_s": args.seconds, "results": results}
     if args.out:

@@ -84,18 +84,42 @@ async def read_until_closed(ws, timeout_s: float = 20.0) -> tuple[list[dict], in
 
 async def stream_session(url: str, audio: np.ndarray, query: str = "", close: bool = True,
                          headers: dict | None = None, pause_s: float = 0.0):
-    """Connect, send all audio, close; returns (events, close code)."""
+    """Connect, send all audio, close; returns (events, close code): the server's events up to its close when
+    it ends the session first."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     async with connect(f"{url}/v1/listen?{query}", additional_headers=headers or {}) as ws:
-        for frame in frames(audio):
-            await ws.send(frame)
-            if pause_s:
-                await asyncio.sleep(pause_s)
-        if close:
-            await ws.send(json.dumps({"type": "close"}))
-        return await read_until_closed(ws)
+        events = asyncio.create_task(read_until_closed(ws))
+        try:
+            for frame in frames(audio):
+                await ws.send(frame)
+                if pause_s:
+                    await asyncio.sleep(pause_s)
+            if close:
+                await ws.send(json.dumps({"type": "close"}))
+        except ConnectionClosed:
+            pass
+        return await events
 
 
 def kinds(events: list[dict]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def realtime_events(conn, until: str, limit: int = 500) -> list:
+    """Events of an openai Realtime connection up to the first of type `until`."""
+    events = []
+    for _ in range(limit):
+        ev = conn.recv()
+        events.append(ev)
+        if ev.type == until:
+            return events
+    raise AssertionError(f"no {until} in {[e.type for e in events]}")
+
+
+def update(conn, **transcription):
+    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply."""
+    conn.session.update(session={"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription, "turn_detection": None}}})
+    return conn.recv()

@@ -1,9 +1,10 @@
 """babelcast on a real Ray cluster: a head and a second node started as separate `ray start` processes on
-loopback (one CPU each, a small object store, token authentication), the CLI as a user runs it. Select with
-`-m ray`; they run by default (CI too)."""
+loopback (two logical CPUs each, a small object store, token authentication), the CLI as a user runs it.
+Select with `-m ray`; they run by default (CI too)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -18,15 +19,17 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from websockets.exceptions import ConnectionClosed
 
-from server_util import expected_text, frames, read_until_closed, speech, start_server
+from server_util import (expected_text, frames, pcm16, read_until_closed, realtime_events, speech, start_server,
+                         update)
 from tiny import synth_audio
 from tiny_nemo import write_tiny_nemo
 
 import babelcast
 from babelcast.scale.batch import WorkItem, units_by_duration
-from babelcast.scale.serving import STATS_PERIOD_S
+from babelcast.scale.serving import APP_NAME, STATS_PERIOD_S, ModelReplicas, deployment_options, model_deployment
+from babelcast.server.errors import WS_SERVICE_RESTART
+from babelcast.server.fleet import Replicas
 
 pytestmark = pytest.mark.ray
 
@@ -55,7 +58,7 @@ class Cluster:
     def start_node(self, *options: str) -> None:
         """One node, waited for until its runtime is up."""
         log = self.folder / f"node{len(self.nodes)}.log"
-        common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory",
+        common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--object-store-memory",
                   "200000000", "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"]
         with log.open("w") as out:
             self.nodes.append(subprocess.Popen([RAY, "start", *common, *options], env=self.env, stdout=out,
@@ -101,7 +104,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head and a second node, one CPU each, on loopback."""
+    """A head and a second node, two logical CPUs each (room for the three or four model replicas of `served`),
+    on loopback."""
     folder = Path(tempfile.mkdtemp(prefix="bcray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     c = Cluster(folder)
     try:
@@ -231,20 +235,31 @@ def _wait_for_lines(path: Path, n: int, run: subprocess.Popen) -> None:
 # ---------------------------------------------------------------- serving: babelcast serve --ray
 
 
+TINY_REPLICAS = f"ray::ServeReplica:{APP_NAME}:model-tiny"  # the process title of model "tiny"'s replicas
+
+
 @pytest.fixture(scope="module")
-def served(cluster, corpus):
-    """`babelcast serve --ray ADDRESS --replicas 2` (one replica per node), until SIGINT."""
+def other_model(corpus) -> Path:
+    """A second tiny model (other weights: other text), served as "other"."""
+    return write_tiny_nemo(corpus["model"].with_name("other.nemo"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def served(cluster, corpus, other_model):
+    """`babelcast serve --ray ADDRESS --replicas 2` of two models: "tiny" (the default, 2 replicas at fp32) and
+    "other" (bf16, autoscaled between 1 and 2 replicas), until SIGINT."""
     port = _free_port()
     log = cluster.folder / "serve.log"
+    models = ["--model", f"tiny={corpus['model']}", "--model", f"other={other_model},precision=bf16,replicas=1-2"]
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "babelcast", "serve", "--ray", cluster.address, "--replicas",
-                                   "2", "--port", str(port), "--model", str(corpus["model"]), *SERVER_OPTIONS],
+                                   "2", "--port", str(port), *models, *SERVER_OPTIONS],
                                   env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{port}"
     try:
         _wait_for_health(url, server, log)
         deadline = time.monotonic() + 120
-        while len(cluster.actor_pids("ray::ServeReplica")) < 2:
+        while len(cluster.actor_pids(TINY_REPLICAS)) < 2:
             assert time.monotonic() < deadline, cluster.actor_pids("ray::")
             time.sleep(0.5)
         yield url
@@ -276,7 +291,7 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
         time.sleep(0.5)
 
 
-def _post_wav(url: str, audio) -> dict:
+def _post_wav(url: str, audio, model: str = "tiny") -> dict:
     """POST /v1/audio/transcriptions with a WAV of `audio`."""
     import io
 
@@ -285,25 +300,29 @@ def _post_wav(url: str, audio) -> dict:
     wav = io.BytesIO()
     sf.write(wav, audio, 16000, format="WAV", subtype="PCM_16")
     answer = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav.getvalue(), "audio/wav")},
-                        data={"model": "tiny", "response_format": "json"}, timeout=60)
+                        data={"model": model, "response_format": "json"}, timeout=60)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
-async def _session(url: str, audio, opened: asyncio.Event | None = None, hold_s: float = 0.0) -> tuple[list, int]:
+async def _session(url: str, audio, opened: asyncio.Event | None = None, hold_s: float = 0.0,
+                   model: str = "tiny") -> tuple[list, int]:
     """One /v1/listen session: the audio in 40 ms frames, paced over `hold_s` seconds, then close; its events
-    and the WebSocket's close code."""
+    and the WebSocket's close code (the server's events up to its close when it ends the session first)."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
-    async with connect(f"ws://{url}/v1/listen?encoding=pcm_s16le&sample_rate=16000") as ws:
+    async with connect(f"ws://{url}/v1/listen?encoding=pcm_s16le&sample_rate=16000&model={model}") as ws:
+        events = asyncio.create_task(read_until_closed(ws, timeout_s=60))
         pieces = frames(audio)
-        for n, piece in enumerate(pieces):
-            await ws.send(piece)
-            if n == 0 and opened is not None:
-                opened.set()
-            await asyncio.sleep(hold_s / len(pieces))
-        await ws.send(json.dumps({"type": "close"}))
-        return await read_until_closed(ws, timeout_s=60)
+        with contextlib.suppress(ConnectionClosed):
+            for n, piece in enumerate(pieces):
+                await ws.send(piece)
+                if n == 0 and opened is not None:
+                    opened.set()
+                await asyncio.sleep(hold_s / len(pieces))
+            await ws.send(json.dumps({"type": "close"}))
+        return await events
 
 
 def test_http_and_websocket_through_two_replicas_answer_as_one_server(served, corpus, tmp_path_factory):
@@ -324,6 +343,93 @@ def test_http_and_websocket_through_two_replicas_answer_as_one_server(served, co
     assert code1 == code2 == 1000
 
 
+def test_each_request_reaches_the_model_it_names(served, other_model):
+    """"other" answers as a single bf16 server of its file does, by upload, /v1/listen and a Realtime session
+    moved to it by its first update; "tiny" answers otherwise; an unknown name is a 404 naming both."""
+    import httpx
+
+    audio = speech(2.0, seed=3)
+    one = start_server(babelcast.load_model(other_model), model_name="other", precision="bf16", endpoint_ms=0,
+                       max_sessions=4)
+    try:
+        want = _post_wav(one.http_url, audio, model="other")["text"], _realtime_transcript(one.http_url, audio)
+    finally:
+        one.__exit__()
+    url = f"http://{served}"
+    assert (_post_wav(url, audio, model="other")["text"], _realtime_transcript(url, audio)) == want
+    assert _post_wav(url, audio)["text"] != want[0]  # the default, "tiny"
+    assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["tiny", "other"]
+    info = httpx.get(f"{url}/v1/info", params={"model": "other"}).json()
+    assert info["model"] == "other" and info["precision"] == "bf16"
+    events, code = asyncio.run(_session(served, speech(1.0, seed=4), model="other"))
+    assert events[0]["model"] == "other" and code == 1000
+    unknown = httpx.get(f"{url}/v1/info", params={"model": "nope"})
+    assert unknown.status_code == 404 and "tiny, other" in unknown.json()["error"]["message"]
+
+
+def _realtime_transcript(url: str, audio) -> str:
+    """The transcript of `audio` in a Realtime session whose first update names the model "other"."""
+    import base64
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=60)
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert conn.recv().type == "session.created"
+        assert update(conn, model="other", language="en-US", latency_ms=80).type == "session.updated"
+        data = pcm16(audio)
+        for i in range(0, len(data), 3200):
+            conn.input_audio_buffer.append(audio=base64.b64encode(data[i:i + 3200]).decode())
+        conn.input_audio_buffer.commit()
+        return realtime_events(conn, "conversation.item.input_audio_transcription.completed")[-1].transcript
+
+
+def test_replica_counts_and_ranges_become_serve_options():
+    """A count is num_replicas; a range is Serve autoscaling from MIN to MAX replicas at 0.7 x --max-sessions
+    ongoing requests per replica (what serve.run gets; no cluster needed)."""
+    def build_app():
+        raise AssertionError("not built here")
+
+    fixed = model_deployment(ModelReplicas("a", build_app, Replicas(2, 2), max_sessions=32, max_pending=4),
+                             room=dict, drain_timeout_s=15.0)
+    assert fixed.name == "model-a" and fixed.num_replicas == 2 and fixed.max_ongoing_requests == 2 * 32 + 4 + 8
+    assert fixed._deployment_config.autoscaling_config is None
+    gpus = ModelReplicas("b", build_app, Replicas(1, 8), max_sessions=32, max_pending=4, num_cpus=4, num_gpus=1)
+    ranged = model_deployment(gpus, room=dict, drain_timeout_s=15.0)
+    scaling = ranged._deployment_config.autoscaling_config  # as serve.run sends it to the controller
+    assert (scaling.min_replicas, scaling.initial_replicas, scaling.max_replicas) == (1, 1, 8)
+    assert scaling.target_ongoing_requests == pytest.approx(0.7 * 32)
+    assert ranged.ray_actor_options["num_gpus"] == 1 and ranged.ray_actor_options["num_cpus"] == 4
+    assert ranged._deployment_config.graceful_shutdown_timeout_s == 15.0
+    assert deployment_options(gpus, 15.0)["autoscaling_config"]["max_replicas"] == 8
+
+
+def test_the_router_ranks_by_room_and_keeps_a_session_on_its_replica():
+    """New requests: admitting replicas, most room first, refusing ones last. A session's push: its replica
+    alone; once that one is gone, any (it answers that the session is not there, and the session ends)."""
+    from types import SimpleNamespace
+
+    from babelcast.scale.router import PIN, RoomRouter
+
+    def replica(name: str, admits: bool, free: int):
+        return SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"admits": admits,
+                                                                                          "free": free})
+
+    def request(**kwargs):
+        return SimpleNamespace(kwargs=kwargs, routing_context=SimpleNamespace(should_backoff=False))
+
+    full, roomy, some = replica("full", False, 0), replica("roomy", True, 3), replica("some", True, 1)
+    router = object.__new__(RoomRouter)  # choose_replicas reads nothing of the router's own state
+
+    def ranks(candidates, pending):
+        return [[r.replica_id.unique_id for r in rank] for rank in asyncio.run(router.choose_replicas(candidates,
+                                                                                                      pending))]
+
+    assert ranks([full, some, roomy], request()) == [["roomy"], ["some"], ["full"]]
+    assert ranks([full, some, roomy], request(**{PIN: "full"})) == [["full"]]
+    assert ranks([some, roomy], request(**{PIN: "gone"})) == [["roomy"], ["some"]]
+
+
 def test_metrics_through_the_proxy_cover_every_replica(served):
     import httpx
 
@@ -338,14 +444,15 @@ def test_metrics_through_the_proxy_cover_every_replica(served):
     asyncio.run(_session(served, speech(1.0, seed=9)))
     text = fleet()
     ready = [line for line in text.splitlines() if line.startswith("babelcast_ready{")]
-    assert len(ready) == 2 and len({line.split('replica="')[1] for line in ready}) == 2, text
+    assert len(ready) == 3 and len({line.split('replica="')[1] for line in ready}) == 3, text
+    assert sorted(line.split('model="')[1].split('"')[0] for line in ready) == ["other", "tiny", "tiny"]
     assert finals(text) == before + 1  # whichever replica had the session
 
 
 def test_a_killed_replica_ends_its_sessions_cleanly_and_new_ones_go_to_the_other(served, cluster, corpus):
     rec = babelcast.load_model(corpus["model"])
     audio = speech(3.0, seed=5)
-    replicas = cluster.actor_pids("ray::ServeReplica")
+    replicas = cluster.actor_pids(TINY_REPLICAS)
     assert len(replicas) == 2, replicas
 
     async def kill_one_mid_session():
@@ -360,10 +467,14 @@ def test_a_killed_replica_ends_its_sessions_cleanly_and_new_ones_go_to_the_other
         return await asyncio.gather(a, b, return_exceptions=True)
 
     outcomes = asyncio.run(kill_one_mid_session())
-    finished = [o for o in outcomes if not isinstance(o, BaseException) and o[1] == 1000]
-    cut = [o for o in outcomes if isinstance(o, ConnectionClosed)]  # Serve's proxy drops it: no close frame
+    assert not any(isinstance(o, BaseException) for o in outcomes), outcomes
+    finished = [o for o in outcomes if o[1] == 1000]
+    cut = [o for o in outcomes if o[1] == WS_SERVICE_RESTART]  # the ingress ends it: error, closed, 1012
     assert len(finished) == 1 and len(cut) == 1, outcomes
     assert _finals(finished[0][0]) == [_expected(rec, audio, finished[0][0])]
+    error, closed = cut[0][0][-2:]
+    assert error["type"] == "error" and error["code"] == "replica_lost" and "reconnect" in error["message"], cut
+    assert closed["type"] == "closed" and closed["reason"] == "error" and closed["audio_s"] > 0, cut
     for n in range(3):  # new sessions: on the live replica (or the one Serve starts in place of the dead)
         events, code = asyncio.run(_session(served, speech(1.0, seed=n)))
         assert code == 1000 and _finals(events) == [_expected(rec, speech(1.0, seed=n), events)], events

@@ -11,7 +11,7 @@ import soundfile as sf
 import babelcast
 from babelcast.audio.io import load_audio
 
-from server_util import from_pcm16, load_tiny, pcm16, speech, start_server
+from server_util import from_pcm16, load_tiny, pcm16, realtime_events, speech, start_server, update
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -111,16 +111,6 @@ def test_api_keys(server, upload):
     assert [m.id for m in good.models.list()] == ["tiny"]
 
 
-def realtime_events(conn, until: str, limit: int = 500) -> list:
-    events = []
-    for _ in range(limit):
-        ev = conn.recv()
-        events.append(ev)
-        if ev.type == until:
-            return events
-    raise AssertionError(f"no {until} in {[e.type for e in events]}")
-
-
 def test_realtime_transcription(client, rec):
     a, b = speech(2.0, seed=31), speech(1.5, seed=32)
     with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
@@ -187,13 +177,6 @@ def test_realtime_requires_key(server):
     with bad.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         ev = conn.recv()
         assert ev.type == "error" and ev.error.code == "unauthorized"
-
-
-def update(conn, **transcription):
-    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply."""
-    conn.session.update(session={"type": "transcription", "audio": {"input": {
-        "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription, "turn_detection": None}}})
-    return conn.recv()
 
 
 def test_realtime_language_changes_while_audio_is_buffered(client):

@@ -1,6 +1,6 @@
 """/metrics of a replicated server: each replica posts its Prometheus text to one board actor every routing
-period; any replica answers /metrics with every live replica's samples, each labelled replica="<id>" (sum
-them in PromQL for the fleet)."""
+period; the ingress answers /metrics with every live replica's samples, each labelled with its model and
+replica (model="<name>", replica="<id>"; sum them in PromQL for the fleet)."""
 from __future__ import annotations
 
 import time
@@ -11,19 +11,19 @@ STALE_S = 5.0  # a replica silent this long is gone (dead or removed): its sampl
 
 
 class MetricsBoard:
-    """A Ray actor: the latest exposition of each replica, with when it came."""
+    """A Ray actor: the latest exposition of each replica, with its model and when it came."""
 
     def __init__(self):
-        self.texts: dict[str, tuple[float, str]] = {}
+        self.texts: dict[str, tuple[float, str, str]] = {}
 
-    def post(self, replica: str, text: str) -> None:
-        self.texts[replica] = (time.monotonic(), text)
+    def post(self, replica: str, model: str, text: str) -> None:
+        self.texts[replica] = (time.monotonic(), model, text)
 
-    def live(self) -> dict[str, str]:
-        """The texts of replicas heard from within STALE_S."""
+    def live(self) -> dict[str, tuple[str, str]]:
+        """replica → (model, text) of the replicas heard from within STALE_S."""
         now = time.monotonic()
-        self.texts = {r: (t, text) for r, (t, text) in self.texts.items() if now - t < STALE_S}
-        return {r: text for r, (_, text) in self.texts.items()}
+        self.texts = {r: posted for r, posted in self.texts.items() if now - posted[0] < STALE_S}
+        return {r: (model, text) for r, (_, model, text) in self.texts.items()}
 
 
 def board():
@@ -44,16 +44,18 @@ def remove_board() -> None:
         pass
 
 
-def merged(texts: dict[str, str]) -> bytes:
-    """One exposition of several replicas' texts: each family once, every sample labelled with its replica."""
+def merged(texts: dict[str, tuple[str, str]]) -> bytes:
+    """One exposition of several replicas' (model, text): each family once, every sample labelled with its
+    model and replica."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client.samples import Sample
 
     families: dict[str, object] = {}
-    for replica, text in sorted(texts.items()):
+    for replica, (model, text) in sorted(texts.items()):
         for family in text_string_to_metric_families(text):
-            samples = [Sample(s.name, {**s.labels, "replica": replica}, s.value, s.timestamp, s.exemplar)
+            labels = {"model": model, "replica": replica}
+            samples = [Sample(s.name, {**s.labels, **labels}, s.value, s.timestamp, s.exemplar)
                        for s in family.samples]
             if family.name in families:
                 families[family.name].samples += samples

@@ -17,12 +17,13 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from ..streaming.memory import machine_ram_bytes, memory_plan
+from .auth import requires_key
 from .config import ServerConfig
-from .errors import ApiError
+from .errors import ApiError, error_response
 from .hub import EngineHub
 from .listen import listen_endpoint
 from .metrics import ServerMetrics
-from .openai_http import error_response, models_endpoint, requires_key, transcriptions_endpoint
+from .openai_http import models_endpoint, transcriptions_endpoint
 from .realtime import realtime_endpoint
 
 if TYPE_CHECKING:

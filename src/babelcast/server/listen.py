@@ -65,15 +65,11 @@ async def _refuse(ws: WebSocket, session: LiveSession, e: ApiError) -> None:
     log.info("session refused", extra={"event": "session_refused", "session": session.id, "api": "listen",
                                        "code": e.code, "error": e.message, "peer": session.peer})
     try:
-        await ws.send_json(_error_json(e))
-        await ws.send_json({"type": "closed", "reason": "error", "segments": 0, "audio_s": 0.0})
+        for event in e.listen_ending():
+            await ws.send_json(event)
         await ws.close(e.close_code, reason=e.code)
     except Exception:
         pass
-
-
-def _error_json(e: ApiError) -> dict:
-    return {"type": "error", "code": e.code, "message": e.message, "param": e.param}
 
 
 def _ready_json(session: LiveSession) -> dict:
@@ -108,7 +104,7 @@ def _render(session: LiveSession, out: Out) -> dict:
     if out.kind == "send":
         return out.payload
     if out.kind == "error":
-        return _error_json(out.error)
+        return out.error.listen_event()
     if out.kind == "closed":
         return {"type": "closed", "reason": out.reason, "segments": session.finals,
                 "audio_s": round(session.samples / 16000, 3)}
@@ -138,6 +134,9 @@ def _control(session: LiveSession, text: str) -> None:
     elif kind == "keepalive":
         pass
     elif kind == "configure":
+        if message.get("model") not in (None, session.hub.cfg.model_name):
+            raise ApiError("invalid_settings", f"the model is chosen when connecting (/v1/listen?model=NAME); "
+                                               f"this session is on {session.hub.cfg.model_name!r}", "model")
         session.restart(parse_settings(message, base=session.settings or StreamSettings()))
         log.info("session configured", extra={"event": "session_configured", "session": session.id,
                                               "settings": session.settings.to_dict()})

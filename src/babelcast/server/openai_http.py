@@ -11,7 +11,6 @@ import functools
 import logging
 import math
 import time
-from typing import Awaitable, Callable
 
 import numpy as np
 from starlette.datastructures import UploadFile
@@ -25,7 +24,9 @@ from ..decoding.result import Transcript
 from ..errors import UnsupportedDecoder
 from ..formats import build_cues, to_srt, to_text, to_vtt
 from . import auth
-from .errors import ApiError
+from .auth import requires_key
+from .errors import ApiError, error_response
+from .fleet import models_body
 from .settings import parse_boost
 
 log = logging.getLogger("babelcast.server")
@@ -58,31 +59,9 @@ def queue_clock(app) -> QueueClock:
     return app.state.queue_clock
 
 
-def error_response(e: ApiError, headers: dict | None = None, retry_after_s: int = 1) -> JSONResponse:
-    if e.status == 503 and headers is None:
-        headers = {"Retry-After": str(retry_after_s)}
-    return JSONResponse(e.openai_body(), status_code=e.status, headers=headers)
-
-
-def requires_key(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """An HTTP endpoint that answers 401 (OpenAI error body) unless a valid API key is presented."""
-
-    @functools.wraps(endpoint)
-    async def checked(request: Request) -> Response:
-        try:
-            auth.check(request.app.state.hub.cfg.api_keys, request.headers, request.query_params)
-        except ApiError as e:
-            return error_response(e)
-        return await endpoint(request)
-
-    return checked
-
-
 @requires_key
 async def models_endpoint(request: Request) -> Response:
-    name = request.app.state.hub.cfg.model_name
-    return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
-                                                      "owned_by": "babelcast"}]})
+    return JSONResponse(models_body([request.app.state.hub.cfg.model_name]))
 
 
 async def transcriptions_endpoint(request: Request) -> Response:

@@ -183,7 +183,7 @@ class RealtimeConnection:
             if e.code in ("session_too_long", "backlog_full", "server_full", "server_busy", "frame_too_large"):
                 raise
             self.session.hub.metrics.errors.labels(e.code).inc()
-            self.send(_error_event(e, client_event_id))
+            self.send(e.realtime_event(client_event_id))
 
     def append(self, event: dict) -> None:
         audio = event.get("audio")
@@ -238,7 +238,7 @@ class RealtimeConnection:
         if out.kind == "send":
             return [out.payload]
         if out.kind == "error":
-            return [{"event_id": _id("event"), **_error_event(out.error, None)}]
+            return [{"event_id": _id("event"), **out.error.realtime_event()}]
         if out.kind == "partial" and self.items:
             item = self.items[0]
             text = out.event.text
@@ -279,12 +279,6 @@ class RealtimeConnection:
                            "usage": {"type": "duration", "seconds": math.ceil(item.samples / rate)}})
             return bodies
         return []
-
-
-def _error_event(e: ApiError, client_event_id) -> dict:
-    body = e.openai_body()["error"]
-    body["event_id"] = client_event_id
-    return {"type": "error", "error": body}
 
 
 def _format_rate(fmt) -> int | None:
@@ -330,7 +324,7 @@ async def realtime_endpoint(ws: WebSocket) -> None:
             hub.metrics.errors.labels(e.code).inc()
             session.close_reason = "error"
             try:
-                await ws.send_json({"event_id": _id("event"), **_error_event(e, None)})
+                await ws.send_json({"event_id": _id("event"), **e.realtime_event()})
                 await ws.close(e.close_code, reason=e.code)
             except Exception:
                 pass

@@ -16,12 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-from ..argtypes import positive_int
 from ..cli_errors import EXIT_FAILED, EXIT_OK, CliError, load_recognizer
 from .config import ServerConfig
+from .fleet import ModelSpec, Replicas, model_specs, parse_replicas
 
 log = logging.getLogger("babelcast.server")
-RAY_SPARE_REQUESTS = 8  # requests a replica takes beyond its sessions and uploads: /health, /metrics, /v1/info...
 SERVER_PACKAGES = ("uvicorn", "starlette", "websockets", "multipart", "prometheus_client")
 GRPC_PACKAGES = ("grpc", "grpc_health", "riva")  # the grpc extra: grpcio, grpcio-health-checking, nvidia-riva-client
 
@@ -39,7 +38,11 @@ def port_number(text: str) -> int:
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     d = ServerConfig()
-    parser.add_argument("--model", help="checkpoint path or Hugging Face id (default: babelcast.DEFAULT_MODEL)")
+    parser.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH_OR_ID[,KEY=VALUE...]",
+                        help="checkpoint path or Hugging Face id (default: babelcast.DEFAULT_MODEL); with --ray, "
+                             "repeatable: several models behind one address, picked by the request's `model` (the "
+                             "first is the default); keys precision=, replicas=N|MIN-MAX, device= override the "
+                             "server-wide options for that model (docs/scaling.md)")
     parser.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}; any other needs an API key)")
     parser.add_argument("--port", type=port_number, default=d.port)
     parser.add_argument("--grpc-port", type=port_number, metavar="PORT",
@@ -48,7 +51,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
                         help="accept this Bearer key (repeatable); also BABELCAST_API_KEYS=k1,k2")
     parser.add_argument("--api-key-file", type=Path, metavar="FILE", help="one key per line")
-    parser.add_argument("--model-name", help="the model id reported to clients (default: the file's stem)")
+    parser.add_argument("--model-name", help="the model id reported to clients (default: the file's name without "
+                                             ".nemo)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default=d.precision,
                         help="encoder precision; auto picks int8 / bf16 / fp32 by a one-time probe of this CPU")
     parser.add_argument("--threads", type=int, metavar="N", help="torch threads of the engine (default: torch's)")
@@ -75,22 +79,31 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--ray", metavar="ADDRESS",
                          help="serve from replicas on the Ray cluster at HOST:PORT (auto: RAY_ADDRESS, local: start "
                               "one), behind one Ray Serve proxy at --host:--port on the head node")
-    cluster.add_argument("--replicas", type=positive_int, default=1, metavar="N",
-                         help="server replicas, one engine and one model copy each (default 1)")
+    cluster.add_argument("--replicas", type=replica_range, default=Replicas(1, 1), metavar="N|MIN-MAX",
+                         help="server replicas of each model, one engine and one model copy each (default 1); "
+                              "MIN-MAX: Ray Serve adds and removes replicas with the load")
     cluster.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                          help="where each replica runs its model; cuda gives each replica one GPU")
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
+def replica_range(text: str) -> Replicas:
+    """--replicas: N or MIN-MAX."""
+    try:
+        return parse_replicas(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def config_from_args(args: argparse.Namespace, spec: ModelSpec) -> ServerConfig:
+    """The server settings of the model `spec` (its name, and its precision if the spec sets one)."""
     keys = list(args.api_key)
     keys += [k.strip() for k in os.environ.get("BABELCAST_API_KEYS", "").split(",") if k.strip()]
     if args.api_key_file is not None:
         keys += [line.strip() for line in args.api_key_file.read_text().splitlines() if line.strip()]
-    model_name = args.model_name or (Path(str(args.model)).stem if args.model else "babelcast")
     return ServerConfig(
-        host=args.host, port=args.port, grpc_port=args.grpc_port, model_name=model_name,
+        host=args.host, port=args.port, grpc_port=args.grpc_port, model_name=spec.name,
         api_keys=tuple(dict.fromkeys(keys)),
-        max_sessions=args.max_sessions, precision=args.precision, endpoint_ms=args.endpoint_ms,
+        max_sessions=args.max_sessions, precision=spec.precision or args.precision, endpoint_ms=args.endpoint_ms,
         max_lag_ms=args.max_lag_ms, threads=args.threads, phase_align=args.phase_align,
         max_session_s=args.max_session_s,
         idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
@@ -102,10 +115,13 @@ def run_serve(args: argparse.Namespace) -> int:
     """Check what can fail fast (packages, settings, the port), then load the model and serve."""
     check_packages(SERVER_PACKAGES, "babelcast serve", "server")
     try:
-        cfg = config_from_args(args)
-        cfg.validate()  # before the (slow) model load: a bad setting fails at once
+        specs = model_specs(args.model, args.model_name)
+        configs = [config_from_args(args, spec) for spec in specs]
+        for cfg in configs:
+            cfg.validate()  # before the (slow) model load: a bad setting fails at once
     except (OSError, ValueError) as e:
         raise CliError(str(e)) from None
+    cfg = configs[0]
     check_port_free(cfg.host, cfg.port)
     if cfg.grpc_port is not None:
         if args.ray:
@@ -114,32 +130,40 @@ def run_serve(args: argparse.Namespace) -> int:
         check_packages(GRPC_PACKAGES, "--grpc-port", "grpc")
         check_port_free(cfg.host, cfg.grpc_port, "--grpc-port")
     if args.ray:
-        return serve_on_ray(args, cfg)
+        return serve_on_ray(args, specs, configs)
+    if len(specs) > 1 or specs[0].replicas or specs[0].device:
+        raise CliError("several --model, and replicas= or device= in one, need --ray (a Ray cluster: --ray local "
+                       "on this machine); docs/scaling.md")
     from .logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
-    rec = load_recognizer(args.model)
+    rec = load_recognizer(specs[0].source)
     if args.open:
-        open_when_ready(cfg.host, cfg.port)
-    return serve(rec, cfg)
+        open_when_ready(configs[0].host, configs[0].port)
+    return serve(rec, configs[0])
 
 
-def serve_on_ray(args: argparse.Namespace, cfg: ServerConfig) -> int:
-    """`--ray`: replicas of this server on a Ray cluster (babelcast.scale.serving), until interrupted."""
+def serve_on_ray(args: argparse.Namespace, specs: tuple[ModelSpec, ...], configs: list[ServerConfig]) -> int:
+    """`--ray`: replicas of each model on a Ray cluster behind one ingress (babelcast.scale.serving), until
+    interrupted."""
+    from babelcast.scale.serving import ModelReplicas
     from babelcast.scale.serving import serve_on_ray as deploy
 
     from .app import room
 
-    model, device = args.model, args.device
+    def replicas_of(spec: ModelSpec, cfg: ServerConfig) -> ModelReplicas:
+        device = spec.device or args.device
 
-    def build_app():  # runs on each replica
-        from .app import create_app
+        def build_app():  # runs on each replica
+            from .app import create_app
 
-        return create_app(load_recognizer(model, device), cfg)
+            return create_app(load_recognizer(spec.source, device), cfg)
 
-    deploy(args.ray, build_app, room, cfg.host, cfg.port, args.replicas,
-           max_ongoing=cfg.max_sessions + cfg.max_pending_transcriptions + RAY_SPARE_REQUESTS,
-           num_gpus=float(device == "cuda"))
+        return ModelReplicas(spec.name, build_app, spec.replicas or args.replicas, cfg.max_sessions,
+                             cfg.max_pending_transcriptions, num_cpus=float(cfg.threads or 1),
+                             num_gpus=float(device == "cuda"))
+
+    deploy(args.ray, [replicas_of(spec, cfg) for spec, cfg in zip(specs, configs)], configs[0], room)
     return EXIT_OK
 
 

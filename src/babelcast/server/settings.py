@@ -25,7 +25,8 @@ ALIASES = {
     "boost": ("boost", "keyterm"),  # keyterm: Deepgram's name; repeatable in a query string, a list in JSON
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
-NOT_SETTINGS = {"api_key", "access_token", "type"}  # allowed beside the settings, not part of them
+# allowed beside the settings, not part of them (`model` picks the model when connecting: server/fleet.py)
+NOT_SETTINGS = {"api_key", "access_token", "type", "model"}
 
 
 @dataclass(frozen=True)
