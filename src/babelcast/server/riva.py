@@ -65,8 +65,9 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         self.count("Recognize", "OK")
         log.info("transcribed", extra={"event": "transcription", "api": "riva", "audio_s": round(t.duration_s, 2),
                                        "seconds": round(time.perf_counter() - t0, 3)})
-        results = [rasr.SpeechRecognitionResult(alternatives=[alt], channel_tag=1, audio_processed=t.duration_s)
-                   for alt in [alternative(t, s, final=True)] if alt.transcript]
+        alt = alternative(t, s, final=True)
+        results = ([rasr.SpeechRecognitionResult(alternatives=[alt], channel_tag=1, audio_processed=t.duration_s)]
+                   if alt.transcript else [])
         return rasr.RecognizeResponse(results=results, id=request.id if request.HasField("id") else None)
 
     async def StreamingRecognize(self, requests, context):

@@ -164,18 +164,11 @@ def _endpoint_ms(c: rasr.RecognitionConfig, custom: dict[str, str]) -> int | Non
         _check_thresholds(e)
         for name in ("stop_history", "stop_history_eou"):
             if e.HasField(name):
-                return _window_ms(f"config.endpointing_config.{name}", getattr(e, name))
+                return convert_setting("endpoint_ms", f"config.endpointing_config.{name}", getattr(e, name))
     for name in ("stop_history", "stop_history_eou"):
         if name in custom:
-            return _window_ms(f"custom_configuration.{name}",
-                              convert_setting("endpoint_ms", f"custom_configuration.{name}", custom[name]))
+            return convert_setting("endpoint_ms", f"custom_configuration.{name}", custom[name])
     return None
-
-
-def _window_ms(field: str, value: int) -> int:
-    if value < 0:
-        raise ApiError("invalid_settings", f"{field} must be >= 0 ms (0 disables endpointing), got {value}", field)
-    return value
 
 
 def _check_thresholds(e: rasr.EndpointingConfig) -> None:
