@@ -11,6 +11,7 @@ import torch
 
 import babelcast
 from babelcast.audio.io import load_audio
+from babelcast.decoding.beam import DEFAULT_BEAM
 from babelcast.decoding.boost import (MAX_PHRASES, Booster, Phrase, compile_boost, parse_phrase, parse_phrases,
                                       spellings)
 from babelcast.eval.metrics import normalize
@@ -123,11 +124,15 @@ def test_phrase_lists_parse_and_are_limited():
 
 
 # ---- the demo model ------------------------------------------------------------------------------
-def test_unspoken_phrases_are_not_inserted(demo):
+@pytest.mark.parametrize("beam_size", [1, DEFAULT_BEAM])
+def test_unspoken_phrases_are_not_inserted(demo, beam_size):
+    """Against the same search without phrases: greedy, and the beam boosted streams get by default."""
     for lang in SAMPLES:
-        plain = demo.transcribe([audio(lang)], language=lang)[0]
-        assert demo.transcribe([audio(lang)], language=lang, boost=UNSPOKEN)[0].tokens == plain.tokens
-        text = demo.transcribe([audio(lang)], language=lang, boost=UNSPOKEN + FIRST_PIECE_FLIPS)[0].text
+        plain = demo.transcribe([audio(lang)], language=lang, beam_size=beam_size)[0]
+        boosted = demo.transcribe([audio(lang)], language=lang, boost=UNSPOKEN, beam_size=beam_size)[0]
+        assert boosted.tokens == plain.tokens
+        text = demo.transcribe([audio(lang)], language=lang, boost=UNSPOKEN + FIRST_PIECE_FLIPS,
+                               beam_size=beam_size)[0].text
         assert not any(normalize(p, lang) in normalize(text, lang) for p in UNSPOKEN + FIRST_PIECE_FLIPS)
 
 

@@ -31,7 +31,7 @@ class FakeRecognizer:
 
     def transcribe(
         self, audios, language="auto", latency_ms=None, mode="offline", decoder="rnnt",
-        keep_lang_tags=False, batch_size=8, on_batch_done=None, progress=None, boost=None,
+        keep_lang_tags=False, batch_size=8, on_batch_done=None, progress=None, boost=None, beam_size=None,
     ):
         if latency_ms is not None and latency_ms not in (*self.latencies_ms, 160):
             raise ValueError(f"latency {latency_ms} ms is not supported; choose one of 80, 160, 320, 560, 1120")

@@ -346,21 +346,23 @@ def tagging_rec(tmp_path_factory):
     return tagging
 
 
-@pytest.mark.parametrize("control", ["switch", "lock"])
-def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, control):
+@pytest.mark.parametrize("control, beam", [("switch", False), ("lock", False), ("switch", True)],
+                         ids=["switch", "lock", "switch-beam"])  # (the tiny model's beam prefers no tag at all)
+def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, control, beam):
     """A stream whose language changes mid-stream gives the same finals in a shared engine, beside a
     stream that does not change, as in a Session alone, and the change does something: a switch (de-DE
     to es-US mid-utterance, from the next chunk, no cache reset), or a lock (auto + lock_language: the
     first final detects es-US, a `language` event says it is locked, and the next utterance's tokens are
-    those of a stream opened in es-US)."""
+    those of a stream opened in es-US). Greedy, and a switch with a beam search for the changing stream."""
     rec, lock = tagging_rec, control == "lock"
+    width = 4 if beam else 1
     x = synth_audio(16000 * 3, seed=5).numpy()
     # a switch after the first chunk at 320 ms (this tiny model emits within the first half second); a lock
     # at the final of the first second (the first that carries a tag)
     half = 16000 if lock else 4096
     language = "auto" if lock else "de-DE"
     engine = rec.engine(EngineConfig(max_sessions=2, precision="fp32", endpoint_ms=0, phase_align=False))
-    a = engine.open(rec.stream_options(language, 320, lock_language=lock))
+    a = engine.open(rec.stream_options(language, 320, lock_language=lock, beam=beam))
     b = engine.open(rec.stream_options(language, 320))
     for sid in (a, b):
         engine.feed(sid, x[:half])
@@ -374,7 +376,7 @@ def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, contr
         engine.finish(sid, close=True)
     events += engine.drain()
     finals = {sid: [e.transcript for e in events if e.kind == "final" and e.session_id == sid] for sid in (a, b)}
-    alone = rec.stream(language, 320, lock_language=lock)
+    alone = rec.stream(language, 320, lock_language=lock, beam_size=width)
     alone.accept_audio(x[:half])
     first = [alone.finalize()] if lock else alone.set_language("es-US") or []
     alone.accept_audio(x[half:])
@@ -384,7 +386,7 @@ def test_language_control_mid_stream_is_the_same_in_any_batch(tagging_rec, contr
         changes = [(e.session_id, e.segment, e.language, e.locked) for e in events if e.kind == "language"]
         assert sorted(changes) == [(a, 0, "es-US", True), (b, 0, "es-US", False)]
         assert alone.language == LanguageChange("es-US", True, 0)
-        opened = rec.transcribe([x[half:]], language="es-US", latency_ms=320, mode="streaming")[0]
+        opened = rec.transcribe([x[half:]], language="es-US", latency_ms=320, mode="streaming", beam_size=width)[0]
         assert finals[a][1].tokens == opened.tokens != finals[b][1].tokens
 
 

@@ -23,6 +23,12 @@ def add_boost_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boost-file", type=Path, metavar="FILE", help="phrases to favour, one PHRASE[:WEIGHT] a line")
 
 
+def add_beam_argument(parser: argparse.ArgumentParser) -> None:
+    """--beam-size: hypotheses of the RNNT beam search."""
+    parser.add_argument("--beam-size", type=positive_int, metavar="N",
+                        help="hypotheses of an RNNT beam search (1: greedy; default 4 with --boost, else greedy)")
+
+
 def boost_phrases(args: argparse.Namespace) -> list[str]:
     """The phrases of --boost-file (blank lines skipped), then of --boost, checked (ValueError naming a bad
     one or an unreadable file)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from babelcast.argtypes import add_boost_arguments, boost_phrases
+from babelcast.argtypes import add_beam_argument, add_boost_arguments, boost_phrases
 from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
 from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, describe, exit_code_of, load_recognizer
@@ -130,6 +130,7 @@ def _add_transcribe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a TTY")
     add_boost_arguments(parser)
+    add_beam_argument(parser)
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="append one JSON line per input to FILE instead of printing; inputs already there are "
                              "skipped, so rerunning an interrupted command continues it")
@@ -239,7 +240,8 @@ def _transcribe(recognizer, audios: list, language: str, args: argparse.Namespac
 def _transcribe_options(args: argparse.Namespace) -> dict:
     """Recognizer.transcribe's decoding options from the command line (the same here and on a cluster)."""
     return {"latency_ms": args.latency, "mode": args.mode, "decoder": args.decoder,
-            "keep_lang_tags": args.keep_lang_tags, "batch_size": args.batch_size, "boost": args.boost}
+            "keep_lang_tags": args.keep_lang_tags, "batch_size": args.batch_size, "boost": args.boost,
+            "beam_size": args.beam_size}
 
 
 def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input], int]:

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 AUTO = "auto"
 LOCALE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}$")  # a canonical locale such as de-DE or haw-US
 PRECISIONS = ("fp32", "bf16", "int8")  # inference weight copies (streaming/engine.py, spec §8.9)
+DEFAULT_BEAM = 4  # hypotheses of an RNNT beam search by default (boosted streams; bench/boost.py)
+MAX_BEAM = 16
 
 
 class ConfigError(ValueError):

@@ -14,13 +14,14 @@ from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
 from .config import AUTO
 from .errors import UnsupportedDecoder, UnsupportedLanguage
+from .decoding.beam import DEFAULT_BEAM, MAX_BEAM, BeamHistory, row_traces
 from .decoding.boost import BoostTrie, Phrase, compile_boost
 from .decoding.heads import DECODERS, DecodeState, decode_rows
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
 from .model.asr import AsrModel
 from .model.prompt import prompt_index
-from .streaming.session import Session
+from .streaming.session import SESSION_CONFIG, Session
 from .streaming.stream import StreamOptions
 
 
@@ -96,6 +97,18 @@ class Recognizer:
         if decoder == "ctc" and boost:
             raise UnsupportedDecoder("phrase boosting decodes with the RNNT head; use the rnnt decoder")
 
+    def beam_width(self, beam_size: int | None, decoder: str = "rnnt",
+                   boost: "Sequence[str | Phrase] | None" = None) -> int:
+        """Hypotheses to search: beam_size, or by default DEFAULT_BEAM with phrases to boost (a greedy search
+        cannot take back a label: bench/boost.py) and 1 (greedy) without; ValueError for a bad size,
+        UnsupportedDecoder for a beam on the CTC head."""
+        width = beam_size if beam_size is not None else (DEFAULT_BEAM if boost and decoder == "rnnt" else 1)
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_BEAM:
+            raise ValueError(f"bad beam size {beam_size!r}: use a whole number from 1 (greedy) to {MAX_BEAM}")
+        if width > 1 and decoder == "ctc":
+            raise UnsupportedDecoder("beam search decodes with the RNNT head; use the rnnt decoder or beam size 1")
+        return width
+
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
@@ -107,28 +120,32 @@ class Recognizer:
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
                        keep_lang_tags: bool = False, mode: str = "streaming",
                        lock_language: bool = False, decoder: str = "rnnt",
-                       boost: "Sequence[str | Phrase] | None" = None) -> StreamOptions:
-        """Validated per-stream options (context, prompt, text handling, head, boosted phrases) for a
-        Session or the Engine; mode="offline" picks the offline default latency (a file streamed through
-        the engine); lock_language: in auto mode the first detected language becomes the prompt (no-op
-        otherwise)."""
+                       boost: "Sequence[str | Phrase] | None" = None, beam: bool | None = None) -> StreamOptions:
+        """Validated per-stream options (context, prompt, text handling, head, boosted phrases, beam search:
+        None = with phrases to boost, at the engine's width) for a Session or the Engine; mode="offline"
+        picks the offline default latency (a file streamed through the engine); lock_language: in auto
+        mode the first detected language becomes the prompt (no-op otherwise)."""
         self.check_decoder(decoder, boost)
+        beam = self.beam_width(None if beam is None else (2 if beam else 1), decoder, boost) > 1
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost))
+                             trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost),
+                             beam=beam)
 
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
                keep_lang_tags: bool = False, lock_language: bool = False, decoder: str = "rnnt",
-               boost: "Sequence[str | Phrase] | None" = None) -> Session:
+               boost: "Sequence[str | Phrase] | None" = None, beam_size: int | None = None) -> Session:
         """A new live session (its own caches); the recognizer itself holds no stream state."""
+        width = self.beam_width(beam_size, decoder, boost)
         opts = self.stream_options(language, latency_ms, keep_lang_tags, lock_language=lock_language,
-                                   decoder=decoder, boost=boost)
+                                   decoder=decoder, boost=boost, beam=width > 1)
 
         def options_for(lang: str | None) -> StreamOptions:  # a language switch keeps the compiled phrases
             return replace(self.stream_options(lang, latency_ms, keep_lang_tags, lock_language=lock_language,
-                                               decoder=decoder), boost=opts.boost)
+                                               decoder=decoder), boost=opts.boost, beam=opts.beam)
 
-        return Session(self.model, self.tokenizer, opts, options_for=options_for)
+        return Session(self.model, self.tokenizer, opts, replace(SESSION_CONFIG, beam_size=width),
+                       options_for=options_for)
 
     def engine(self, cfg: "EngineConfig | None" = None) -> "Engine":
         """A multi-stream engine sharing this recognizer's weights (a runtime copy for bf16/int8)."""
@@ -143,10 +160,11 @@ class Recognizer:
                    on_batch_done: Callable[[int], None] | None = None,
                    progress: Callable[[float], None] | None = None,
                    sample_rate: int | None = None,
-                   boost: "Sequence[str | Phrase] | None" = None) -> list[Transcript]:
+                   boost: "Sequence[str | Phrase] | None" = None, beam_size: int | None = None) -> list[Transcript]:
         """Transcribe paths or arrays (mono [n] or [n, channels], any dtype soundfile gives, at
         `sample_rate`, default 16000; ValueError naming a wrong shape or rate); results in input order.
-        boost: phrases PHRASE[:WEIGHT] to favour (RNNT only; ValueError naming a bad one).
+        boost: phrases PHRASE[:WEIGHT] to favour (RNNT only; ValueError naming a bad one). beam_size:
+        hypotheses of an RNNT beam search (1: greedy; default: DEFAULT_BEAM with boost, else greedy).
 
         on_batch_done(n): n more inputs are transcribed. progress(seconds): the audio seconds of these
         inputs transcribed so far, never decreasing, the last call giving their total; called after each batch
@@ -156,11 +174,12 @@ class Recognizer:
         if mode not in ("offline", "streaming"):
             raise ValueError(f"unknown mode {mode!r}; use 'offline' or 'streaming'")
         self.check_decoder(decoder, boost)
+        width = self.beam_width(beam_size, decoder, boost)
         self.prompt_id(language)  # validate before any work
         trie = self.compile_boost(boost)
         if mode == "streaming":
             return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size,
-                                              progress, decoder, trie)
+                                              progress, decoder, trie, width)
         left, right, trained = self.context(latency_ms, "offline")
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch together
         results: dict[int, Transcript] = {}
@@ -170,7 +189,7 @@ class Recognizer:
             lengths = [len(audios[i]) for i in idx]
             on_block = None if progress is None else self._block_progress(progress, done_s, lengths)
             batch = self._offline_batch([audios[i] for i in idx], language, left, right, decoder, keep_lang_tags,
-                                        on_block, trie)
+                                        on_block, trie, width)
             for i, t in zip(idx, batch):
                 results[i] = _with(t, latency_ms=chunking.latency_ms(right, self.cfg.encoder.subsampling_factor,
                                                                      self.cfg.features.frame_ms),
@@ -200,7 +219,7 @@ class Recognizer:
     def _offline_batch(self, audios: list[np.ndarray], language: str | None, left: int, right: int,
                        decoder: str, keep_lang_tags: bool,
                        on_block: Callable[[int], None] | None = None,
-                       boost: BoostTrie | None = None) -> list[Transcript]:
+                       boost: BoostTrie | None = None, beam_width: int = 1) -> list[Transcript]:
         device = self.model.encoder.device
         lengths = torch.tensor([len(a) for a in audios], device=device)
         batch = torch.zeros(len(audios), max(1, int(lengths.max())), device=device)
@@ -209,20 +228,27 @@ class Recognizer:
         pid = self.prompt_id(language)
         prompt = None if pid is None else torch.full((len(audios),), pid, device=device)
         frames, enc_len = self.model.encode(batch, lengths, left, right, prompt, on_block)
-        em, _ = decode_rows(self.model, frames, enc_len, DecodeState.start(self.model, len(audios), device),
-                            [decoder == "ctc"] * len(audios), [boost] * len(audios) if boost else None)
+        n, beam = len(audios), beam_width > 1
+        em, _ = decode_rows(self.model, frames, enc_len, DecodeState.start(self.model, n, device, beam_width),
+                            [decoder == "ctc"] * n, [boost] * n if boost else None, [beam] * n)
         opts = self._text_options(language, keep_lang_tags)
-        return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in em.to_lists()]
+        rows = em.to_lists()
+        if beam:  # the whole utterance in one call: its best hypothesis
+            traces = row_traces(em.beam, [0] * n)
+            rows = [_best_labels(BeamHistory(beam_width), traces[i]) for i in range(n)]
+        return [to_transcript(self.tokenizer, ids, at, p, opts) for ids, at, p in rows]
 
     def _transcribe_streaming(self, audios, language, latency_ms, keep_lang_tags, on_batch_done,
                               batch_size: int, progress: Callable[[float], None] | None = None,
-                              decoder: str = "rnnt", boost: BoostTrie | None = None) -> list[Transcript]:
+                              decoder: str = "rnnt", boost: BoostTrie | None = None,
+                              beam_width: int = 1) -> list[Transcript]:
         """Files as fast-forward streams through one engine, up to batch_size at a time (fp32)."""
         from .streaming.engine import Engine, EngineConfig
 
-        opts = replace(self.stream_options(language, latency_ms, keep_lang_tags, decoder=decoder), boost=boost)
+        opts = replace(self.stream_options(language, latency_ms, keep_lang_tags, decoder=decoder), boost=boost,
+                       beam=beam_width > 1)
         cfg = EngineConfig(max_sessions=max(1, batch_size), precision="fp32", endpoint_ms=0, max_lag_ms=float("inf"),
-                           max_segment_ms=0, phase_align=False)  # one final per file, offline's tokens
+                           max_segment_ms=0, phase_align=False, beam_size=beam_width)  # one final per file, offline's tokens
         engine = Engine(self.model, self.tokenizer, cfg)
         n, out, done_s = max(1, batch_size), [], 0.0
         for start in range(0, len(audios), n):
@@ -238,6 +264,12 @@ class Recognizer:
             if progress:
                 progress(done_s)
         return out
+
+
+def _best_labels(history: BeamHistory, trace) -> tuple[list[int], list[int], list[float]]:
+    """All labels of a beam row decoded in one call: the committed ones, then the best's tentative ones."""
+    done, rest = history.update(trace)
+    return tuple(a + b for a, b in zip(done, rest))
 
 
 def _with(t: Transcript, **changes) -> Transcript:

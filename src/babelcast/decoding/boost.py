@@ -106,6 +106,7 @@ class BoostTrie:
     arc_gain: Tensor  # [A] fp32 bonus of the arc's token: score earned beyond what is kept
     root_gain: Tensor  # [C] fp32 bonus of a token from the root (0: no phrase starts with it; blank 0)
     root_next: Tensor  # [C] int64 node a token leads to from the root
+    risk: Tensor  # [N] fp32 score an open match holds at each node (given back if it breaks; beam search)
 
 
 def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_id: int) -> BoostTrie | None:
@@ -196,7 +197,8 @@ def _tables(children: list[dict[int, int]], score: list[float], kept: list[float
     root_gain, root_next = torch.zeros(blank_id + 1), torch.zeros(blank_id + 1, dtype=torch.long)
     for t, c in children[0].items():
         root_gain[t], root_next[t] = score[c], c
-    return BoostTrie(first, token, nxt, gain, root_gain, root_next)
+    risk = torch.tensor([s - k for s, k in zip(score, kept)], dtype=torch.float32)
+    return BoostTrie(first, token, nxt, gain, root_gain, root_next, risk)
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class _Packed:
     arc_gain: Tensor  # [A + 1] fp32
     root_gain: Tensor  # [B, C] fp32
     root_next: Tensor  # [B, C] int64, offset
+    risk: Tensor  # [M] fp32
     slots: Tensor  # [K] int64 0..K-1, K the most arcs of a node (at least 1)
 
 
@@ -227,7 +230,8 @@ def _pack(tries: tuple[BoostTrie, ...], device: torch.device) -> _Packed:
     gain = torch.cat([t.arc_gain for t in tries] + [torch.tensor([0.0])])
     width = max(1, max(int((t.first[1:] - t.first[:-1]).max()) for t in tries))
     parts = (offset, first, token, nxt, gain, torch.stack([t.root_gain for t in tries]),
-             torch.stack([t.root_next + o for t, o in zip(tries, offset)]), torch.arange(width))
+             torch.stack([t.root_next + o for t, o in zip(tries, offset)]), torch.cat([t.risk for t in tries]),
+             torch.arange(width))
     return _Packed(*(p.to(device) for p in parts))
 
 
@@ -260,6 +264,23 @@ class Booster:
         from_root = self.t.root_next.gather(1, label[:, None])[:, 0]
         self.node = torch.where(emit, torch.where(hit.any(1), via_arc, from_root), self.node)
         self.arcs = self._arcs_of(self.node)
+
+    def set_nodes(self, nodes: Tensor) -> None:
+        """Move the rows to these nodes [B] of their own tries (a beam reorders its hypotheses)."""
+        self.node = self.t.offset + nodes
+        self.arcs = self._arcs_of(self.node)
+
+    def risk(self) -> Tensor:
+        """[B] fp32 the score each row's open match holds (given back if it breaks or never ends)."""
+        return self.t.risk[self.node]
+
+    def beam_bonus(self) -> Tensor:
+        """[B, C] the change of each row's boost score per label, for a beam's scores: what the label's arc
+        earns less what the open match gives back (a continuation nets its own token's weight, a break loses
+        the match); blank 0 (the match stays open)."""
+        bonus = self.bonus() - self.risk()[:, None]
+        bonus[:, -1] = 0.0
+        return bonus
 
     def nodes(self) -> Tensor:
         """[B] int64 each row's node in its own trie (the state to carry to the next call)."""

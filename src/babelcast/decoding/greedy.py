@@ -7,12 +7,16 @@ only advances on emitted labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..model.transducer import CTCHead, Joint, Predictor, PredictorState
 from .boost import Booster
+
+if TYPE_CHECKING:
+    from .beam import BeamTrace
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,11 @@ class Emissions:
     frames: Tensor  # [B, N] int64 frame index within the call's frames
     probs: Tensor  # [B, N] fp32 softmax probability of each label
     count: Tensor  # [B] int64
+    beam: "tuple[list[int], BeamTrace] | None" = None  # beam-search rows (batch indices) and their trace
 
     def to_lists(self, frame_offset: list[int] | None = None) -> list[tuple[list[int], list[int], list[float]]]:
-        """Host-side per-row (labels, frames, probs); the one device→host copy per call."""
+        """Host-side per-row (labels, frames, probs); the one device→host copy per call (beam rows have
+        none here: `beam_steps` gives theirs)."""
         labels, frames, probs, count = (t.cpu() for t in (self.labels, self.frames, self.probs, self.count))
         out = []
         for b in range(labels.shape[0]):

@@ -5,6 +5,7 @@ both, then each head runs on its own rows only, and the rows' emissions come bac
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor
 
 from ..model.asr import AsrModel
 from ..model.transducer import PredictorState
+from .beam import BeamState, BeamTrace, beam_rnnt
 from .boost import Booster, BoostTrie
 from .greedy import Emissions, greedy_ctc, greedy_rnnt
 
@@ -25,26 +27,44 @@ class DecodeState:
     pred: PredictorState  # RNNT rows: the prediction net after the last emitted label
     ctc_label: Tensor  # [B] int64, CTC rows: the last frame's argmax (blank at a start), so repeats merge
     boost_node: Tensor  # [B] int64, boosted RNNT rows: the node reached in the row's phrase trie (0: root)
+    beam: BeamState | None = None  # beam-search rows: their hypotheses (None: no row may use a beam)
 
     @classmethod
-    def start(cls, model: AsrModel, batch: int, device: torch.device | str = "cpu") -> "DecodeState":
-        """Start-of-stream state of `batch` rows (fp32 prediction net, blank label, trie root)."""
+    def start(cls, model: AsrModel, batch: int, device: torch.device | str = "cpu",
+              beam_width: int = 0) -> "DecodeState":
+        """Start-of-stream state of `batch` rows (fp32 prediction net, blank label, trie root; with
+        beam_width > 1, room for that many hypotheses per row)."""
         blank = model.cfg.transducer.blank_id
         return cls(model.decoder.init_state(batch, device, torch.float32),
                    torch.full((batch,), blank, dtype=torch.long, device=device),
-                   torch.zeros(batch, dtype=torch.long, device=device))
+                   torch.zeros(batch, dtype=torch.long, device=device),
+                   BeamState.start(model.decoder, batch, beam_width, device) if beam_width > 1 else None)
 
 
 def decode_rows(model: AsrModel, frames: Tensor, valid: Tensor, state: DecodeState,
                 ctc_rows: list[bool] | None = None,
-                boost: list[BoostTrie | None] | None = None) -> tuple[Emissions, DecodeState]:
-    """Greedy decoding of prompted frames [B, T, D] (valid [B]): rows flagged in ctc_rows with the CTC
-    head, the others with the RNNT joint, boosted by their phrase tries (boost, per row; None or a
-    batch whose RNNT rows boost nothing runs no boosting op); a batch of one kind runs its head on the
-    whole batch."""
-    flags = ctc_rows or [False] * frames.shape[0]
-    ctc, rnnt = [i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]
+                boost: list[BoostTrie | None] | None = None,
+                beam_rows: list[bool] | None = None) -> tuple[Emissions, DecodeState]:
+    """Decoding of prompted frames [B, T, D] (valid [B]): rows flagged in ctc_rows with the CTC head
+    (greedy), rows flagged in beam_rows with RNNT beam search (their labels come as a trace in
+    Emissions.beam), the others with greedy RNNT; RNNT rows boosted by their phrase tries (boost, per
+    row; None or a batch whose RNNT rows boost nothing runs no boosting op); a batch of one kind runs
+    its head on the whole batch."""
+    n = frames.shape[0]
+    flags, beams = ctc_rows or [False] * n, beam_rows or [False] * n
+    ctc = [i for i, f in enumerate(flags) if f]
+    rnnt = [i for i in range(n) if not flags[i] and not beams[i]]
+    searched = [i for i in range(n) if not flags[i] and beams[i]]
     parts, pred, ctc_label, boost_node = [], state.pred, state.ctc_label, state.boost_node
+    beam, trace = state.beam, None
+    if searched:
+        if beam is None:
+            raise ValueError("beam search asked of a decode state made without room for hypotheses")
+        rows = _index(searched, frames)
+        tries = [boost[i] for i in searched] if boost else None
+        trace, new = beam_rnnt(model.decoder, model.joint, _take(frames, rows), _take(valid, rows),
+                               beam if rows is None else beam.index(rows), model.cfg.transducer.max_symbols, tries)
+        beam = new if rows is None else beam.put(rows, new)
     if rnnt:
         rows = _index(rnnt, frames)
         tries = [boost[i] for i in rnnt] if boost else []
@@ -63,7 +83,16 @@ def decode_rows(model: AsrModel, frames: Tensor, valid: Tensor, state: DecodeSta
                               model.cfg.transducer.blank_id, _take(ctc_label, rows))
         parts.append((rows, em))
         ctc_label = last if rows is None else ctc_label.index_copy(0, rows, last)
-    return _merge(parts, frames.shape[0]), DecodeState(pred, ctc_label, boost_node)
+    em = _merge(parts, n) if parts else _no_labels(frames)
+    if trace is not None:
+        em = dataclasses.replace(em, beam=(searched, trace))
+    return em, DecodeState(pred, ctc_label, boost_node, beam)
+
+
+def _no_labels(frames: Tensor) -> Emissions:
+    """Emissions without labels (a batch of beam rows only: theirs come as a trace)."""
+    z = torch.zeros((frames.shape[0], 0), dtype=torch.long, device=frames.device)
+    return Emissions(z, z, z.float(), torch.zeros(frames.shape[0], dtype=torch.long, device=frames.device))
 
 
 def _index(rows: list[int], frames: Tensor) -> Tensor | None:
@@ -82,8 +111,9 @@ def _put_pred(state: PredictorState, rows: Tensor, new: PredictorState) -> Predi
 
 
 def _merge(parts: list[tuple[Tensor | None, Emissions]], batch: int) -> Emissions:
-    """Emissions of row subsets → one Emissions in batch order (padded to the widest part)."""
-    if len(parts) == 1:
+    """Emissions of row subsets → one Emissions in batch order (padded to the widest part; rows of no
+    part have none)."""
+    if len(parts) == 1 and parts[0][0] is None:
         return parts[0][1]
     width = max(em.labels.shape[1] for _, em in parts)
     first = parts[0][1]

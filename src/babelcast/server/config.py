@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..config import PRECISIONS
+from ..config import DEFAULT_BEAM, MAX_BEAM, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class ServerConfig:
     # live utterances start on their latency group's step clock (up to one chunk of leading silence):
     # concurrent streams share steps; off: each stream's tokens are exactly offline's, steps split more
     phase_align: bool = True
+    beam_size: int = DEFAULT_BEAM  # hypotheses of sessions decoded with beam search (boosted ones by default); 1: none
     # live sessions
     max_session_s: float = 3600.0  # wall-clock and audio length limit of one session
     idle_timeout_s: float = 30.0  # no message for this long ends a session
@@ -42,9 +43,11 @@ class ServerConfig:
         """Raise ValueError naming the first bad setting."""
         if self.precision not in ("auto",) + PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; use one of auto, {', '.join(PRECISIONS)}")
-        for name in ("max_sessions", "max_frame_bytes", "max_upload_bytes", "max_pending_transcriptions"):
+        for name in ("beam_size", "max_sessions", "max_frame_bytes", "max_upload_bytes", "max_pending_transcriptions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.beam_size > MAX_BEAM:
+            raise ValueError(f"beam_size must be at most {MAX_BEAM}, got {self.beam_size}")
         for name in ("max_session_s", "idle_timeout_s", "max_backlog_s", "max_upload_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

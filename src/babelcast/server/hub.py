@@ -48,7 +48,8 @@ class EngineHub:
         self.engine = rec.engine(EngineConfig(max_sessions=cfg.max_sessions, precision=cfg.precision,
                                               endpoint_ms=cfg.endpoint_ms, max_lag_ms=cfg.max_lag_ms,
                                               max_files=cfg.max_pending_transcriptions,
-                                              threads=cfg.threads, phase_align=cfg.phase_align))
+                                              threads=cfg.threads, phase_align=cfg.phase_align,
+                                              beam_size=cfg.beam_size))
         metrics.bind_engine(self.engine)
         self.sessions: dict[str, Subscriber] = {}  # engine session id -> session (loop thread only)
         self.live: set[Subscriber] = set()  # every connected live session, opened or not

@@ -66,7 +66,7 @@ def engine_options(rec, settings: StreamSettings, mode: str = "streaming") -> St
     try:
         return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags, mode=mode,
                                   lock_language=settings.lock_language, decoder=settings.decoder,
-                                  boost=settings.boost)
+                                  boost=settings.boost, beam=settings.beam)
     except UnsupportedDecoder as e:
         raise ApiError("unsupported_decoder", str(e), "decoder") from None
     except UnsupportedLanguage as e:

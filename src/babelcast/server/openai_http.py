@@ -27,7 +27,7 @@ from . import auth
 from .auth import requires_key
 from .errors import ApiError, error_response
 from .fleet import models_body
-from .settings import parse_boost
+from .settings import convert_setting, parse_boost
 
 log = logging.getLogger("babelcast.server")
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -86,10 +86,12 @@ async def transcriptions_endpoint(request: Request) -> Response:
         keep_tags = str(form.get("keep_lang_tags") or "false").lower() in ("true", "1")
         decoder = str(form.get("decoder") or "rnnt")
         boost = parse_boost("boost", [str(v) for key in ("boost", "keyterm") for v in form.getlist(key)])
-        _check_options(hub.rec, language, latency, decoder, boost)
+        beam = None if form.get("beam") in (None, "") else convert_setting("beam", "beam", str(form.get("beam")))
+        _check_options(hub.rec, language, latency, decoder, boost, beam)
         data = await upload.read()
         name = upload.filename or "file"
-        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder, boost=boost)
+        opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder, boost=boost,
+                                      beam=beam)
         t = await hub.transcribe(functools.partial(_decode, data, name), opts, source=f"file {name}")
         queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:
@@ -127,10 +129,12 @@ def _latency(raw) -> int | None:
         raise ApiError("invalid_latency", f"latency_ms must be an integer, got {raw!r}", "latency_ms") from None
 
 
-def _check_options(rec, language: str, latency: int | None, decoder: str, boost: tuple[str, ...] = ()) -> None:
+def _check_options(rec, language: str, latency: int | None, decoder: str, boost: tuple[str, ...] = (),
+                   beam: bool | None = None) -> None:
     """ApiError naming a language, latency or decoder this model cannot serve (before the upload is read)."""
     try:
         rec.check_decoder(decoder, boost)
+        rec.beam_width(None if beam is None else (2 if beam else 1), decoder, boost)
     except UnsupportedDecoder as e:
         raise ApiError("unsupported_decoder", str(e), "decoder") from None
     try:

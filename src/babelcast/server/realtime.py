@@ -93,7 +93,7 @@ class RealtimeConnection:
                                                       "language": None if s.language == "auto" else s.language,
                                                       "latency_ms": self.session.latency_ms,
                                                       "lock_language": s.lock_language, "decoder": s.decoder,
-                                                      "boost": list(s.boost)},
+                                                      "boost": list(s.boost), "beam": s.beam},
                                     "turn_detection": self.turn_detection, "noise_reduction": None}},
                 "include": []}
 
@@ -136,6 +136,8 @@ class RealtimeConnection:
         for key in ("boost", "keyterm"):  # babelcast's extension (Deepgram's name too)
             if key in transcription:
                 changes["boost"] = parse_boost(key, transcription[key])
+        if transcription.get("beam") is not None:  # babelcast's extension: beam search on or off
+            changes["beam"] = convert_setting("beam", "transcription.beam", transcription["beam"])
         if td_given:
             changes["endpoint_ms"] = self._endpoint_ms(td)
         new = dataclasses.replace(old, **changes)

@@ -57,6 +57,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder precision; auto picks int8 / bf16 / fp32 by a one-time probe of this CPU")
     parser.add_argument("--threads", type=int, metavar="N", help="torch threads of the engine (default: torch's)")
     parser.add_argument("--max-sessions", type=int, default=d.max_sessions, metavar="N")
+    parser.add_argument("--beam-size", type=int, default=d.beam_size, metavar="N",
+                        help="hypotheses of sessions decoded with beam search: those that boost phrases, or ask "
+                             "for it (setting beam); 1: every session decodes greedily")
     parser.add_argument("--no-phase-align", dest="phase_align", action="store_false",
                         help="do not start live utterances on their latency's step clock (with it, up to one "
                              "chunk of leading silence lets concurrent streams share steps; without it, each "
@@ -104,7 +107,7 @@ def config_from_args(args: argparse.Namespace, spec: ModelSpec) -> ServerConfig:
         host=args.host, port=args.port, grpc_port=args.grpc_port, model_name=spec.name,
         api_keys=tuple(dict.fromkeys(keys)),
         max_sessions=args.max_sessions, precision=spec.precision or args.precision, endpoint_ms=args.endpoint_ms,
-        max_lag_ms=args.max_lag_ms, threads=args.threads, phase_align=args.phase_align,
+        max_lag_ms=args.max_lag_ms, threads=args.threads, phase_align=args.phase_align, beam_size=args.beam_size,
         max_session_s=args.max_session_s,
         idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_upload_s=args.max_upload_s,

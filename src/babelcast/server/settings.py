@@ -23,6 +23,7 @@ ALIASES = {
     "lock_language": ("lock_language",),
     "decoder": ("decoder",),
     "boost": ("boost", "keyterm"),  # keyterm: Deepgram's name; repeatable in a query string, a list in JSON
+    "beam": ("beam",),
 }
 _BY_SPELLING = {spelling: name for name, spellings in ALIASES.items() for spelling in spellings}
 # allowed beside the settings, not part of them (`model` picks the model when connecting: server/fleet.py)
@@ -41,6 +42,7 @@ class StreamSettings:
     lock_language: bool = False  # with auto: the first detected language becomes the prompt
     decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint
     boost: tuple[str, ...] = ()  # phrases PHRASE[:WEIGHT] to favour
+    beam: bool | None = None  # RNNT beam search at the server's width (None: when boosting); false: greedy
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,7 +101,7 @@ def convert_setting(name: str, key: str, raw: Any) -> Any:
         return raw
     if name == "boost":
         return parse_boost(key, raw)
-    if name in ("interim_results", "keep_lang_tags", "lock_language"):
+    if name in ("interim_results", "keep_lang_tags", "lock_language", "beam"):
         return _bool(key, raw)
     if name == "endpoint_ms":
         if raw is False or (isinstance(raw, str) and raw.lower() in ("false", "off", "none")):

@@ -1,6 +1,6 @@
 """Preallocated streaming state for up to `capacity` streams, addressed by slot: encoder caches and
-what greedy decoding carries (the prediction net's state; a CTC row's last frame label; a boosted
-row's node in its phrase trie).
+what decoding carries (the prediction net's state; a CTC row's last frame label; a boosted row's
+node in its phrase trie; with a beam width, every slot's hypotheses for beam search).
 
 Every latency of a checkpoint shares the same left context, so one pool serves streams of all
 latencies; a step gathers the rows of its slots, runs, and scatters the new rows back.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..decoding.beam import collapse
 from ..decoding.heads import DecodeState
 from ..model.asr import AsrModel
 from ..model.encoder import EncoderState
@@ -18,13 +19,14 @@ from ..model.transducer import PredictorState
 
 class CachePool:
     def __init__(self, model: AsrModel, capacity: int, left: int, device: torch.device | str,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, beam_width: int = 0):
         self.capacity = capacity
         self.encoder = model.encoder.init_state(capacity, left, device, dtype)  # [.., capacity, ..]
-        decode = DecodeState.start(model, capacity, device)  # [.., capacity, ..]
+        decode = DecodeState.start(model, capacity, device, beam_width)  # [.., capacity, ..]
         self.predictor, self.ctc_label, self.boost_node = decode.pred, decode.ctc_label, decode.boost_node
+        self.beam = decode.beam  # [.., capacity * width, ..]; None without a beam width
         self._fresh_encoder = model.encoder.init_state(1, left, device, dtype)
-        self._fresh_decode = DecodeState.start(model, 1, device)
+        self._fresh_decode = DecodeState.start(model, 1, device, beam_width)
         self._free = list(range(capacity - 1, -1, -1))
 
     @property
@@ -51,11 +53,14 @@ class CachePool:
                                          fe.v_cache.expand(-1, n, -1, -1, -1), fe.att_cache_len.expand(n),
                                          fe.conv_cache.expand(-1, n, -1, -1), fe.mel_pos.expand(n)),
                      DecodeState(PredictorState(fp.out.expand(n, -1), fp.h.expand(-1, n, -1), fp.c.expand(-1, n, -1)),
-                                 fd.ctc_label.expand(n), fd.boost_node.expand(n)))
+                                 fd.ctc_label.expand(n), fd.boost_node.expand(n),
+                                 None if fd.beam is None else fd.beam.index(torch.zeros_like(slots))))
 
-    def gather(self, slots: Tensor) -> tuple[EncoderState, DecodeState]:
+    def gather(self, slots: Tensor, beam: bool = False) -> tuple[EncoderState, DecodeState]:
+        """These slots' state; their beam hypotheses only when some row searches with a beam."""
         return self.encoder.index(slots), DecodeState(self.predictor.index(slots), self.ctc_label[slots],
-                                                      self.boost_node[slots])
+                                                      self.boost_node[slots],
+                                                      self.beam.index(slots) if beam and self.beam is not None else None)
 
     def scatter(self, slots: Tensor, enc: EncoderState, decode: DecodeState) -> None:
         """Write rows back in place (index_copy_ along each tensor's stream axis)."""
@@ -72,3 +77,11 @@ class CachePool:
         p.c.index_copy_(1, slots, pred.c.to(p.c.dtype))
         self.ctc_label.index_copy_(0, slots, decode.ctc_label)
         self.boost_node.index_copy_(0, slots, decode.boost_node)
+        if self.beam is not None and decode.beam is not None:
+            self.beam.write_(slots, decode.beam)
+
+    def collapse(self, slot: int, best: int) -> None:
+        """After a beam row's final: only its best hypothesis goes on."""
+        slots = torch.tensor([slot], device=self.ctc_label.device)
+        row = self.beam.index(slots)
+        self.beam.write_(slots, collapse(row, torch.tensor([best], device=slots.device)))

@@ -22,6 +22,8 @@ the decoder only the head.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import threading
 import time
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .. import chunking
+from ..decoding.beam import DEFAULT_BEAM, row_traces
 from ..decoding.boost import BoostTrie
 from ..decoding.greedy import Emissions
 from ..decoding.heads import DecodeState, decode_rows
@@ -83,6 +86,9 @@ class EngineConfig:
     # Step clocks per latency group at most: more make a flush's wait for a step shorter while the
     # group's step is long (each costs a weight read per chunk); 1: lockstep on one clock.
     max_sub_clocks: int = 4
+    # Hypotheses of a stream decoded with beam search (StreamOptions.beam: boosted streams by default);
+    # the pool keeps room for them in every slot. 1: no beam search (such streams decode greedily).
+    beam_size: int = DEFAULT_BEAM
 
 
 DEADLINE_SLACK_S = 0.3
@@ -98,17 +104,18 @@ RELAX = 0.5  # p95 time-to-final under this share of the budget: one clock fewer
 def decode_chunks(model: AsrModel, chunks: Tensor, enc_state: EncoderState, decode_state: DecodeState,
                   left: int, right: int, prompts: Tensor | None, mel_end: Tensor | None = None,
                   pos_proj: list[Tensor] | None = None,
-                  ctc_rows: list[bool] | None = None, boost: list[BoostTrie | None] | None = None
-                  ) -> tuple[Emissions, EncoderState, DecodeState]:
+                  ctc_rows: list[bool] | None = None, boost: list[BoostTrie | None] | None = None,
+                  beam_rows: list[bool] | None = None) -> tuple[Emissions, EncoderState, DecodeState]:
     """One streaming step of B streams: encoder step → language prompt (fp32) → greedy decode, RNNT
     or, for the rows flagged in ctc_rows, the CTC head of a hybrid (the prompt acts before either head);
-    boost: each row's phrase trie (None: no boosting), RNNT rows only.
+    boost: each row's phrase trie (None: no boosting), RNNT rows only; beam_rows: RNNT rows decoded with
+    beam search (their labels come as a trace, Emissions.beam).
 
     chunks [B, k*factor*(r+1), F]; the one sequence the Engine and the benchmarks run.
     """
     out = model.encoder.step(chunks, enc_state, left, right, mel_end, pos_proj)
     frames = model.apply_prompt(out.frames.float(), prompts)
-    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows, boost)
+    em, decode_state = decode_rows(model, frames, out.valid, decode_state, ctc_rows, boost, beam_rows)
     return em, out.state, decode_state
 
 
@@ -134,7 +141,7 @@ class Engine:
         self.grid = Grid.of(self.model)
         self.device = self.model.encoder.device
         self.pool = CachePool(self.model, cfg.max_sessions + cfg.max_files, self.left, self.device,
-                              self.model.encoder.dtype)
+                              self.model.encoder.dtype, cfg.beam_size if cfg.beam_size > 1 else 0)
         self._files: set[str] = set()  # session ids of file streams
         self._file_turn = 0  # round-robin over the latencies of waiting files
         self._clock: dict[int, float] = {}  # right -> a tick of that latency group's step clock (monotonic s)
@@ -182,12 +189,14 @@ class Engine:
         """A stream in a free slot of the pool (under the lock); live streams align to their step clock."""
         if opts.left != self.left:
             raise ValueError(f"left context {opts.left} differs from the engine's {self.left}")
+        if opts.beam and self.cfg.beam_size < 2:  # beam search is off in this engine: greedy
+            opts = dataclasses.replace(opts, beam=False)
         sid, slot = f"s{next(self._ids)}", self.pool.alloc()
         self._streams[sid] = Stream(
             sid, slot, opts, self.grid, self.model.features, self.tok, interim,
             chunking.enc_frames_in(window_ms, self.grid.factor, self.grid.mel_ms) if window_ms else 10**9,
             reset_state=lambda: self.pool.reset(torch.tensor([slot], device=self.device)), prompt_of=self._prompt_of,
-            max_segment_frames=self._max_segment_frames(window_ms),
+            max_segment_frames=self._max_segment_frames(window_ms), beam_width=self.cfg.beam_size,
             align=(lambda t0_s: self._phase_pad(sid, opts.right, t0_s)) if live and self.cfg.phase_align else None)
         self.metrics.opened += 1
         return sid
@@ -488,8 +497,9 @@ class Engine:
             return self._update(batch, emissions, now)
 
     @torch.no_grad()
-    def _run(self, batch: _Batch) -> tuple[list[tuple[list[int], list[int], list[float]]], list[float]]:
-        """Batched encoder step (k chunks per stream) + prompt + greedy decode for one batch."""
+    def _run(self, batch: _Batch) -> tuple[list[tuple], list[float]]:
+        """Batched encoder step (k chunks per stream) + prompt + decode for one batch: per stream its
+        (labels, frames, probs, beam trace or None)."""
         streams, right, k = batch.streams, batch.right, batch.k
         chunks = torch.empty(len(streams), k * chunking.chunk_mel(right, self.grid.factor), self.grid.feat_in,
                              device=self.device)  # [B, k*chunk_mel, F]
@@ -501,13 +511,16 @@ class Engine:
         prompts = None
         if self.model.prompt_kernel is not None:
             prompts = torch.tensor([s.prompt_id for s in streams], device=self.device)
-        enc_state, decode_state = self.pool.gather(slots)
+        beams = [s.opts.beam for s in streams]
+        enc_state, decode_state = self.pool.gather(slots, any(beams))
         em, enc_state, decode_state = decode_chunks(self.model, chunks, enc_state, decode_state, self.left, right,
                                                     prompts, ends, self._pos(chunking.enc_frames(k, right)),
                                                     [s.opts.decoder == "ctc" for s in streams],
-                                                    [s.opts.boost for s in streams])
+                                                    [s.opts.boost for s in streams],
+                                                    beams)
         self.pool.scatter(slots, enc_state, decode_state)
-        return em.to_lists(enc_done), ready_times
+        traces = row_traces(em.beam, enc_done)
+        return [(*row, traces.get(i)) for i, row in enumerate(em.to_lists(enc_done))], ready_times
 
     def _pos(self, n_frames: int) -> list[Tensor]:
         """Relative-position projections for a step of n_frames new frames, computed once per shape."""
@@ -517,10 +530,10 @@ class Engine:
 
     def _update(self, batch: _Batch, emissions, now: float) -> list[Event]:
         events = []
-        for s, (labels, frames, probs) in zip(batch.streams, emissions):
+        for s, (labels, frames, probs, trace) in zip(batch.streams, emissions):
             if self._streams.get(s.id) is not s:
                 continue  # aborted while running
-            s.add_tokens(labels, frames, probs, batch.k)
+            s.add_tokens(labels, frames, probs, batch.k, trace)
             events += self._events(s, now)
         return events
 
@@ -528,6 +541,9 @@ class Engine:
         """A stream's events after a step; a final that closes the session frees its slot."""
         flush_time = s.flush_time  # read first: a flush's final restarts the stream
         events = s.events(now)
+        if s.collapse_to is not None:  # a beam stream's final: only its best hypothesis goes on
+            self.pool.collapse(s.slot, s.collapse_to)
+            s.collapse_to = None
         if flush_time is not None and any(e.kind == "final" and e.reason == "flush" for e in events):
             self.metrics.record_final(now - flush_time)
             if s.id not in self._files:

@@ -45,7 +45,9 @@ class SegmentTokens:
         self.last_token_frame = -1  # survives a segment end (endpointing counts blanks since it)
         self._cut = 0
         self._head = _Head()
-        self._partial: tuple[int, Transcript] | None = None  # (tokens it covers, rendering): steps without tokens reuse it
+        self._partial: tuple[tuple, Transcript] | None = None  # (tokens it covers, rendering): steps without tokens reuse it
+        self.tentative: tuple[list[int], list[int], list[float]] = ([], [], [])  # beam search: the best
+        # hypothesis's labels after the committed ones (partials and endpoints read them; a final commits them)
 
     def add(self, labels: list[int], frames: list[int], probs: list[float]) -> None:
         """Tokens of one step."""
@@ -55,15 +57,23 @@ class SegmentTokens:
         if labels:
             self.last_token_frame = frames[-1]
 
+    def set_tentative(self, labels: list[int], frames: list[int], probs: list[float]) -> None:
+        """The best beam hypothesis's uncommitted labels (replacing the last step's)."""
+        self.tentative = (labels, frames, probs)
+        if labels:
+            self.last_token_frame = frames[-1]
+
     def clear(self, opts: TextOptions | None = None) -> None:
         """A new segment (tokens go; last_token_frame stays); new text options for a new utterance."""
         self.opts = opts or self.opts
         self.ids, self.frames, self.probs = [], [], []
+        self.tentative = ([], [], [])
         self._cut, self._head, self._partial = 0, _Head(), None
 
     def tail(self) -> list[int]:
-        """The tokens after the cut: the tag scan of the segment is aligned at their start."""
-        return self.ids[self._cut:]
+        """The tokens after the cut, tentative ones included: the tag scan of the segment is aligned at
+        their start."""
+        return self.ids[self._cut:] + self.tentative[0]
 
     def final(self, **meta) -> Transcript:
         """The segment's transcript, rendered in full."""
@@ -84,16 +94,20 @@ class SegmentTokens:
     def partial(self, **meta) -> Transcript:
         """The transcript so far, less trailing tokens that may still become a language tag;
         equal to `to_transcript` of those tokens, in time independent of the segment's length."""
-        if self._partial is None or self._partial[0] != len(self.ids):
-            self._partial = len(self.ids), self._render_partial()
+        key = (len(self.ids), tuple(self.tentative[0]))
+        if self._partial is None or self._partial[0] != key:
+            self._partial = key, self._render_partial()
         return dataclasses.replace(self._partial[1], **meta)
 
     def _render_partial(self) -> Transcript:
         self._advance()
-        n = len(self.ids) - self.tok.pending_tag_prefix(self.ids)
+        all_ids, all_frames, all_probs = self.ids, self.frames, self.probs
+        if self.tentative[0]:  # a copy only for a beam's rows
+            all_ids, all_frames, all_probs = (a + b for a, b in zip((all_ids, all_frames, all_probs), self.tentative))
+        n = len(all_ids) - self.tok.pending_tag_prefix(all_ids)
         if not self._cut:  # nothing rendered yet: to_transcript's own rules for a text without words apply
-            return to_transcript(self.tok, self.ids[:n], self.frames[:n], self.probs[:n], self.opts)
-        ids, frames, probs = self.ids[self._cut:n], self.frames[self._cut:n], self.probs[self._cut:n]
+            return to_transcript(self.tok, all_ids[:n], all_frames[:n], all_probs[:n], self.opts)
+        ids, frames, probs = all_ids[self._cut:n], all_frames[self._cut:n], all_probs[self._cut:n]
         tail = self._render(ids, frames, probs, _Head(prob_sum=self._head.prob_sum))
         h = self._head
         text = f"{h.text} {tail.text}" if h.text and tail.text else h.text or tail.text

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .. import chunking
 from ..audio.features import LogMel
+from ..decoding.beam import BeamHistory, RowTrace
 from ..decoding.boost import BoostTrie
 from ..decoding.result import Transcript
 from ..decoding.text import TextOptions
@@ -48,6 +49,7 @@ class StreamOptions:
     lock_language: bool = False  # auto mode: the first detected language becomes the prompt
     decoder: str = "rnnt"  # "ctc": the CTC head of a hybrid checkpoint, in the same batches as RNNT rows
     boost: BoostTrie | None = None  # the stream's boosted phrases (None: no boosting)
+    beam: bool = False  # RNNT beam search (the engine's beam width) instead of greedy
 
     @property
     def latency_ms(self) -> int:
@@ -140,7 +142,7 @@ class Stream:
     def __init__(self, sid: str, slot: int, opts: StreamOptions, grid: Grid, features: LogMel, tok,
                  interim: bool, window_frames: int, reset_state: Callable[[], None],
                  prompt_of: Callable[[str], int | None], max_segment_frames: int = 0,
-                 align: Callable[[float], int] | None = None):
+                 align: Callable[[float], int] | None = None, beam_width: int = 0):
         self.id, self.slot, self.opts, self.grid = sid, slot, opts, grid
         self.right = opts.right
         self.chunk_mel = chunking.chunk_mel(opts.right, grid.factor)
@@ -153,6 +155,8 @@ class Stream:
         device = features.window.device
         self._mel = MelBuffer(grid.feat_in, device)
         self.tokens = SegmentTokens(tok, opts.text)
+        self.beam = BeamHistory(beam_width) if opts.beam else None  # the hypotheses of a beam-search stream
+        self.collapse_to: int | None = None  # after a beam stream's final: the hypothesis that goes on
         self.segment = 0
         self.offset_s = 0.0  # stream time at the start of the current utterance
         self.closing = False
@@ -258,8 +262,12 @@ class Stream:
         """Total mel frames of the utterance once it is flushed, else OPEN_END."""
         return self._total_mel() if self._flush is not None else OPEN_END
 
-    def add_tokens(self, labels: list[int], frames: list[int], probs: list[float], k: int) -> None:
-        """What a step of k chunks emitted."""
+    def add_tokens(self, labels: list[int], frames: list[int], probs: list[float], k: int,
+                   trace: RowTrace | None = None) -> None:
+        """What a step of k chunks emitted (a beam stream: its trace, whose shared labels are committed)."""
+        if trace is not None:
+            (labels, frames, probs), tentative = self.beam.update(trace)
+            self.tokens.set_tentative(*tentative)
         self.tokens.add(labels, frames, probs)
         self.chunks_done += k
 
@@ -319,6 +327,9 @@ class Stream:
         self.last_feed = 0.0
         self.tokens.clear(dataclasses.replace(self.opts.text, offset_s=self.offset_s))
         self.tokens.last_token_frame = -1
+        self.collapse_to = None  # the state was reset
+        if self.beam is not None:
+            self.beam.reset()
 
     def _restart(self) -> None:
         """The next utterance on the same session: fresh state, then the held audio and flushes."""
@@ -366,7 +377,12 @@ class Stream:
         return chunking.feature_frames(self.n_samples, self.grid.hop_samples)
 
     def _final(self, now: float, reason: str) -> list[Event]:
-        """The segment's final (after a language event if it brings one); the next segment starts empty."""
+        """The segment's final (after a language event if it brings one); the next segment starts empty
+        (a beam stream's best hypothesis is committed, and only it goes on)."""
+        if self.beam is not None:
+            self.tokens.add(*self.beam.take_best())
+            self.collapse_to = self.beam.best
+            self.beam.reset()
         t = self.tokens.final(**self._meta())
         self.tokens.clear()
         self._last_partial = ""
