@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .config import DEFAULT_WEIGHT
+
 
 def positive_int(text: str) -> int:
     """A strictly positive integer."""
@@ -19,7 +21,7 @@ def positive_int(text: str) -> int:
 def add_boost_arguments(parser: argparse.ArgumentParser) -> None:
     """--boost and --boost-file: phrases (names, terms) the decoder should favour."""
     parser.add_argument("--boost", action="append", default=[], metavar="PHRASE[:WEIGHT]",
-                        help="favour this phrase (repeatable; weight per token, default 2)")
+                        help=f"favour this phrase (repeatable; weight per token, default {DEFAULT_WEIGHT:g})")
     parser.add_argument("--boost-file", type=Path, metavar="FILE", help="phrases to favour, one PHRASE[:WEIGHT] a line")
 
 

@@ -15,6 +15,7 @@ LOCALE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}$")  # a canonical locale such as de-D
 PRECISIONS = ("fp32", "bf16", "int8")  # inference weight copies (streaming/engine.py, spec §8.9)
 DEFAULT_BEAM = 4  # hypotheses of an RNNT beam search by default (boosted streams; bench/boost.py)
 MAX_BEAM = 16
+DEFAULT_WEIGHT = 3.0  # log-probability bonus per boosted token (bench/boost.py: beam 4 at 3 meets the recall target)
 
 
 class ConfigError(ValueError):

@@ -126,18 +126,24 @@ def beam_rnnt(predictor: Predictor, joint: Joint, frames: Tensor, valid: Tensor,
     places = torch.arange(k, device=dev).expand(b, k)
     parents = torch.zeros((t_max, max_symbols, b, k), dtype=torch.long, device=dev)
     labels, probs = torch.full_like(parents, blank), torch.zeros(parents.shape, device=dev)
-    origin_set, origin = (torch.zeros((t_max, b, k), dtype=torch.long, device=dev) for _ in range(2))
+    origin_set = torch.zeros((t_max, b, k), dtype=torch.long, device=dev)
+    origin = places.expand(t_max, b, k).clone()  # [T, B, K] a frame without labels keeps every place
     pred_proj = joint.pred(state.pred.out)  # [B*K, J]
+    enc_k = enc_proj.repeat_interleave(k, 0)  # [B*K, T, J] each row's frames for its K hypotheses
     for t in range(t_max):
         active = valid > t  # [B]
-        sets, pred_proj = _frame(predictor, joint, enc_proj[:, t], state, pred_proj, booster, max_symbols,
+        sets, pred_proj = _frame(predictor, joint, enc_k[:, t], state, pred_proj, booster, max_symbols,
                                  parents[t], labels[t], probs[t])
+        if len(sets) == 1:  # no label on this frame: each hypothesis ends on blank in its place (keys stay unique)
+            state = BeamState(state.pred, torch.where(active[:, None], sets[0].ended, state.score), state.node,
+                              state.key)
+            continue
         new, src_set, src, new_proj = _select(sets, k)
         state = _where_rows(active, new, state)
         pred_proj = torch.where(active.repeat_interleave(k)[:, None], new_proj, pred_proj)
         origin_set[t] = torch.where(active[:, None], src_set, 0)  # a row past its frames keeps its set
         origin[t] = torch.where(active[:, None], src, places)
-        if booster is not None:
+        if booster is not None:  # the booster follows the hypotheses' nodes (_frame's invariant)
             booster.set_nodes(state.node.reshape(-1))
     final = state.score if booster is None else state.score - booster.risk().view(b, k)  # open matches given back
     best = final.argmax(1)
@@ -156,16 +162,16 @@ class _Set(NamedTuple):
     proj: Tensor  # [B*K, J]
 
 
-def _frame(predictor: Predictor, joint: Joint, enc_t: Tensor, state: BeamState, pred_proj: Tensor,
+def _frame(predictor: Predictor, joint: Joint, enc_k: Tensor, state: BeamState, pred_proj: Tensor,
            booster: Booster | None, max_symbols: int, parents: Tensor, labels: Tensor, probs: Tensor
            ) -> tuple[list[_Set], Tensor]:
-    """Expand one frame's start set up to max_symbols times; every set with its blank-ended scores.
-    parents/labels/probs [S, B, K] are filled with what each expansion did."""
+    """Expand one frame's start set up to max_symbols times; every set with its blank-ended scores (one set:
+    no label was kept). enc_k [B*K, J]; parents/labels/probs [S, B, K] are filled with what each expansion
+    did. The booster holds the current set's nodes on entry and on return."""
     b, k = state.score.shape
     blank = predictor.cfg.blank_id
     cur = _Set(state.score, state.score, state.node, state.key, state.pred, pred_proj)
     sets: list[_Set] = []
-    enc_k = enc_t.repeat_interleave(k, 0)  # [B*K, J]
     for s in range(max_symbols + 1):
         if s == max_symbols:  # max_symbols labels on this frame: the rest go on to the next one unscored
             sets.append(cur)
@@ -174,7 +180,6 @@ def _frame(predictor: Predictor, joint: Joint, enc_t: Tensor, state: BeamState, 
         sets.append(cur._replace(ended=cur.score + logp[..., blank]))
         ext = cur.score[..., None] + logp[..., :blank]  # [B, K, V]
         if booster is not None:
-            booster.set_nodes(cur.node.reshape(-1))
             ext = ext + booster.beam_bonus()[:, :blank].view(b, k, -1)
         top, idx = ext.reshape(b, -1).topk(k, dim=1)  # [B, K]
         ended = torch.cat([x.ended for x in sets], dim=1)  # [B, K*(s+1)]

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from ..checkpoint.tokenizer import WORD_START, Tokenizer
+from ..config import DEFAULT_WEIGHT  # noqa: F401  (re-exported: the phrases' default)
 
-DEFAULT_WEIGHT = 2.0  # log-probability bonus per token of a phrase
 MAX_WEIGHT = 20.0
 MAX_PHRASES = 1000
 MAX_PHRASE_CHARS = 100
