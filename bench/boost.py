@@ -30,8 +30,7 @@ import numpy as np
 import babelcast
 from babelcast.bench.streams import machine
 from babelcast.cli import main as cli
-from babelcast.config import DEFAULT_BEAM
-from babelcast.decoding.boost import DEFAULT_WEIGHT
+from babelcast.config import DEFAULT_BEAM, DEFAULT_WEIGHT, GREEDY_WEIGHT
 from babelcast.eval.metrics import Counts, normalize, score
 from babelcast.manifest import load_entry_audio, read_manifest
 from babelcast.streaming.engine import Engine, EngineConfig
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a .nemo path or hub id (default: the bundled demo model)")
     ap.add_argument("--set-dir", type=Path, default=Path("/tmp/babelcast-boost-set"))
-    ap.add_argument("--weights", default=f"1,{DEFAULT_WEIGHT:g},3", help="per-token weights to measure")
+    ap.add_argument("--weights", default=f"{GREEDY_WEIGHT:g},{DEFAULT_WEIGHT:g}", help="the beam's per-token weights to measure")
     ap.add_argument("--beam-size", type=int, default=DEFAULT_BEAM, help="hypotheses of the boosted streams' search")
     ap.add_argument("--plain-n", type=int, default=50, help="phrase-free test utterances per language (0: none)")
     ap.add_argument("--plain-dir", type=Path, default=Path("/tmp/babelcast-boost-plain"))
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     k = args.beam_size
     configs = {"greedy, none": ([], 1), f"beam {k}, none": ([], k)}
     configs.update({f"beam {k}, weight {w}": ([f"{p}:{w}" for p in real], k) for w in args.weights.split(",")})
-    configs[f"greedy, weight {DEFAULT_WEIGHT:g}"] = ([f"{p}:{DEFAULT_WEIGHT:g}" for p in real], 1)
+    configs[f"greedy, weight {GREEDY_WEIGHT:g}"] = ([f"{p}:{GREEDY_WEIGHT:g}" for p in real], 1)
     plain = plain_set(args.plain_dir, args.plain_n) if args.plain_n else []
     result["accuracy"], result["without_phrases"] = {}, {}
     for name, (boost, beam_size) in configs.items():

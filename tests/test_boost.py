@@ -12,7 +12,7 @@ import torch
 import babelcast
 from babelcast.audio.io import load_audio
 from babelcast.decoding.beam import DEFAULT_BEAM
-from babelcast.decoding.boost import (DEFAULT_WEIGHT, MAX_PHRASES, Booster, Phrase, compile_boost, parse_phrase, parse_phrases,
+from babelcast.decoding.boost import (MAX_PHRASES, Booster, Phrase, compile_boost, parse_phrase, parse_phrases,
                                       spellings)
 from babelcast.eval.metrics import normalize
 from babelcast.streaming.engine import Engine, EngineConfig
@@ -115,7 +115,7 @@ def test_bad_phrases_are_named(spec, message):
 
 def test_phrase_lists_parse_and_are_limited():
     assert parse_phrases(["  New   York ", "Anna:3.5", Phrase("Bob", 1.0)]) == (
-        Phrase("New York", DEFAULT_WEIGHT), Phrase("Anna", 3.5), Phrase("Bob", 1.0))
+        Phrase("New York"), Phrase("Anna", 3.5), Phrase("Bob", 1.0))
     assert parse_phrases(None) == () and compile_boost(CharTokenizer(), [], BLANK) is None
     with pytest.raises(ValueError, match=f"at most {MAX_PHRASES}"):
         parse_phrases(["x"] * (MAX_PHRASES + 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import DEFAULT_WEIGHT
+from .config import DEFAULT_WEIGHT, GREEDY_WEIGHT
 
 
 def positive_int(text: str) -> int:
@@ -21,7 +21,8 @@ def positive_int(text: str) -> int:
 def add_boost_arguments(parser: argparse.ArgumentParser) -> None:
     """--boost and --boost-file: phrases (names, terms) the decoder should favour."""
     parser.add_argument("--boost", action="append", default=[], metavar="PHRASE[:WEIGHT]",
-                        help=f"favour this phrase (repeatable; weight per token, default {DEFAULT_WEIGHT:g})")
+                        help=f"favour this phrase (repeatable; weight per token, default {DEFAULT_WEIGHT:g} with "
+                             f"the beam search, {GREEDY_WEIGHT:g} greedy)")
     parser.add_argument("--boost-file", type=Path, metavar="FILE", help="phrases to favour, one PHRASE[:WEIGHT] a line")
 
 

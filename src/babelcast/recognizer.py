@@ -112,9 +112,10 @@ class Recognizer:
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
-    def compile_boost(self, boost: "Sequence[str | Phrase] | None") -> BoostTrie | None:
-        """Phrases PHRASE[:WEIGHT] → this model's boosting trie (None for none); ValueError for a bad list."""
-        return compile_boost(self.tokenizer, boost, self.cfg.transducer.blank_id)
+    def compile_boost(self, boost: "Sequence[str | Phrase] | None", beam: bool) -> BoostTrie | None:
+        """Phrases PHRASE[:WEIGHT] → this model's boosting trie for a beam search or greedy decoding (None for
+        none); ValueError for a bad list."""
+        return compile_boost(self.tokenizer, boost, self.cfg.transducer.blank_id, beam)
 
     # ---- streaming ------------------------------------------------------------------------
     def stream_options(self, language: str | None = AUTO, latency_ms: int | None = None,
@@ -129,7 +130,7 @@ class Recognizer:
         beam = self.beam_width(None if beam is None else (2 if beam else 1), decoder, boost) > 1
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
-                             trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost),
+                             trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost, beam),
                              beam=beam)
 
     def stream(self, language: str | None = AUTO, latency_ms: int | None = None,
@@ -176,7 +177,7 @@ class Recognizer:
         self.check_decoder(decoder, boost)
         width = self.beam_width(beam_size, decoder, boost)
         self.prompt_id(language)  # validate before any work
-        trie = self.compile_boost(boost)
+        trie = self.compile_boost(boost, width > 1)
         if mode == "streaming":
             return self._transcribe_streaming(audios, language, latency_ms, keep_lang_tags, on_batch_done, batch_size,
                                               progress, decoder, trie, width)

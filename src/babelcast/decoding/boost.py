@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint.tokenizer import WORD_START, Tokenizer
-from ..config import DEFAULT_WEIGHT  # noqa: F401  (re-exported: the phrases' default)
+from ..config import DEFAULT_WEIGHT, GREEDY_WEIGHT
 
 MAX_WEIGHT = 20.0
 MAX_PHRASES = 1000
@@ -44,7 +44,7 @@ class Phrase:
     """One phrase to favour and its bonus per token (log-probability)."""
 
     text: str
-    weight: float = DEFAULT_WEIGHT
+    weight: float | None = None  # None: the search's default (DEFAULT_WEIGHT for a beam, GREEDY_WEIGHT greedy)
 
 
 def parse_phrase(spec: "str | Phrase") -> Phrase:
@@ -55,7 +55,7 @@ def parse_phrase(spec: "str | Phrase") -> Phrase:
         raise ValueError(f"a boost phrase must be a string PHRASE[:WEIGHT], got {spec!r}")
     text, sep, weight = spec.rpartition(":")
     if not sep:
-        return _checked(spec, DEFAULT_WEIGHT, repr(spec))
+        return _checked(spec, None, repr(spec))
     try:
         value = float(weight)
     except ValueError:
@@ -64,13 +64,15 @@ def parse_phrase(spec: "str | Phrase") -> Phrase:
     return _checked(text, value, repr(spec))
 
 
-def _checked(text: str, weight: float, shown: str) -> Phrase:
+def _checked(text: str, weight: float | None, shown: str) -> Phrase:
     """The phrase stripped, with its weight checked against the limits."""
     text = " ".join(text.split())
     if not text:
         raise ValueError(f"empty boost phrase {shown}")
     if len(text) > MAX_PHRASE_CHARS:
         raise ValueError(f"boost phrase {shown} is longer than {MAX_PHRASE_CHARS} characters")
+    if weight is None:
+        return Phrase(text)
     if not (math.isfinite(weight) and 0 < weight <= MAX_WEIGHT):
         raise ValueError(f"bad weight {weight:g} in boost phrase {shown}: it must be above 0 and at most "
                          f"{MAX_WEIGHT:g}")
@@ -109,9 +111,12 @@ class BoostTrie:
     risk: Tensor  # [N] fp32 score an open match holds at each node (given back if it breaks; beam search)
 
 
-def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_id: int) -> BoostTrie | None:
-    """A stream's boost list → its trie (None for an empty list: decoding then pays nothing)."""
+def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_id: int,
+                  beam: bool = True) -> BoostTrie | None:
+    """A stream's boost list → its trie for a beam search or greedy decoding (the default weight of phrases
+    without one differs); None for an empty list: decoding then pays nothing."""
     phrases = parse_phrases(specs)
+    default = DEFAULT_WEIGHT if beam else GREEDY_WEIGHT
     if not phrases:
         return None
     children: list[dict[int, int]] = [{}]
@@ -119,7 +124,8 @@ def compile_boost(tok: Tokenizer, specs: "Iterable[str | Phrase] | None", blank_
     bare = tok.sp.piece_to_id(WORD_START)  # "▁" alone starts many words: it earns nothing
     for p in phrases:
         for seq in spellings(tok, p.text):
-            _insert(children, score, is_end, seq, [0.0 if t == bare else p.weight for t in seq])
+            weight = default if p.weight is None else p.weight
+            _insert(children, score, is_end, seq, [0.0 if t == bare else weight for t in seq])
     fail = _failure_links(children)
     return _tables(children, score, _kept(children, score, is_end), fail, blank_id)
 

@@ -25,7 +25,7 @@ def streaming_config(args: argparse.Namespace):
     if args.endpoint_ms is not None:
         config.endpointing_config.stop_history = args.endpoint_ms
     for phrase in parse_phrases(args.boost):
-        config.speech_contexts.append(rasr.SpeechContext(phrases=[phrase.text], boost=phrase.weight))
+        config.speech_contexts.append(rasr.SpeechContext(phrases=[phrase.text], boost=phrase.weight or 0.0))
     return rasr.StreamingRecognitionConfig(config=config, interim_results=not args.no_interim)
 
 

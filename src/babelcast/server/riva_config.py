@@ -18,7 +18,6 @@ from riva.client.proto import riva_audio_pb2 as raudio
 from .. import chunking
 from ..audio.io import MAX_CHANNELS
 from ..audio.raw import WavHeader
-from ..decoding.boost import DEFAULT_WEIGHT
 from .errors import ApiError
 from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, convert_setting, parse_boost
 
@@ -183,13 +182,12 @@ def _check_thresholds(e: rasr.EndpointingConfig) -> None:
 
 
 def _boost(contexts) -> tuple[str, ...]:
-    """speech_contexts → phrases PHRASE:WEIGHT, the context's boost as the weight per token (0, unset: the
-    default weight); a negative boost (suppressing a phrase) is refused."""
+    """speech_contexts → phrases PHRASE[:WEIGHT], the context's boost as the weight per token (0, unset: the
+    search's default weight); a negative boost (suppressing a phrase) is refused."""
     phrases = []
     for context in contexts:
         if context.boost < 0:
             raise ApiError("invalid_settings", f"speech_contexts boost {context.boost:g}: negative boosts "
                                                "(suppressing phrases) are not supported", "config.speech_contexts")
-        weight = context.boost if context.boost > 0 else DEFAULT_WEIGHT
-        phrases += [f"{phrase}:{weight!r}" for phrase in context.phrases]
+        phrases += [f"{phrase}:{context.boost!r}" if context.boost > 0 else phrase for phrase in context.phrases]
     return parse_boost("config.speech_contexts", phrases) if phrases else ()
