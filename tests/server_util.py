@@ -57,9 +57,10 @@ def from_pcm16(data: bytes) -> np.ndarray:
 
 
 def expected_text(rec, audio: np.ndarray, language: str = "auto", latency_ms: int = 80,
-                  boost: list[str] | None = None) -> str:
+                  boost: list[str] | None = None, beam_size: int | None = None) -> str:
     """What a session with endpointing off must give as its single final."""
-    return rec.transcribe([audio], language=language, latency_ms=latency_ms, mode="streaming", boost=boost)[0].text
+    return rec.transcribe([audio], language=language, latency_ms=latency_ms, mode="streaming", boost=boost,
+                          beam_size=beam_size)[0].text
 
 
 def frames(audio: np.ndarray, size: int = FRAME) -> list[bytes]:

@@ -349,3 +349,21 @@ def test_boost_in_the_query_string_and_in_configure(rec, server):
 
     events = run(configured())
     assert [e["text"] for e in events if e["type"] == "final"] == [want]
+
+
+def test_beam_setting_and_the_servers_beam_size(rec, server):
+    """`beam=false` decodes a boosted stream greedily, its phrases without a weight at greedy's default; a
+    server whose engine has no beam search (serve --beam-size 1) does the same for every session."""
+    from types import SimpleNamespace
+
+    from babelcast.server.hub import EngineHub
+
+    audio, boost = speech(2.0, seed=1), ["ne su", "lo"]
+    want = expected_text(rec, audio, "en-US", 80, boost=boost, beam_size=1)
+    assert want != expected_text(rec, audio, "en-US", 80, boost=boost)
+    events, _ = run(stream_session(server.ws_url, audio, "language=en-US&latency_ms=80&endpoint_ms=0&boost=ne+su"
+                                                         "&boost=lo&beam=false"))
+    assert [e["text"] for e in events if e["type"] == "final"] == [want]
+    no_beam, beam = (SimpleNamespace(cfg=SimpleNamespace(beam_size=n)) for n in (1, 4))
+    assert EngineHub.session_beam(no_beam, None) is False and EngineHub.session_beam(no_beam, True) is False
+    assert EngineHub.session_beam(beam, None) is None and EngineHub.session_beam(beam, False) is False

@@ -91,6 +91,11 @@ class EngineHub:
             await asyncio.sleep(0.02)
         return not self.live and not self.pending_transcriptions
 
+    def session_beam(self, beam: bool | None) -> bool | None:
+        """A session's beam choice in this server: off when the engine has no beam search (serve --beam-size
+        1), so its phrases get greedy decoding's default weight; else as asked (None: when boosting)."""
+        return False if self.cfg.beam_size < 2 else beam
+
     @property
     def alive(self) -> bool:
         return self.healthy and self._thread is not None and self._thread.is_alive()

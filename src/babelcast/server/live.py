@@ -60,13 +60,14 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
     return x
 
 
-def engine_options(rec, settings: StreamSettings, mode: str = "streaming") -> StreamOptions:
-    """The engine's options for these settings (ApiError naming a bad language, latency or decoder);
+def engine_options(hub: EngineHub, settings: StreamSettings, mode: str = "streaming") -> StreamOptions:
+    """The hub's engine options for these settings (ApiError naming a bad language, latency or decoder);
     mode="offline": a file, at the largest trained latency unless one is given."""
+    rec = hub.rec
     try:
         return rec.stream_options(settings.language, settings.latency_ms, settings.keep_lang_tags, mode=mode,
                                   lock_language=settings.lock_language, decoder=settings.decoder,
-                                  boost=settings.boost, beam=settings.beam)
+                                  boost=settings.boost, beam=hub.session_beam(settings.beam))
     except UnsupportedDecoder as e:
         raise ApiError("unsupported_decoder", str(e), "decoder") from None
     except UnsupportedLanguage as e:
@@ -100,7 +101,7 @@ class LiveSession:
 
     # ---- setup --------------------------------------------------------------------------------
     def _options(self, settings: StreamSettings) -> StreamOptions:
-        return engine_options(self.hub.rec, settings)
+        return engine_options(self.hub, settings)
 
     def start(self, settings: StreamSettings) -> None:
         """Validate the settings against the model and open an engine session (ApiError if not)."""

@@ -91,7 +91,7 @@ async def transcriptions_endpoint(request: Request) -> Response:
         data = await upload.read()
         name = upload.filename or "file"
         opts = hub.rec.stream_options(language, latency, keep_tags, mode="offline", decoder=decoder, boost=boost,
-                                      beam=beam)
+                                      beam=hub.session_beam(beam))
         t = await hub.transcribe(functools.partial(_decode, data, name), opts, source=f"file {name}")
         queue_clock(request.app).record(time.perf_counter() - t0)
     except ApiError as e:

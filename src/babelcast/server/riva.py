@@ -55,7 +55,7 @@ class RivaAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         try:
             self.authorize(context)
             s = recognize_settings(request.config, self.hub.rec)
-            opts = engine_options(self.hub.rec, s.stream, mode="offline")
+            opts = engine_options(self.hub, s.stream, mode="offline")
             t = await self.hub.transcribe(functools.partial(decode_file, request.audio, s), opts, "audio", "audio")
         except ApiError as e:
             self.hub.metrics.errors.labels(e.code).inc()
