@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-latency", type=int, default=320)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="skip the accuracy tables (e.g. a random-weight full-size checkpoint: speed only)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     rec = babelcast.load_model(args.model)
@@ -163,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"greedy, none": ([], 1), f"beam {k}, none": ([], k)}
     configs.update({f"beam {k}, weight {w}": ([f"{p}:{w}" for p in real], k) for w in args.weights.split(",")})
     configs[f"greedy, weight {GREEDY_WEIGHT:g}"] = ([f"{p}:{GREEDY_WEIGHT:g}" for p in real], 1)
-    plain = plain_set(args.plain_dir, args.plain_n) if args.plain_n else []
+    plain = plain_set(args.plain_dir, args.plain_n) if args.plain_n and not args.throughput_only else []
     result["accuracy"], result["without_phrases"] = {}, {}
-    for name, (boost, beam_size) in configs.items():
+    for name, (boost, beam_size) in ({} if args.throughput_only else configs).items():
         result["accuracy"][name] = accuracy(rec, rows, entries, boost, args.latency, beam_size)
         print(name, {k: v for k, v in result["accuracy"][name].items() if k != "hypotheses"}, flush=True)
         if plain:
