@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +76,7 @@ class RunResult:
     server_rtf: float
     server_mean_batch: float
     sustained: bool
+    error_codes: dict = field(default_factory=dict)  # error code (WebSocket event or gRPC status) → count
 
 
 def speechlike(seconds: float, seed: int) -> np.ndarray:
@@ -277,7 +279,8 @@ async def one_run(url: str, http_url: str, n: int, latency: int, seconds: float,
         p50_final_ms=pct(50), p95_final_ms=pct(95), max_final_ms=pct(100),
         server_chunk_p95_ms=round(1000 * after.get('babelcast_chunk_latency_seconds{quantile="0.95"}', 0), 1),
         server_rtf=round(after.get("babelcast_engine_real_time_factor", 0), 3),
-        server_mean_batch=round(rows / steps, 2) if steps else 0.0, sustained=False)
+        server_mean_batch=round(rows / steps, 2) if steps else 0.0, sustained=False,
+        error_codes=dict(Counter(code for s in stats for code in s.errors)))
     result.sustained = (result.admitted == n and result.errors == 0 and result.lost_finals == 0
                         and bool(ttf) and result.p95_final_ms <= latency + slack_ms)
     return result
