@@ -120,7 +120,11 @@ def realtime_events(conn, until: str, limit: int = 500) -> list:
 
 
 def update(conn, **transcription):
-    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply."""
+    """A Realtime session.update of the transcription settings (16 kHz PCM, no turn detection); the reply
+    (partials of audio already sent may come first: they are passed over)."""
     conn.session.update(session={"type": "transcription", "audio": {"input": {
         "format": {"type": "audio/pcm", "rate": 16000}, "transcription": transcription, "turn_detection": None}}})
-    return conn.recv()
+    event = conn.recv()
+    while event.type == "conversation.item.input_audio_transcription.delta":
+        event = conn.recv()
+    return event
