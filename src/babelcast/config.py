@@ -15,6 +15,7 @@ LOCALE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}$")  # a canonical locale such as de-D
 PRECISIONS = ("fp32", "bf16", "int8")  # inference weight copies (streaming/engine.py, spec §8.9)
 DEFAULT_BEAM = 4  # hypotheses of an RNNT beam search by default (boosted streams; bench/boost.py)
 MAX_BEAM = 16
+BEAM_PRUNE = 8.0  # a label extension more than this (log-prob) behind the best ended hypothesis is dropped
 # Log-probability bonus per boosted token when a phrase gives none, per search (bench/boost.py): the beam at 3
 # meets the recall target; greedy cannot take a label back, and at 3 it changes words of speech without the
 # phrases, so it keeps 2.

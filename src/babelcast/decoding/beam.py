@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..config import DEFAULT_BEAM, MAX_BEAM  # noqa: F401  (re-exported: the decoding's own constants)
+from ..config import BEAM_PRUNE, DEFAULT_BEAM, MAX_BEAM  # noqa: F401  (re-exported: the decoding's own constants)
 from ..model.transducer import Joint, Predictor, PredictorState
 from .boost import Booster, BoostTrie
 
@@ -183,8 +183,10 @@ def _frame(predictor: Predictor, joint: Joint, enc_k: Tensor, state: BeamState, 
             ext = ext + booster.beam_bonus()[:, :blank].view(b, k, -1)
         top, idx = ext.reshape(b, -1).topk(k, dim=1)  # [B, K]
         ended = torch.cat([x.ended for x in sets], dim=1)  # [B, K*(s+1)]
-        kth = ended.topk(k, dim=1).values[:, -1:]  # [B, 1]
-        keep = torch.isfinite(top) & (top > kth)
+        best_k = ended.topk(k, dim=1).values  # [B, K]
+        # kept: better than the K-th best ended hypothesis, and within the pruning margin of the best one
+        # (a label extension has still to end on blank; far behind, it only costs expansions)
+        keep = torch.isfinite(top) & (top > best_k[:, -1:]) & (top > best_k[:, :1] - BEAM_PRUNE)
         if not bool(keep.any()):  # the one host sync per expansion
             break
         parent, label = idx // blank, idx % blank  # [B, K]
