@@ -43,6 +43,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--augment", action="store_true", help="add reverberation, band-limiting, gain and noise")
     synth.add_argument("--jobs", type=_positive_int, metavar="P", help="parallel processes (default: CPU count)")
     synth.add_argument("--list", action="store_true", help="list the locales, their voices and packages, and exit")
+    synth.add_argument("--count", action="store_true",
+                       help="print the sentences of --langs per corpus of --texts and package, train/test (man pages: "
+                            "those the out-of-domain set can use), and exit")
     synth.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a TTY")
 
     nonspeech = sub.add_parser(
@@ -92,6 +95,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         _list_sources()
         return EXIT_OK
     texts = tuple(t.strip() for t in args.texts.split(",") if t.strip())
+    if args.count:
+        return _count_sentences(args.langs, texts)
     if args.out is None:
         print("error: --out DIR is required", file=sys.stderr)
         return EXIT_USAGE
@@ -141,7 +146,37 @@ def _warn_missing_mbrola(locales: list[str], split: str, wide: bool) -> None:
                                                               SOURCES[loc].voice, present, True).mbrola)})
     if missing:
         print(f"warning: MBROLA voices left out (not installed): {' '.join(missing)}; install with "
-              f"scripts/setup.sh --mbrola", file=sys.stderr)
+              f"MBROLA=1 scripts/train_demo.sh deps3 (Debian contrib/non-free)", file=sys.stderr)
+
+
+def _count_sentences(langs: str, texts: tuple[str, ...]) -> int:
+    """`data synth --count`: a markdown table of sentences per locale, corpus and package."""
+    from .split import sentence_key, sentence_split
+    from .text_sources import available_locales, load_sentences, missing_package, training_keys
+
+    rows = []
+    for locale in available_locales() if langs == "all" else [s.strip() for s in langs.split(",") if s.strip()]:
+        for corpus in texts:
+            try:
+                missing = missing_package(locale, corpus)
+            except ValueError:
+                continue
+            if missing:
+                print(f"error: the {corpus} texts for {locale} are missing; apt-get install -y {missing}", file=sys.stderr)
+                return EXIT_USAGE
+            held = training_keys(locale) if corpus == "manpages" else frozenset()
+            per_package: dict[str, list[int]] = {}
+            for sentence in load_sentences(locale, corpus):
+                counts = per_package.setdefault(sentence.source.split(":")[0], [0, 0])
+                if corpus == "manpages":
+                    counts[1] += sentence_key(sentence.text) not in held
+                else:
+                    counts[sentence_split(sentence.text) == "test"] += 1
+            for package, (train, test) in per_package.items():
+                rows.append(f"| {locale} | {corpus} | {package} | {train if corpus != 'manpages' else '-'} | {test} |")
+    print("| locale | corpus | package | train sentences | test sentences |\n|---|---|---|---:|---:|")
+    print("\n".join(rows))
+    return EXIT_OK
 
 
 def _sentence_counts(jobs) -> dict[str, dict[str, int]]:

@@ -35,15 +35,16 @@ _MALLARD_BLOCKS = {"p", "item", "td", "th"}
 def read_document(path: Path) -> list[str]:
     """The prose paragraphs of one file, by its format (.html, .page, troff man page, optionally .gz)."""
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
-    data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
-    text = data.decode("utf-8", errors="replace")
     if name.endswith((".html", ".htm")):
-        return html_paragraphs(text)
-    if name.endswith(".page"):
-        return mallard_paragraphs(text)
-    if re.search(r"\.\d\w*$", name):
-        return man_paragraphs(text)
-    raise ValueError(f"{path}: unknown document format (expected .html, .page or a man page)")
+        reader = html_paragraphs
+    elif name.endswith(".page"):
+        reader = mallard_paragraphs
+    elif re.search(r"\.\d\w*$", name):
+        reader = man_paragraphs
+    else:
+        raise ValueError(f"{path}: unknown document format (expected .html, .page or a man page)")
+    data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    return reader(data.decode("utf-8", errors="replace"))
 
 
 class _HtmlProse(HTMLParser):

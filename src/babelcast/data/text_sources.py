@@ -181,7 +181,8 @@ class Sentence:
 
 def available_locales(corpus: str = "fortunes") -> list[str]:
     """Locales whose Debian packages for `corpus` are installed."""
-    return [loc for loc in SOURCES if missing_package(loc, corpus) is None]
+    return [loc for loc in SOURCES if (corpus == "fortunes" or doc_sources(loc, corpus))
+            and missing_package(loc, corpus) is None]
 
 
 def missing_package(locale: str, corpus: str = "fortunes") -> str | None:

@@ -36,8 +36,10 @@ NEW_VARIANTS = ("anika", "antonio", "edward2", "Gene2", "gustave", "iven3", "ive
                 "klatt5", "klatt6", "marcelo", "Michael", "Mike", "Mr", "Nguyen", "pablo", "steph2", "steph3")
 
 # espeak-ng voices per language (accents); the locale's own voice (text_sources.SOURCES) comes first.
+# British English is "en" (its voice file): the library's espeak_SetVoiceByName, which phones.py uses,
+# does not know the name "en-gb".
 ACCENTS = {
-    "en": ("en-us", "en-gb", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan", "en-gb-scotland", "en-gb-x-gbcwmd",
+    "en": ("en-us", "en", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan", "en-gb-scotland", "en-gb-x-gbcwmd",
            "en-029"),
     "es": ("es-419", "es"),
 }
