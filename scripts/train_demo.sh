@@ -63,6 +63,7 @@ data3() {
     # Training: fortunes and documentation (train-split sentences), the wide voice pool (train-split
     # variants of every espeak-ng accent but the held-out ones; MBROLA's where installed and MBROLA=1),
     # half clean, half augmented; clips without speech with empty transcripts (about 4 % of the utterances).
+    data  # data/demo's sets (reused when present): v3 trains on them too, and validates on data/demo/val
     mb=""; [ "${MBROLA:-0}" = 1 ] && mb=--mbrola
     $bc data synth --langs $langs --n 3000 --split train --wide $mb --texts fortunes,docs --seed 10 --out data/demo3/train_clean
     $bc data synth --langs $langs --n 3000 --split train --wide $mb --texts fortunes,docs --seed 11 --augment \
@@ -82,7 +83,8 @@ data3() {
 eval3() {
     # The README's v3 tables for MODEL (default: the bundled model) into runs/eval3/NAME.
     model=${MODEL:-$bundled}
-    out=runs/eval3/${NAME:-$(basename "$(dirname "$model")")}
+    name=bundled; [ -n "${MODEL:-}" ] && name=$(basename "$(dirname "$MODEL")")
+    out=runs/eval3/${NAME:-$name}
     for set in demo/test demo3/test; do
         $bc eval data/$set/manifest.jsonl --model "$model" --latency 80,320,560,1120 --lang-mode both --mode offline \
             --out-dir $out/${set//\//-} --fresh

@@ -24,10 +24,13 @@ def clips(tmp_path_factory):
 
 def test_summary_counts_non_empty_transcripts_and_keeps_them_out_of_error_rates():
     records = [{"reference": "", "hypothesis": h, "lang_mode": "given", "latency_ms": 80, "language": "en-US",
-                "utt": f"/x/clip{i}.wav"} for i, h in enumerate(["", "N", " ", "Kt."])]
+                "utt": f"/x/test_{kind}_00000{i}_abc.wav"} for i, (h, kind) in enumerate([("", "tone"), ("N", "tone"),
+                                                                                (" ", "music"), ("Kt.", "clicks")])]
     rows = report._nonspeech(records, [80], ["given"])
     assert rows == [{"lang_mode": "given", "latency_ms": 80, "clips": 4, "non_empty": 2, "non_empty_pct": 50.0,
-                     "examples": [["clip1.wav", "N"], ["clip3.wav", "Kt."]]}]
+                     "by_kind": {"clicks": {"non_empty": 1, "clips": 1}, "music": {"non_empty": 0, "clips": 1},
+                                 "tone": {"non_empty": 1, "clips": 2}},
+                     "examples": [["test_tone_000001_abc.wav", "N"], ["test_clicks_000003_abc.wav", "Kt."]]}]
     assert all(report.is_nonspeech(r) for r in records)
     assert not report.is_nonspeech({"reference": "Hallo."})
 

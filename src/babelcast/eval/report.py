@@ -126,10 +126,22 @@ def _nonspeech(records: list[dict], latencies: list[int], lang_modes: list[str])
             members = [r for r in records if r["lang_mode"] == lang_mode and r["latency_ms"] == latency]
             spoken = [r for r in members if r["hypothesis"].strip()]
             if members:
+                by_kind: dict[str, list[int]] = {}
+                for r in members:
+                    counts = by_kind.setdefault(_clip_kind(r["utt"]), [0, 0])
+                    counts[0] += bool(r["hypothesis"].strip())
+                    counts[1] += 1
                 out.append({"lang_mode": lang_mode, "latency_ms": latency, "clips": len(members),
                             "non_empty": len(spoken), "non_empty_pct": _r(100 * len(spoken) / len(members)),
+                            "by_kind": {k: {"non_empty": a, "clips": b} for k, (a, b) in sorted(by_kind.items())},
                             "examples": [[Path(r["utt"]).name, r["hypothesis"]] for r in spoken[:NONSPEECH_EXAMPLES]]})
     return out
+
+
+def _clip_kind(utt: str) -> str:
+    """The kind in a `babelcast data nonspeech` file name (`test_music_000006_….wav`), else 'other'."""
+    parts = Path(utt).name.split("_")
+    return parts[1] if len(parts) >= 4 and parts[0] in ("train", "test") else "other"
 
 
 def to_csv(summary: dict) -> str:
@@ -336,6 +348,9 @@ def _nonspeech_table(summary: dict) -> list[str]:
         table.append([BLOCK_TITLES.get(lang_mode, lang_mode)]
                      + [f"{cells[lat]['non_empty']} of {cells[lat]['clips']}" if lat in cells else "n/a" for lat in latencies])
     lines += _markdown_table(["Non-empty"] + [f"{lat} ms" for lat in latencies], table)
+    for r in rows:
+        kinds = ", ".join(f"{k} {v['non_empty']}/{v['clips']}" for k, v in r["by_kind"].items())
+        lines.append(f"- {BLOCK_TITLES.get(r['lang_mode'], r['lang_mode'])} at {r['latency_ms']} ms by kind: {kinds}")
     for r in rows:
         if r["examples"]:
             shown = ", ".join(f"{name}: {hyp!r}" for name, hyp in r["examples"])
