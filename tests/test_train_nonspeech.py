@@ -36,7 +36,8 @@ def test_losses_of_empty_targets_are_the_all_blank_path():
     nll.sum().backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[1, 3:].abs().max() == 0  # padding gets nothing
     ctc_logits = torch.randn(2, 5, 4, generator=g)
-    ctc = ctc_loss(ctc_logits, torch.zeros(2, 1, dtype=torch.long), lens, torch.tensor([0, 0]), blank=3, reduction="none")
+    ctc = ctc_loss(ctc_logits, torch.zeros(2, 1, dtype=torch.long), lens, torch.tensor([0, 0]), blank=3,
+                   reduction="none")
     ctc_blank = torch.log_softmax(ctc_logits, dim=-1)[..., 3]
     torch.testing.assert_close(ctc, torch.stack([-ctc_blank[0, :5].sum(), -ctc_blank[1, :3].sum()]))
 
@@ -74,6 +75,7 @@ def test_nonspeech_clips_are_deterministic_and_quiet_enough(tmp_path):
         a, b = make_clip(job), make_clip(job)
         np.testing.assert_array_equal(a, b)
         assert a.dtype == np.float32 and len(a) == 8000 and np.abs(a).max() <= 0.9
-    assert plan_nonspeech(["en-US"], 3, "train", seed=1)[0].relpath != plan_nonspeech(["en-US"], 3, "test", seed=1)[0].relpath
+    train, test = (plan_nonspeech(["en-US"], 3, split, seed=1)[0] for split in ("train", "test"))
+    assert train.relpath != test.relpath
     with pytest.raises(ValueError, match="unknown non-speech kind"):
         plan_nonspeech(["en-US"], 1, "test", kinds=("speech",))

@@ -162,7 +162,8 @@ def _count_sentences(langs: str, texts: tuple[str, ...]) -> int:
             except ValueError:
                 continue
             if missing:
-                print(f"error: the {corpus} texts for {locale} are missing; apt-get install -y {missing}", file=sys.stderr)
+                print(f"error: the {corpus} texts for {locale} are missing; apt-get install -y {missing}",
+                      file=sys.stderr)
                 return EXIT_USAGE
             held = training_keys(locale) if corpus == "manpages" else frozenset()
             per_package: dict[str, list[int]] = {}
@@ -210,7 +211,8 @@ def _list_sources() -> None:
     new = [f"{v}({variant_split(v)})" for v in NEW_VARIANTS]
     print(f"added variants, --wide and --split voices only ({len(new)}): {', '.join(new)}")
     print(f"held-out accents and MBROLA voices (--split voices only): {', '.join(sorted(HELD_OUT))}")
-    for corpus, what in (("docs", "documentation packages"), ("manpages", "man-page packages (out-of-domain test only)")):
+    for corpus, what in (("docs", "documentation packages"),
+                         ("manpages", "man-page packages (out-of-domain test only)")):
         print(f"{what}: {' '.join(sorted({s.package for s in DOC_SOURCES if s.corpus == corpus}))}")
 
 

@@ -130,7 +130,8 @@ def mallard_paragraphs(xml: str) -> list[str]:
             name = _local(child.tag)
             if name in _MALLARD_SKIPPED:
                 continue
-            if name in _MALLARD_BLOCKS and not any(_local(c.tag) in _MALLARD_BLOCKS for c in child.iter() if c is not child):
+            inner_blocks = any(_local(c.tag) in _MALLARD_BLOCKS for c in child.iter() if c is not child)
+            if name in _MALLARD_BLOCKS and not inner_blocks:
                 text = " ".join(text_of(child).split())
                 if text.replace(CODE, "").strip():
                     out.append(text)
@@ -142,7 +143,8 @@ def mallard_paragraphs(xml: str) -> list[str]:
 
 
 # troff: escapes that stand for characters, and the ones that only change fonts or spacing.
-_TROFF_CHARS = {"em": "—", "en": "–", "hy": "-", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘", "cq": "’",
+_TROFF_CHARS = {"em": "—", "en": "–", "hy": "-", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘",
+                "cq": "’",
                 "Fo": "«", "Fc": "»", "bu": "•", "co": "©", "rg": "®", "mu": "×", "de": "°", "ss": "ß"}
 _TROFF_ESCAPE = re.compile(r"\\(\((..)|\[([^\]]*)\]|f(\(..|\[[^\]]*\]|.)|s[-+]?\d+|[-&%e c|^0~:]|\*\(..|\*.|.)")
 _PARAGRAPH_MACROS = {"PP", "P", "LP", "SH", "SS", "TP", "IP", "HP", "TH", "RS", "RE", "sp", "br", "nf", "fi", "TQ",

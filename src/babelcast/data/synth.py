@@ -115,7 +115,8 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
         for corpus in () if own else texts:
             package = _missing(locale, corpus)
             if package:
-                raise SynthError(f"the {corpus} texts for {locale} are missing; install with: apt-get install -y {package}")
+                raise SynthError(f"the {corpus} texts for {locale} are missing; install with: "
+                                 f"apt-get install -y {package}")
     present = installed_variants()
     jobs: list[SynthJob] = []
     for locale in locales:
@@ -124,7 +125,10 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
             raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
         installed = tuple(v for v in speakers.mbrola if mbrola_installed(v))  # "where they install"
         speakers = Speakers(speakers.espeak, speakers.variants, installed, speakers.prosody)
-        sentences = [Sentence(t, "own") for t in own.get(locale, [])] if own else _split_sentences(locale, split, seed, texts)
+        if own:
+            sentences = [Sentence(t, "own") for t in own.get(locale, [])]
+        else:
+            sentences = _split_sentences(locale, split, seed, texts)
         if not sentences:
             raise SynthError(f"no {split} sentence for {locale}")
         chosen = sorted(speakers.variants, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
@@ -297,7 +301,8 @@ def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed
         voice = speakers.mbrola[(index + stable_hash("mbrola", seed, locale)) % len(speakers.mbrola)]
         variant = ""
     else:
-        voice = speakers.espeak[int(u("accent") * len(speakers.espeak))] if len(speakers.espeak) > 1 else speakers.espeak[0]
+        accents = speakers.espeak
+        voice = accents[int(u("accent") * len(accents))] if len(accents) > 1 else accents[0]  # one: no draw
         variant = speakers.variants[(index + stable_hash("offset", seed, locale)) % len(speakers.variants)]
     aug = _augment(u) if augment else None
     no_lead = prosody.no_lead_share > 0 and u("no-lead?") < prosody.no_lead_share
@@ -305,7 +310,8 @@ def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed
         text=sentence.text, voice=voice, variant=variant,
         rate_wpm=int(round(BASE_RATE_WPM * draw_interval(prosody.rate, u("rate")))),
         pitch=int(round(draw_interval(prosody.pitch, u("pitch")))),
-        lead_s=0.0 if no_lead else round(draw("lead", *prosody.lead_s), 3), tail_s=round(draw("tail", *prosody.tail_s), 3),
+        lead_s=0.0 if no_lead else round(draw("lead", *prosody.lead_s), 3),
+        tail_s=round(draw("tail", *prosody.tail_s), 3),
     )
     digest = f"{stable_hash(json.dumps(params, ensure_ascii=False), aug):016x}"[:10]
     relpath = f"audio/{locale}/{split}_{locale}_{index:06d}_{digest}.wav"

@@ -28,8 +28,9 @@ and punctuation as written.
 Documentation and man pages are read from the files their Debian package installed (dpkg's file
 list), through documents.py: paragraphs of prose with inline code marked, so that a sentence naming
 a command, path or option is dropped; besides the fortunes' filter, a documentation sentence has no
-abbreviation with inner dots ("z.B."), no word starting with a dash (an option), and no bare
-single letters but the language's own one-letter words.
+abbreviation with inner dots ("z.B."), no word starting with a dash (an option), no bare single
+letters but the language's own one-letter words, and (but for English) more of the language's
+function words than English ones (translations keep untranslated paragraphs).
 """
 from __future__ import annotations
 
@@ -93,7 +94,6 @@ SOURCES: dict[str, LocaleSource] = {
 }
 
 
-
 @dataclass(frozen=True)
 class DocSource:
     """Files of one Debian package holding one language's documentation (or man pages)."""
@@ -106,7 +106,8 @@ class DocSource:
 
 def _docs(package: str, pattern: str, languages: dict[str, str]) -> list[DocSource]:
     """One DocSource per language; `pattern` and `package` take {code}, the package's own language code."""
-    return [DocSource("docs", package.format(code=code), lang, pattern.format(code=code)) for lang, code in languages.items()]
+    return [DocSource("docs", package.format(code=code), lang, pattern.format(code=code))
+            for lang, code in languages.items()]
 
 
 _D = "/usr/share/doc"
@@ -118,7 +119,8 @@ DOC_SOURCES: tuple[DocSource, ...] = (
     DocSource("docs", "debian-faq", "en", f"{_D}/debian/FAQ/*.en.html"),
     *_docs("debian-faq-{code}", f"{_D}/debian/FAQ/{{code}}/*.{{code}}.html", {"de": "de", "it": "it"}),
     *_docs("debian-handbook", f"{_D}/debian-handbook/html/{{code}}/*.html",
-           {"en": "en-US", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pl": "pl-PL", "cs": "cs-CZ", "pt-BR": "pt-BR"}),
+           {"en": "en-US", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pl": "pl-PL", "cs": "cs-CZ",
+            "pt-BR": "pt-BR"}),
     *_docs("gnome-user-docs", "/usr/share/help/{code}/gnome-help/*.page",
            {"en": "C", "de": "de", "es": "es", "it": "it", "pl": "pl", "cs": "cs", "pt-BR": "pt_BR"}),
     # Man pages: the out-of-domain test set only (TRAIN_CORPORA). English: the Linux man-pages project's.

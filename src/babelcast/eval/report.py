@@ -46,7 +46,8 @@ DEFINITIONS = {
     "rtf": "real-time factor: compute time / audio duration",
     "Average": "mean over the languages of the block (streaming columns: pooled over all utterances)",
     "nonspeech": "clips with an empty reference (babelcast data nonspeech: silence, noise, hum, tones, sweeps, clicks, "
-                 "music-like): how many transcripts are not empty; they are left out of the error rates and language ID",
+                 "music-like): how many transcripts are not empty; they are left out of the error rates and "
+                 "language ID",
 }
 
 
@@ -346,7 +347,8 @@ def _nonspeech_table(summary: dict) -> list[str]:
     for lang_mode in summary["lang_modes"]:
         cells = {r["latency_ms"]: r for r in rows if r["lang_mode"] == lang_mode}
         table.append([BLOCK_TITLES.get(lang_mode, lang_mode)]
-                     + [f"{cells[lat]['non_empty']} of {cells[lat]['clips']}" if lat in cells else "n/a" for lat in latencies])
+                     + [f"{cells[lat]['non_empty']} of {cells[lat]['clips']}" if lat in cells else NA
+                        for lat in latencies])
     lines += _markdown_table(["Non-empty"] + [f"{lat} ms" for lat in latencies], table)
     for r in rows:
         kinds = ", ".join(f"{k} {v['non_empty']}/{v['clips']}" for k, v in r["by_kind"].items())
