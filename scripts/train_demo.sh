@@ -10,6 +10,12 @@
 #   scripts/train_demo.sh streaming # streamed chunk by chunk: streaming metrics, and the same transcripts as eval's
 #   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training); REPLAY=100 …
 #   scripts/train_demo.sh samples   # samples/: one held-out test utterance per trained language
+# Demo model v3 (issue 19; configs/demo3.yaml):
+#   scripts/train_demo.sh deps3     # Debian's documentation and man-page packages (MBROLA=1: MBROLA voices, non-free)
+#   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
+#   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from the shipped model; rerun to resume
+#   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
+#                                   # text and held-out voice sets, and the non-speech check; NAME names the run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bc=${BABELCAST:-.venv/bin/babelcast}
@@ -29,8 +35,78 @@ data() {
     $bc data synth --langs pt-BR --n 50 --split test --seed 0 --out data/demo/pt-BR-test
 }
 
+doc_packages="installation-guide-amd64 debian-handbook debian-faq debian-faq-de debian-faq-it debian-reference-en
+              debian-reference-de debian-reference-es debian-reference-it gnome-user-docs
+              manpages manpages-de manpages-es manpages-it manpages-pl manpages-cs"
+mbrola_packages="mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5
+                 mbrola-de6 mbrola-de7 mbrola-de8 mbrola-es1 mbrola-es2 mbrola-es3 mbrola-es4 mbrola-mx1 mbrola-mx2
+                 mbrola-it1 mbrola-it2 mbrola-it3 mbrola-it4 mbrola-pl1 mbrola-cz1 mbrola-cz2"
+
+deps3() {
+    # The documentation (training text) and man pages (the out-of-domain test set's only source), ~180 MB.
+    # MBROLA=1: MBROLA and its voices, from Debian's contrib and non-free sections (enabled in a file of
+    # their own); their licence allows non-commercial use only, so they are opt-in.
+    packages=$doc_packages
+    if [ "${MBROLA:-0}" = 1 ]; then
+        echo "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $(. /etc/os-release && echo "$VERSION_CODENAME")
+Components: contrib non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" > /etc/apt/sources.list.d/babelcast-mbrola.sources
+        packages="$packages $mbrola_packages"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages
+}
+
+data3() {
+    # Training: fortunes and documentation (train-split sentences), the wide voice pool (train-split
+    # variants of every espeak-ng accent but the held-out ones; MBROLA's where installed and MBROLA=1),
+    # half clean, half augmented; clips without speech with empty transcripts (about 4 % of the utterances).
+    data  # data/demo's sets (reused when present): v3 trains on them too, and validates on data/demo/val
+    mb=""; [ "${MBROLA:-0}" = 1 ] && mb=--mbrola
+    $bc data synth --langs $langs --n 3000 --split train --wide $mb --texts fortunes,docs --seed 10 --out data/demo3/train_clean
+    $bc data synth --langs $langs --n 3000 --split train --wide $mb --texts fortunes,docs --seed 11 --augment \
+        --out data/demo3/train_aug
+    $bc data nonspeech --langs $langs --n 2400 --split train --seed 10 --out data/demo3/nonspeech_train
+    # Held out. In-domain: test-split sentences of both corpora, test voices (data/demo/test stays the v2 table's).
+    $bc data synth --langs $langs --n 50 --split test --texts fortunes,docs --seed 0 --out data/demo3/test
+    # Out-of-domain text: man-page sentences (no training corpus has them), test voices.
+    $bc data synth --langs $langs --n 50 --split test --texts manpages --seed 0 --out data/demo3/test-ood
+    # Held-out voices: the same kind of sentences as data/demo3/test, spoken by held-out accents, MBROLA
+    # voices and variants at rates and pitches outside every training range.
+    $bc data synth --langs $langs --n 50 --split voices $mb --texts fortunes,docs --seed 0 --out data/demo3/test-voices
+    # Non-speech check: 70 clips (ten of each kind), 0.5-8 s.
+    $bc data nonspeech --langs $langs --n 70 --split test --seed 0 --out data/demo3/nonspeech-test
+}
+
+eval3() {
+    # The README's v3 tables for MODEL (default: the bundled model) into runs/eval3/NAME.
+    model=${MODEL:-$bundled}
+    name=bundled; [ -n "${MODEL:-}" ] && name=$(basename "$(dirname "$MODEL")")
+    out=runs/eval3/${NAME:-$name}
+    for set in demo/test demo3/test; do
+        $bc eval data/$set/manifest.jsonl --model "$model" --latency 80,320,560,1120 --lang-mode both --mode offline \
+            --out-dir $out/${set//\//-} --fresh
+    done
+    $bc eval data/demo3/test/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode given --mode offline \
+        --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir $out/demo3-test-cer --fresh
+    for set in test-ood test-voices nonspeech-test; do
+        $bc eval data/demo3/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode both --mode offline \
+            --out-dir $out/$set --fresh
+    done
+}
+
 case "${1:-}" in
     data) data ;;
+    deps3) deps3 ;;
+    data3) data3 ;;
+    train3)
+        shift
+        # Demo model v3: a new warmup + cosine cycle from the shipped model's weights and tokenizer; resumes
+        # from runs/demo3/last.pt when it exists (then --init-from is not used).
+        $bc train configs/demo3.yaml --init-from $bundled "$@" ;;
+    eval3) eval3 ;;
     train)
         shift
         # Stage 1 (session 5): 3,400 steps from scratch into runs/demo.
@@ -109,5 +185,5 @@ with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
         f.write(json.dumps({"audio_filepath": name, **keep}, ensure_ascii=False) + "\n")
 PY
         ;;
-    *) echo "usage: $0 data|train|ship|eval|finetune|samples" >&2; exit 2 ;;
+    *) echo "usage: $0 data|train|ship|eval|streaming|finetune|samples|deps3|data3|train3|eval3" >&2; exit 2 ;;
 esac

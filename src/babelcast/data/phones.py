@@ -73,6 +73,9 @@ class _Espeak:
             self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             self.lib.espeak_Synchronize()
             end_ms = round(1000 * self.samples / self.rate_hz)
+            # MBROLA voices' audio does not pass through the callback's sample count (which then ends
+            # early); their phoneme events still follow the audio, so the timeline ends at the last one.
+            end_ms = max([end_ms] + [position for position, _ in self.events])
             return [*self.events, (end_ms, "")]
 
 

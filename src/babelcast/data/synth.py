@@ -28,15 +28,12 @@ import numpy as np
 import soundfile as sf
 
 from .phones import phone_timeline
-from .split import sentence_split, split_variants, stable_hash, unit_interval
-from .text_sources import SOURCES, Sentence, load_sentences, missing_package
+from .split import sentence_key, sentence_split, stable_hash, unit_interval
+from .text_sources import CORPORA, SOURCES, TRAIN_CORPORA, Sentence, load_sentences, missing_package, training_keys
+from .voices import BASE_RATE_WPM, MBROLA_SHARE, Speakers, draw_interval, mbrola_installed, pool_speakers
 
 SAMPLE_RATE = 16000
-BASE_RATE_WPM = 165
-RATE_RANGE = (0.8, 1.25)  # × BASE_RATE_WPM
-PITCH_RANGE = (25, 75)  # espeak-ng pitch 0-99, default 50
-LEAD_S = (0.15, 0.5)  # silence before the speech
-TAIL_S = (0.2, 0.5)  # and after it
+SYNTH_SPLITS = ("train", "test", "voices")  # voices: test sentences spoken by held-out voices (voices.py)
 
 
 class SynthError(RuntimeError):
@@ -63,8 +60,8 @@ class SynthJob:
     index: int
     text: str
     source: str
-    voice: str  # espeak-ng voice, e.g. "de"
-    variant: str  # espeak-ng variant, e.g. "m3"
+    voice: str  # espeak-ng voice, e.g. "de", or an MBROLA voice, e.g. "mb-de1"
+    variant: str  # espeak-ng variant, e.g. "m3"; "" for MBROLA voices
     rate_wpm: int
     pitch: int
     lead_s: float
@@ -75,7 +72,7 @@ class SynthJob:
 
     @property
     def espeak_voice(self) -> str:
-        return f"{self.voice}+{self.variant}"
+        return f"{self.voice}+{self.variant}" if self.variant else self.voice
 
 
 @dataclass
@@ -105,34 +102,76 @@ def installed_variants() -> set[str]:
 
 
 def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: int | None = None,
-         augment: bool = False, own: dict[str, list[str]] | None = None) -> list[SynthJob]:
+         augment: bool = False, own: dict[str, list[str]] | None = None, texts: tuple[str, ...] = ("fortunes",),
+         wide: bool = False, mbrola: bool = False) -> list[SynthJob]:
     """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment);
-    `own` sentences per locale (see read_sentences) are read in their order instead of the fortunes
-    (n=None: each once)."""
+    `own` sentences per locale (see read_sentences) are read in their order instead of the corpora
+    `texts` (n=None: each once). Voices: voices.py's pools, `wide` (train split) or `held-out` (split
+    `voices`), with `mbrola` also the pool's MBROLA voices that are installed; else the first demo model's."""
+    pool = _pool(split, texts, wide)
     for locale in locales:
         if locale not in SOURCES:
             raise SynthError(f"unknown locale {locale!r}; available: {', '.join(SOURCES)}")
-        package = None if own else missing_package(locale)
-        if package:
-            raise SynthError(f"the texts for {locale} are missing; install with: apt-get install -y {package}")
+        for corpus in () if own else texts:
+            package = _missing(locale, corpus)
+            if package:
+                raise SynthError(f"the {corpus} texts for {locale} are missing; install with: "
+                                 f"apt-get install -y {package}")
     present = installed_variants()
-    pool = [v for v in split_variants(split) if v in present]
-    if not pool:
-        raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
     jobs: list[SynthJob] = []
     for locale in locales:
-        sentences = [Sentence(t, "own") for t in own.get(locale, [])] if own else _split_sentences(locale, split, seed)
+        speakers = pool_speakers(pool, "test" if split == "voices" else split, SOURCES[locale].voice, present, mbrola)
+        if not speakers.variants:
+            raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
+        installed = tuple(v for v in speakers.mbrola if mbrola_installed(v))  # "where they install"
+        speakers = Speakers(speakers.espeak, speakers.variants, installed, speakers.prosody)
+        if own:
+            sentences = [Sentence(t, "own") for t in own.get(locale, [])]
+        else:
+            sentences = _split_sentences(locale, split, seed, texts)
         if not sentences:
             raise SynthError(f"no {split} sentence for {locale}")
-        chosen = sorted(pool, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
+        chosen = sorted(speakers.variants, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
+        speakers = Speakers(speakers.espeak, tuple(chosen), speakers.mbrola, speakers.prosody)
         for i in range(n or len(sentences)):
-            jobs.append(_job(locale, split, i, sentences[i % len(sentences)], chosen, seed, augment))
+            jobs.append(_job(locale, split, i, sentences[i % len(sentences)], speakers, seed, augment))
     return jobs
 
 
-def _split_sentences(locale: str, split: str, seed: int) -> list[Sentence]:
-    """The fortunes of one split in a seeded order."""
-    sentences = [s for s in load_sentences(locale) if sentence_split(s.text) == split]
+def _pool(split: str, texts: tuple[str, ...], wide: bool) -> str:
+    """The voice pool of a request (voices.POOLS), or SynthError for a combination that would mix splits."""
+    if split not in SYNTH_SPLITS:
+        raise SynthError(f"unknown split {split!r}; use one of {', '.join(SYNTH_SPLITS)}")
+    unknown = [t for t in texts if t not in CORPORA]
+    if unknown or not texts:
+        raise SynthError(f"unknown text corpus {', '.join(unknown) or '(none)'}; use some of {', '.join(CORPORA)}")
+    if "manpages" in texts and (split == "train" or len(texts) > 1):
+        raise SynthError("man pages are kept for the out-of-domain test set: use --texts manpages alone, with "
+                         f"--split test or voices; train on {','.join(TRAIN_CORPORA)}")
+    if wide and split != "train":
+        raise SynthError("--wide is the training voice pool; the test split keeps the test voices, and --split "
+                         "voices uses the held-out ones")
+    return "held-out" if split == "voices" else "wide" if wide else "main"
+
+
+def _missing(locale: str, corpus: str) -> str | None:
+    try:
+        return missing_package(locale, corpus)
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+
+
+def _split_sentences(locale: str, split: str, seed: int, texts: tuple[str, ...] = ("fortunes",)) -> list[Sentence]:
+    """The sentences of one split in a seeded order: the training corpora's by sentence hash, or (man
+    pages, the out-of-domain set) every man-page sentence that no training corpus has."""
+    if texts == ("manpages",):
+        seen = training_keys(locale)
+        sentences = [s for s in load_sentences(locale, "manpages") if sentence_key(s.text) not in seen]
+    else:
+        side = "train" if split == "train" else "test"
+        sentences = [s for corpus in texts for s in load_sentences(locale, corpus) if sentence_split(s.text) == side]
+        if len(texts) > 1:  # the same sentence in two corpora is read once
+            sentences = list({sentence_key(s.text): s for s in reversed(sentences)}.values())[::-1]
     return sorted(sentences, key=lambda s: stable_hash("order", seed, locale, split, s.text))
 
 
@@ -223,15 +262,8 @@ def synth_audio(job: SynthJob) -> np.ndarray:
 
 def add_noise(audio: np.ndarray, color: str, snr_db: float, seed: int) -> np.ndarray:
     """Mix white, pink or brown noise at `snr_db` below the speech power (active frames), peak-limited."""
-    rng = np.random.default_rng(seed)
     n = len(audio)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}[color]
-    if exponent:
-        freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-        freqs[0] = freqs[1] if n > 1 else 1.0
-        spectrum = spectrum / np.maximum(freqs, 20.0) ** exponent
-    noise = np.fft.irfft(spectrum, n)
+    noise = colored_noise(n, color, np.random.default_rng(seed))
     frames = audio[: n // 160 * 160].reshape(-1, 160)
     power = (frames**2).mean(axis=1) if len(frames) else np.array([0.0])
     active = power[power > 0.01 * power.max()] if power.max() > 0 else power
@@ -242,21 +274,44 @@ def add_noise(audio: np.ndarray, color: str, snr_db: float, seed: int) -> np.nda
     return (mixed / peak * 0.95 if peak > 0.95 else mixed).astype(np.float32)
 
 
+def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
+    """n samples of white, pink (1/f power) or brown (1/f²) noise, unscaled."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}[color]
+    if exponent:
+        freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        freqs[0] = freqs[1] if n > 1 else 1.0
+        spectrum = spectrum / np.maximum(freqs, 20.0) ** exponent
+    return np.fft.irfft(spectrum, n)
+
+
 # ---------------------------------------------------------------- internals
 
 
-def _job(locale: str, split: str, index: int, sentence, voices: list[str], seed: int, augment: bool) -> SynthJob:
+def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed: int, augment: bool) -> SynthJob:
     """Draw the voice, prosody, padding and augmentation of one utterance."""
-    def draw(name: str, low: float, high: float) -> float:
-        return low + (high - low) * unit_interval(name, seed, locale, split, index)
+    def u(name: str) -> float:
+        return unit_interval(name, seed, locale, split, index)
 
-    source = SOURCES[locale]
-    variant = voices[(index + stable_hash("offset", seed, locale)) % len(voices)]
-    aug = _augment(lambda name: unit_interval(name, seed, locale, split, index)) if augment else None
+    def draw(name: str, low: float, high: float) -> float:
+        return low + (high - low) * u(name)
+
+    prosody = speakers.prosody
+    if speakers.mbrola and u("engine") < MBROLA_SHARE:
+        voice = speakers.mbrola[(index + stable_hash("mbrola", seed, locale)) % len(speakers.mbrola)]
+        variant = ""
+    else:
+        accents = speakers.espeak
+        voice = accents[int(u("accent") * len(accents))] if len(accents) > 1 else accents[0]  # one: no draw
+        variant = speakers.variants[(index + stable_hash("offset", seed, locale)) % len(speakers.variants)]
+    aug = _augment(u) if augment else None
+    no_lead = prosody.no_lead_share > 0 and u("no-lead?") < prosody.no_lead_share
     params = dict(
-        text=sentence.text, voice=source.voice, variant=variant,
-        rate_wpm=int(round(BASE_RATE_WPM * draw("rate", *RATE_RANGE))), pitch=int(round(draw("pitch", *PITCH_RANGE))),
-        lead_s=round(draw("lead", *LEAD_S), 3), tail_s=round(draw("tail", *TAIL_S), 3),
+        text=sentence.text, voice=voice, variant=variant,
+        rate_wpm=int(round(BASE_RATE_WPM * draw_interval(prosody.rate, u("rate")))),
+        pitch=int(round(draw_interval(prosody.pitch, u("pitch")))),
+        lead_s=0.0 if no_lead else round(draw("lead", *prosody.lead_s), 3),
+        tail_s=round(draw("tail", *prosody.tail_s), 3),
     )
     digest = f"{stable_hash(json.dumps(params, ensure_ascii=False), aug):016x}"[:10]
     relpath = f"audio/{locale}/{split}_{locale}_{index:06d}_{digest}.wav"

@@ -1,4 +1,8 @@
-"""Real sentences for synthetic speech, from Debian's fortune-cookie packages.
+"""Real sentences for synthetic speech, from Debian packages: fortune cookies, documentation, man pages.
+
+Three corpora (CORPORA): `fortunes` (below), `docs` (Debian's and GNOME's translated
+documentation, DOC_SOURCES) and `manpages` (translated man pages, kept for the out-of-domain test
+set only: no training set is ever made from them, see TRAIN_CORPORA).
 
 Each locale reads the fortune files one Debian package installs under
 /usr/share/games/fortunes (entries separated by lines holding a single `%`). An entry is cleaned
@@ -20,9 +24,17 @@ and punctuation as written.
 | pt-BR | pt-br | fortunes-br | GPL-2+ |
 | bg-BG | bg | fortunes-bg | GPL-2+ |
 | zh-CN | cmn | fortunes-zh | GPL-3+ |
+
+Documentation and man pages are read from the files their Debian package installed (dpkg's file
+list), through documents.py: paragraphs of prose with inline code marked, so that a sentence naming
+a command, path or option is dropped; besides the fortunes' filter, a documentation sentence has no
+abbreviation with inner dots ("z.B."), no word starting with a dash (an option), no bare single
+letters but the language's own one-letter words, and (but for English) more of the language's
+function words than English ones (translations keep untranslated paragraphs).
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import json
@@ -32,8 +44,15 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from .documents import read_document
+from .split import sentence_key
+
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
+DPKG_INFO = Path("/var/lib/dpkg/info")
 FILTER_VERSION = 5  # bump when the cleaning or filtering changes (invalidates the sentence cache)
+DOC_FILTER_VERSION = 1  # the same for the documentation and man-page corpora
+CORPORA = ("fortunes", "docs", "manpages")
+TRAIN_CORPORA = ("fortunes", "docs")  # manpages: never trained on, the out-of-domain test set's source
 
 # English files of fortunes-min and fortunes (the top-level folder also holds symlinks into it/,
 # so English is an explicit list); files of mostly jargon, dialogue or verse layout are left out.
@@ -74,6 +93,65 @@ SOURCES: dict[str, LocaleSource] = {
     )
 }
 
+
+@dataclass(frozen=True)
+class DocSource:
+    """Files of one Debian package holding one language's documentation (or man pages)."""
+
+    corpus: str  # "docs" or "manpages"
+    package: str
+    language: str  # "en", "de", "es", "it", "pl", "cs", "pt-BR" (see doc_language)
+    pattern: str  # fnmatch pattern on the package's installed paths
+
+
+def _docs(package: str, pattern: str, languages: dict[str, str]) -> list[DocSource]:
+    """One DocSource per language; `pattern` and `package` take {code}, the package's own language code."""
+    return [DocSource("docs", package.format(code=code), lang, pattern.format(code=code))
+            for lang, code in languages.items()]
+
+
+_D = "/usr/share/doc"
+DOC_SOURCES: tuple[DocSource, ...] = (
+    *_docs("installation-guide-amd64", f"{_D}/installation-guide-amd64/{{code}}/*.html",
+           {"en": "en", "de": "de", "es": "es", "it": "it", "cs": "cs"}),
+    *_docs("debian-reference-{code}", "/usr/share/debian-reference/*.{code}.html",
+           {"en": "en", "de": "de", "es": "es", "it": "it", "pt-BR": "pt-br"}),
+    DocSource("docs", "debian-faq", "en", f"{_D}/debian/FAQ/*.en.html"),
+    *_docs("debian-faq-{code}", f"{_D}/debian/FAQ/{{code}}/*.{{code}}.html", {"de": "de", "it": "it"}),
+    *_docs("debian-handbook", f"{_D}/debian-handbook/html/{{code}}/*.html",
+           {"en": "en-US", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pl": "pl-PL", "cs": "cs-CZ",
+            "pt-BR": "pt-BR"}),
+    *_docs("gnome-user-docs", "/usr/share/help/{code}/gnome-help/*.page",
+           {"en": "C", "de": "de", "es": "es", "it": "it", "pl": "pl", "cs": "cs", "pt-BR": "pt_BR"}),
+    # Man pages: the out-of-domain test set only (TRAIN_CORPORA). English: the Linux man-pages project's.
+    DocSource("manpages", "manpages", "en", "/usr/share/man/man[1-8]/*"),
+    *[DocSource("manpages", f"manpages-{code.lower().replace('_', '-')}", lang, f"/usr/share/man/{code}/man[1-8]/*")
+      for lang, code in {"de": "de", "es": "es", "it": "it", "pl": "pl", "cs": "cs", "pt-BR": "pt_BR"}.items()],
+)
+_ONE_LETTER_WORDS = {"en": "ai", "de": "", "es": "yoeua", "it": "eaoi", "pl": "iwzoau", "cs": "iaksvzou",
+                     "pt-BR": "aoe"}  # lower case; any other single letter is a variable, key or drive
+_WORD_EDGE = ",.;:!?'\"-–—’‘“”„«»¡¿…"
+# The commonest function words: a translated document keeps untranslated English paragraphs, which
+# the fortunes' two-word English check lets through in short sentences.
+_FUNCTION_WORDS = {
+    "en": "the a an of to and in is it that for on with as are be this you can not or by from your if",
+    "de": "der die das und ist nicht ein eine zu den mit von sie es im auf für sich auch dem des wird kann oder "
+          "wenn werden sind wie bei aus nur an",
+    "es": "el la los las de que y en un una es se no por con para del al lo como su más pero o si puede",
+    "it": "il la le lo gli di che e è un una per non con del della si da in al sono come se può o anche",
+    "pl": "i w nie się na z do to że jest jak o co ale po za od jego tak czy tylko przez może lub jeśli są",
+    "cs": "a v se na je že to s z do o jako k pro by ale jsou jeho lze nebo při jak které který když",
+    "pt-BR": "o a os as de que e do da em um uma para é não com se por mais no na como ou pode",
+}
+_INNER_DOT = re.compile(r"\w\.\w")  # "z.B.", "e.g.", "www.debian"
+_OPTION = re.compile(r"(^|\s)[-–][A-Za-z]")  # "-v", "--help"
+
+
+def doc_language(locale: str) -> str:
+    """The language code of DOC_SOURCES for a locale: pt-BR keeps its region, the others drop it."""
+    return locale if locale == "pt-BR" else locale.split("-")[0]
+
+
 MIN_WORDS, MAX_WORDS = 3, 24  # cased scripts, in whitespace-separated words
 MIN_HAN, MAX_HAN = 6, 40  # han script, in characters
 
@@ -103,33 +181,56 @@ class Sentence:
     source: str
 
 
-def available_locales() -> list[str]:
-    """Locales whose Debian package is installed (its fortune files are present)."""
-    return [loc for loc in SOURCES if _source_files(SOURCES[loc])]
+def available_locales(corpus: str = "fortunes") -> list[str]:
+    """Locales whose Debian packages for `corpus` are installed."""
+    return [loc for loc in SOURCES if (corpus == "fortunes" or doc_sources(loc, corpus))
+            and missing_package(loc, corpus) is None]
 
 
-def missing_package(locale: str) -> str | None:
-    """The Debian package to install for `locale`, or None when its texts are present."""
-    source = SOURCES[locale]
-    return None if _source_files(source) else source.package
+def missing_package(locale: str, corpus: str = "fortunes") -> str | None:
+    """The Debian package(s) to install for `locale`'s texts of `corpus` (space-separated), or None when
+    they are present; a locale without such texts at all raises ValueError."""
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown text corpus {corpus!r}; use one of {', '.join(CORPORA)}")
+    if corpus == "fortunes":
+        source = SOURCES[locale]
+        return None if _source_files(source) else source.package
+    sources = doc_sources(locale, corpus)
+    if not sources:
+        raise ValueError(f"no {corpus} texts for {locale}")
+    missing = sorted({s.package for s in sources if not _dpkg_list(s.package)})
+    return " ".join(missing) or None
+
+
+def doc_sources(locale: str, corpus: str) -> list[DocSource]:
+    """The documentation (or man page) sources of a locale's language."""
+    return [s for s in DOC_SOURCES if s.corpus == corpus and s.language == doc_language(locale)]
 
 
 @functools.lru_cache(maxsize=None)
-def load_sentences(locale: str) -> tuple[Sentence, ...]:
-    """Every usable sentence of the locale, deduplicated (case-insensitively), in file order.
+def load_sentences(locale: str, corpus: str = "fortunes") -> tuple[Sentence, ...]:
+    """Every usable sentence of the locale in `corpus`, deduplicated (case-insensitively), in file order.
 
-    The result is cached on disk (keyed by the files' sizes and times and FILTER_VERSION), since
-    reading and filtering a language's fortunes takes a few seconds.
+    The result is cached on disk (keyed by the files' sizes and times and the filter version), since
+    reading and filtering a language's texts takes seconds (man pages: a minute).
     """
-    source = SOURCES[locale]
-    files = _source_files(source)
-    stamp = json.dumps([FILTER_VERSION, locale] + [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
-    cache = _cache_dir() / f"{locale}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.json"
+    if corpus == "fortunes":
+        files = [("", p) for p in _source_files(SOURCES[locale])]
+        version = [FILTER_VERSION, locale]
+    else:
+        files = [(s.package, p) for s in doc_sources(locale, corpus) for p in _doc_files(s)]
+        version = [DOC_FILTER_VERSION, locale, corpus]
+    stamp = json.dumps(version + [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for _, p in files])
+    name = locale if corpus == "fortunes" else f"{locale}-{corpus}"
+    cache = _cache_dir() / f"{name}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.json"
     try:
         return tuple(Sentence(*pair) for pair in json.loads(cache.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         pass
-    sentences = _extract_sentences(locale, files)
+    if corpus == "fortunes":
+        sentences = _extract_sentences(locale, [p for _, p in files])
+    else:
+        sentences = _extract_doc_sentences(locale, files)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -138,6 +239,51 @@ def load_sentences(locale: str) -> tuple[Sentence, ...]:
     except OSError:
         pass  # a read-only home: no cache
     return sentences
+
+
+def training_keys(locale: str) -> frozenset[str]:
+    """sentence_key of every sentence any training corpus has for the locale (either split): the
+    out-of-domain test set leaves these out, so it shares no sentence with any training text."""
+    return frozenset(sentence_key(s.text) for corpus in TRAIN_CORPORA
+                     if missing_package(locale, corpus) is None for s in load_sentences(locale, corpus))
+
+
+def _extract_doc_sentences(locale: str, files: list[tuple[str, Path]]) -> tuple[Sentence, ...]:
+    """The usable prose sentences of documentation files, deduplicated, labelled `package:path`."""
+    source = SOURCES[locale]
+    language = doc_language(locale)
+    seen: set[str] = set()
+    out: list[Sentence] = []
+    for package, path in files:
+        for paragraph in read_document(path):
+            for sentence in split_sentences(paragraph, source.script):
+                key = sentence.casefold()
+                if key not in seen and is_usable(sentence, source.script, english=language == "en",
+                                                 language=language) and is_prose(sentence, language):
+                    seen.add(key)
+                    out.append(Sentence(sentence, f"{package}:{path}"))
+    return tuple(out)
+
+
+def is_prose(sentence: str, language: str) -> bool:
+    """The documentation filter on top of is_usable: no abbreviation with inner dots, no option,
+    no single letter that is not a word of the language (a variable, a drive, a key), and (but for
+    English) more function words of the language than of English (untranslated paragraphs)."""
+    if _INNER_DOT.search(sentence) or _OPTION.search(sentence):
+        return False
+    words = [w.lower() for w in (w.strip(_WORD_EDGE) for w in sentence.split()) if w]
+    letters = _ONE_LETTER_WORDS.get(language, "")
+    if not all(len(w) > 1 or w in letters for w in words):
+        return False
+    if language != "en":  # more of its own language's function words than of English's
+        own, english = (sum(w in _function_words(code) for w in words) for code in (language, "en"))
+        return own > english
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _function_words(language: str) -> frozenset[str]:
+    return frozenset(_FUNCTION_WORDS.get(language, "").split())
 
 
 def _extract_sentences(locale: str, files: list[Path]) -> tuple[Sentence, ...]:
@@ -265,3 +411,19 @@ def _simplified(text: str) -> bool:
 @functools.lru_cache(maxsize=65536)
 def _is_han(c: str) -> bool:
     return unicodedata.name(c, "").startswith("CJK UNIFIED IDEOGRAPH")
+
+
+def _dpkg_list(package: str) -> list[str]:
+    """The paths a Debian package installed (dpkg's list), [] when it is not installed."""
+    for path in (DPKG_INFO / f"{package}.list", *sorted(DPKG_INFO.glob(f"{package}:*.list"))):
+        try:
+            return path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+    return []
+
+
+def _doc_files(source: DocSource) -> list[Path]:
+    """The files of a DocSource that exist, sorted."""
+    paths = sorted({p for p in _dpkg_list(source.package) if fnmatch.fnmatchcase(p, source.pattern)})
+    return [Path(p) for p in paths if Path(p).is_file()]

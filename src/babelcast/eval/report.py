@@ -12,6 +12,7 @@ import io
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from .metrics import DEFAULT_CER_LANGS, Counts, same_language, score, uses_cer
 
 BLOCK_TITLES = {"given": "Language given", "auto": "Auto-detect"}
 NA = "n/a"
+NONSPEECH_EXAMPLES = 5  # non-empty transcripts of non-speech clips shown per mode × latency
 
 CSV_COLUMNS = (
     "lang_mode", "language", "latency_ms", "mode", "utterances", "audio_s", "metric", "error_rate_pct",
@@ -43,6 +45,9 @@ DEFINITIONS = {
     "partial_words_changed_pct": "share of the words shown in partials that a later partial or the final changed",
     "rtf": "real-time factor: compute time / audio duration",
     "Average": "mean over the languages of the block (streaming columns: pooled over all utterances)",
+    "nonspeech": "clips with an empty reference (babelcast data nonspeech: silence, noise, hum, tones, sweeps, clicks, "
+                 "music-like): how many transcripts are not empty; they are left out of the error rates and "
+                 "language ID",
 }
 
 
@@ -76,8 +81,10 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
     language_id=False (a model without a language prompt detects nothing) leaves LID out.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    nonspeech = [r for r in records if is_nonspeech(r)]
     for r in records:
-        groups[(r["lang_mode"], r["language"] or "unknown", r["latency_ms"])].append(r)
+        if not is_nonspeech(r):  # error rates and language ID are of speech; non-speech has its own table
+            groups[(r["lang_mode"], r["language"] or "unknown", r["latency_ms"])].append(r)
     cells, averages = [], []
     for lang_mode in lang_modes:
         for latency in latencies:
@@ -102,8 +109,40 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
         "language_id": language_id,
         "cells": cells,
         "averages": averages,
+        "nonspeech": _nonspeech(nonspeech, latencies, lang_modes),
         "definitions": DEFINITIONS,
     }
+
+
+def is_nonspeech(record: dict) -> bool:
+    """A clip without speech: its reference is empty (babelcast data nonspeech), so is the right answer."""
+    return not record["reference"].strip()
+
+
+def _nonspeech(records: list[dict], latencies: list[int], lang_modes: list[str]) -> list[dict]:
+    """Per (language mode, latency): clips without speech, and those whose transcript is not empty."""
+    out = []
+    for lang_mode in lang_modes:
+        for latency in latencies:
+            members = [r for r in records if r["lang_mode"] == lang_mode and r["latency_ms"] == latency]
+            spoken = [r for r in members if r["hypothesis"].strip()]
+            if members:
+                by_kind: dict[str, list[int]] = {}
+                for r in members:
+                    counts = by_kind.setdefault(_clip_kind(r["utt"]), [0, 0])
+                    counts[0] += bool(r["hypothesis"].strip())
+                    counts[1] += 1
+                out.append({"lang_mode": lang_mode, "latency_ms": latency, "clips": len(members),
+                            "non_empty": len(spoken), "non_empty_pct": _r(100 * len(spoken) / len(members)),
+                            "by_kind": {k: {"non_empty": a, "clips": b} for k, (a, b) in sorted(by_kind.items())},
+                            "examples": [[Path(r["utt"]).name, r["hypothesis"]] for r in spoken[:NONSPEECH_EXAMPLES]]})
+    return out
+
+
+def _clip_kind(utt: str) -> str:
+    """The kind in a `babelcast data nonspeech` file name (`test_music_000006_….wav`), else 'other'."""
+    parts = Path(utt).name.split("_")
+    return parts[1] if len(parts) >= 4 and parts[0] in ("train", "test") else "other"
 
 
 def to_csv(summary: dict) -> str:
@@ -139,6 +178,8 @@ def to_markdown(summary: dict) -> str:
                                                        f"{cer})")
     if "auto" in summary["lang_modes"] and summary.get("language_id", True):
         lines += _lid_table(summary)
+    if summary.get("nonspeech"):
+        lines += _nonspeech_table(summary)
     if summary["mode"] == "streaming":
         lines += _streaming_table(summary)
     else:
@@ -295,6 +336,28 @@ def _lid_table(summary: dict) -> list[str]:
             text = ", ".join(f"{k} ×{v}" for k, v in sorted(confusions.items(), key=lambda kv: (-kv[1], kv[0])))
             lines.append(f"- confusions at {lat} ms (target->detected): {text}")
     return lines + ([""] if lines[-1] else [])
+
+
+def _nonspeech_table(summary: dict) -> list[str]:
+    """Clips without speech whose transcript is not empty (the right transcript is empty), per mode × latency."""
+    rows = summary["nonspeech"]
+    latencies = sorted({r["latency_ms"] for r in rows})
+    lines = ["## Non-speech clips (empty references): transcripts that are not empty", ""]
+    table = []
+    for lang_mode in summary["lang_modes"]:
+        cells = {r["latency_ms"]: r for r in rows if r["lang_mode"] == lang_mode}
+        table.append([BLOCK_TITLES.get(lang_mode, lang_mode)]
+                     + [f"{cells[lat]['non_empty']} of {cells[lat]['clips']}" if lat in cells else NA
+                        for lat in latencies])
+    lines += _markdown_table(["Non-empty"] + [f"{lat} ms" for lat in latencies], table)
+    for r in rows:
+        kinds = ", ".join(f"{k} {v['non_empty']}/{v['clips']}" for k, v in r["by_kind"].items())
+        lines.append(f"- {BLOCK_TITLES.get(r['lang_mode'], r['lang_mode'])} at {r['latency_ms']} ms by kind: {kinds}")
+    for r in rows:
+        if r["examples"]:
+            shown = ", ".join(f"{name}: {hyp!r}" for name, hyp in r["examples"])
+            lines.append(f"- {BLOCK_TITLES.get(r['lang_mode'], r['lang_mode'])} at {r['latency_ms']} ms: {shown}")
+    return lines + [""]
 
 
 def _streaming_table(summary: dict) -> list[str]:

@@ -91,9 +91,11 @@ def canonical_locale(prompt: PromptConfig, language: str | None) -> str | None:
 
 
 def with_language_tag(text: str, locale: str | None) -> str:
-    """Append ' <xx-XX>' unless the transcript already ends with a tag (the 3.5 target format, spec §6)."""
+    """Append ' <xx-XX>' unless the transcript already ends with a tag (the 3.5 target format, spec §6).
+    An empty transcript (audio without speech, data/nonspeech.py) stays empty: the model learns to
+    emit nothing at all there, not even a language tag."""
     text = text.strip()
-    if locale is None or TRAILING_TAG.search(text):
+    if locale is None or not text or TRAILING_TAG.search(text):
         return text
     return f"{text} <{locale}>"
 

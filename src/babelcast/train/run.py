@@ -35,8 +35,9 @@ def training_texts(cfg: TrainConfig, prompt: PromptConfig | None) -> list[str]:
     """Every transcript the tokenizer learns from, as it will be trained (language tag appended on
     prompt models): the training manifests' and those of tokenizer.extra_texts."""
     paths = [source.path for source in cfg.data.train] + list(cfg.tokenizer.extra_texts)
-    return [tagged_text(entry, prompt, cfg.data.default_lang, path)[0]
-            for path in paths for entry in read_manifest(path)]
+    texts = (tagged_text(entry, prompt, cfg.data.default_lang, path)[0]
+             for path in paths for entry in read_manifest(path))
+    return [text for text in texts if text]  # empty transcripts (non-speech clips) teach no pieces
 
 
 def prepare_tokenizer(cfg: TrainConfig, start_proto: bytes | None = None) -> TokenizerFiles:

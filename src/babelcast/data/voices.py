@@ -1,0 +1,160 @@
+"""Who speaks a synthetic utterance, and how: voice pools per split, with held-out voices and prosody.
+
+Three pools (POOLS):
+
+- `main`: the locale's own espeak-ng voice with one of split.VARIANTS and the first demo model's
+  prosody (data/demo's sets; every draw as before, so their files are the same);
+- `wide` (training): every espeak-ng voice of the language but the held-out accents, every
+  person-like variant of the train split (VARIANTS and NEW_VARIANTS), MBROLA voices when asked for
+  (`mbrola=True`), a wider prosody range, and a quarter of the utterances with no leading silence;
+- `held-out` (the held-out-voice test set, synth split `voices`): the locale's voice and its
+  held-out accents with the test split's variants, the held-out MBROLA voices, and rates and
+  pitches outside every training range (slower and faster, lower and higher).
+
+No pool's training voices meet a test voice: variants split by hash (split.py); accents and MBROLA
+voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and `wide`'s ranges, so neither
+the shipped model (trained on `main`) nor a model trained on `wide` has heard it.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from .split import TEST_VOICE_SHARE, VARIANTS, split_variants, unit_interval
+
+POOLS = ("main", "wide", "held-out")
+BASE_RATE_WPM = 165
+MBROLA_DIR = Path("/usr/share/mbrola")
+MBROLA_SHARE = 0.25  # of a pool's utterances, when it has MBROLA voices
+_NEW_VARIANT_SALT = "babelcast-synth-voice-v3"
+
+# Person-like espeak-ng variants that VARIANTS did not list (espeak-ng 1.51). Each is split on its own
+# hash, so adding them moves no variant of VARIANTS across the split (the shipped model's test voices
+# stay unheard). Robotic, whispering and novelty variants are still left out.
+NEW_VARIANTS = ("anika", "antonio", "edward2", "Gene2", "gustave", "iven3", "iven4", "kaukovalta", "klatt4",
+                "klatt5", "klatt6", "marcelo", "Michael", "Mike", "Mr", "Nguyen", "pablo", "steph2", "steph3")
+
+# espeak-ng voices per language (accents); the locale's own voice (text_sources.SOURCES) comes first.
+# British English is "en" (its voice file): the library's espeak_SetVoiceByName, which phones.py uses,
+# does not know the name "en-gb".
+ACCENTS = {
+    "en": ("en-us", "en", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbclan", "en-gb-scotland", "en-gb-x-gbcwmd",
+           "en-029"),
+    "es": ("es-419", "es"),
+}
+# MBROLA voices (Debian's non-free mbrola-* packages) that espeak-ng drives for each language.
+MBROLA = {
+    "en": ("mb-us1", "mb-us2", "mb-us3", "mb-en1"),
+    "de": ("mb-de1", "mb-de2", "mb-de3", "mb-de4", "mb-de5", "mb-de6", "mb-de7", "mb-de8"),
+    "es": ("mb-es1", "mb-es2", "mb-es3", "mb-es4", "mb-mx1", "mb-mx2"),
+    "it": ("mb-it1", "mb-it2", "mb-it3", "mb-it4"),
+    "pl": ("mb-pl1",),
+    "cs": ("mb-cz1", "mb-cz2"),
+    "pt": ("mb-br1", "mb-br2", "mb-br3", "mb-br4"),
+}
+# Never in a training pool: the held-out-voice test set's accents and MBROLA voices.
+HELD_OUT = frozenset({"en-gb-scotland", "en-029", "mb-us3", "mb-de5", "mb-es2", "mb-mx2", "mb-it4", "mb-cz2",
+                      "mb-br4"})
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Ranges an utterance's delivery is drawn from (uniformly over the union of the intervals)."""
+
+    rate: tuple[tuple[float, float], ...]  # × BASE_RATE_WPM
+    pitch: tuple[tuple[float, float], ...]  # espeak-ng pitch 0-99, default 50
+    lead_s: tuple[float, float]  # silence before the speech
+    tail_s: tuple[float, float]  # and after it
+    no_lead_share: float = 0.0  # utterances whose speech starts at the first sample
+
+
+PROSODY = {
+    "main": Prosody(rate=((0.8, 1.25),), pitch=((25, 75),), lead_s=(0.15, 0.5), tail_s=(0.2, 0.5)),
+    "wide": Prosody(rate=((0.75, 1.3),), pitch=((18, 82),), lead_s=(0.0, 0.5), tail_s=(0.1, 0.5),
+                    no_lead_share=0.25),
+    "held-out": Prosody(rate=((0.6, 0.7), (1.38, 1.5)), pitch=((4, 13), (88, 97)), lead_s=(0.0, 0.5),
+                        tail_s=(0.1, 0.5), no_lead_share=0.25),
+}
+
+
+@dataclass(frozen=True)
+class Speakers:
+    """The voices one locale's utterances of a pool are spoken with."""
+
+    espeak: tuple[str, ...]  # espeak-ng voices (accents)
+    variants: tuple[str, ...]  # espeak-ng variants, combined with any of `espeak`
+    mbrola: tuple[str, ...] = ()  # MBROLA voices (espeak-ng `mb-…` names), spoken without a variant
+    prosody: Prosody = PROSODY["main"]
+
+
+def variant_split(variant: str) -> str:
+    """'test' or 'train' for any variant of VARIANTS (split.voice_split) or NEW_VARIANTS (its own hash)."""
+    if variant in NEW_VARIANTS:
+        return "test" if unit_interval(_NEW_VARIANT_SALT, variant) < TEST_VOICE_SHARE else "train"
+    return "test" if variant in split_variants("test") else "train" if variant in VARIANTS else _unknown(variant)
+
+
+def _unknown(variant: str) -> str:
+    raise ValueError(f"unknown voice variant {variant!r}")
+
+
+def all_variants(split: str) -> list[str]:
+    """The variants of VARIANTS and NEW_VARIANTS in one split."""
+    return split_variants(split) + [v for v in NEW_VARIANTS if variant_split(v) == split]
+
+
+def language_of(voice: str) -> str:
+    """'en-us' → 'en', 'mb-de1' → 'de', 'mb-mx2' → 'es' (the language a voice speaks)."""
+    return next((lang for lang, voices in MBROLA.items() if voice in voices), voice.split("-")[0].split("+")[0])
+
+
+def accents(main_voice: str) -> tuple[str, ...]:
+    """The espeak-ng voices of a locale whose own voice is `main_voice`, that one first."""
+    others = ACCENTS.get(language_of(main_voice), ())
+    return (main_voice, *[v for v in others if v != main_voice])
+
+
+def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: set[str],
+                  mbrola: bool = False) -> Speakers:
+    """The speakers of one locale in a pool (`main_voice`: the locale's espeak-ng voice); `split`
+    (train or test) picks `main`'s variants, `wide` is the training pool, `held-out` the test one."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown voice pool {pool!r}; use one of {', '.join(POOLS)}")
+    language = language_of(main_voice)
+    mb = MBROLA.get(language, ()) if mbrola else ()
+    if pool == "main":
+        return Speakers((main_voice,), tuple(v for v in split_variants(split) if v in installed_variants))
+    if pool == "wide":
+        return Speakers(tuple(v for v in accents(main_voice) if v not in HELD_OUT),
+                        tuple(v for v in all_variants("train") if v in installed_variants),
+                        tuple(v for v in mb if v not in HELD_OUT), PROSODY["wide"])
+    return Speakers(tuple(v for v in accents(main_voice) if v == main_voice or v in HELD_OUT),
+                    tuple(v for v in all_variants("test") if v in installed_variants),
+                    tuple(v for v in mb if v in HELD_OUT), PROSODY["held-out"])
+
+
+def missing_mbrola(voices: tuple[str, ...]) -> list[str]:
+    """The Debian packages (mbrola-xx1) of MBROLA voices whose database is not installed."""
+    return [f"mbrola-{v[3:]}" for v in voices if not mbrola_installed(v)]
+
+
+@functools.lru_cache(maxsize=None)
+def mbrola_installed(voice: str) -> bool:
+    """Whether espeak-ng can speak with MBROLA voice `mb-xx1` (its database is under /usr/share/mbrola)."""
+    name = voice[3:]
+    return (MBROLA_DIR / name / name).is_file() or (MBROLA_DIR / name).is_file()
+
+
+def draw_interval(intervals: tuple[tuple[float, float], ...], u: float) -> float:
+    """A uniform u in [0, 1) mapped onto the union of the intervals (low + (high - low)·u for one)."""
+    if len(intervals) == 1:
+        low, high = intervals[0]
+        return low + (high - low) * u
+    total = sum(high - low for low, high in intervals)
+    at = u * total
+    for low, high in intervals:
+        if at < high - low:
+            return low + at
+        at -= high - low
+    return intervals[-1][1]
