@@ -1,4 +1,5 @@
-"""Phrase boosting for greedy RNNT (shallow fusion with a context graph), per stream, batched on the device.
+"""Phrase boosting for RNNT decoding, greedy and beam search (shallow fusion with a context graph), per stream,
+batched on the device.
 
 A stream's phrases compile into a token prefix tree of the model's own SentencePiece spellings, with
 Aho–Corasick failure links. Each node has the score accumulated along its path (weight per token; a bare
