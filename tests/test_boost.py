@@ -11,7 +11,7 @@ import torch
 
 import babelcast
 from babelcast.audio.io import load_audio
-from babelcast.decoding.beam import DEFAULT_BEAM
+from babelcast.config import DEFAULT_BEAM
 from babelcast.decoding.boost import (MAX_PHRASES, Booster, Phrase, compile_boost, parse_phrase, parse_phrases,
                                       spellings)
 from babelcast.eval.metrics import normalize

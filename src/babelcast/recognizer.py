@@ -12,13 +12,13 @@ from . import chunking
 from .audio.io import to_model_audio
 from .checkpoint.load import load_checkpoint
 from .checkpoint.tokenizer import Tokenizer
-from .config import AUTO
-from .errors import UnsupportedDecoder, UnsupportedLanguage
-from .decoding.beam import DEFAULT_BEAM, MAX_BEAM, BeamHistory, row_traces
+from .config import AUTO, DEFAULT_BEAM, MAX_BEAM
+from .decoding.beam import BeamHistory, row_traces
 from .decoding.boost import BoostTrie, Phrase, compile_boost
 from .decoding.heads import DECODERS, DecodeState, decode_rows
 from .decoding.result import Transcript
 from .decoding.text import TextOptions, to_transcript
+from .errors import UnsupportedDecoder, UnsupportedLanguage
 from .model.asr import AsrModel
 from .model.prompt import prompt_index
 from .streaming.session import SESSION_CONFIG, Session
@@ -109,6 +109,12 @@ class Recognizer:
             raise UnsupportedDecoder("beam search decodes with the RNNT head; use the rnnt decoder or beam size 1")
         return width
 
+    def uses_beam(self, beam: bool | None, decoder: str = "rnnt",
+                  boost: "Sequence[str | Phrase] | None" = None) -> bool:
+        """Whether a stream searches with a beam: as asked, or by default when it boosts phrases (RNNT);
+        UnsupportedDecoder for a beam on the CTC head."""
+        return self.beam_width(None if beam is None else (2 if beam else 1), decoder, boost) > 1
+
     def _text_options(self, language: str | None, keep_lang_tags: bool) -> TextOptions:
         return TextOptions(self.frame_s, keep_lang_tags, self.canonical_language(language))
 
@@ -127,7 +133,7 @@ class Recognizer:
         picks the offline default latency (a file streamed through the engine); lock_language: in auto
         mode the first detected language becomes the prompt (no-op otherwise)."""
         self.check_decoder(decoder, boost)
-        beam = self.beam_width(None if beam is None else (2 if beam else 1), decoder, boost) > 1
+        beam = self.uses_beam(beam, decoder, boost)
         left, right, trained = self.context(latency_ms, mode)
         return StreamOptions(left, right, self.prompt_id(language), self._text_options(language, keep_lang_tags),
                              trained, lock_language=lock_language, decoder=decoder, boost=self.compile_boost(boost, beam),

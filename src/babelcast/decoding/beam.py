@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..config import BEAM_PRUNE, DEFAULT_BEAM, MAX_BEAM  # noqa: F401  (re-exported: the decoding's own constants)
+from ..config import BEAM_PRUNE
 from ..model.transducer import Joint, Predictor, PredictorState
 from .boost import Booster, BoostTrie
 
@@ -180,7 +180,7 @@ def _frame(predictor: Predictor, joint: Joint, enc_k: Tensor, state: BeamState, 
         sets.append(cur._replace(ended=cur.score + logp[..., blank]))
         ext = cur.score[..., None] + logp[..., :blank]  # [B, K, V]
         if booster is not None:
-            ext = ext + booster.beam_bonus()[:, :blank].view(b, k, -1)
+            ext = ext + booster.beam_bonus().view(b, k, -1)
         top, idx = ext.reshape(b, -1).topk(k, dim=1)  # [B, K]
         ended = torch.cat([x.ended for x in sets], dim=1)  # [B, K*(s+1)]
         best_k = ended.topk(k, dim=1).values  # [B, K]

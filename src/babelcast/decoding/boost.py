@@ -282,12 +282,10 @@ class Booster:
         return self.t.risk[self.node]
 
     def beam_bonus(self) -> Tensor:
-        """[B, C] the change of each row's boost score per label, for a beam's scores: what the label's arc
-        earns less what the open match gives back (a continuation nets its own token's weight, a break loses
-        the match); blank 0 (the match stays open)."""
-        bonus = self.bonus() - self.risk()[:, None]
-        bonus[:, -1] = 0.0
-        return bonus
+        """[B, C-1] the change of each row's boost score per non-blank label, for a beam's scores: what the
+        label's arc earns less what the open match gives back (a continuation nets its own token's weight, a
+        break loses the match); blank changes nothing (the match stays open)."""
+        return self.bonus()[:, :-1] - self.risk()[:, None]
 
     def nodes(self) -> Tensor:
         """[B] int64 each row's node in its own trie (the state to carry to the next call)."""

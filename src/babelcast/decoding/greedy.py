@@ -31,7 +31,7 @@ class Emissions:
 
     def to_lists(self, frame_offset: list[int] | None = None) -> list[tuple[list[int], list[int], list[float]]]:
         """Host-side per-row (labels, frames, probs); the one device→host copy per call (beam rows have
-        none here: `beam_steps` gives theirs)."""
+        none here: `beam.row_traces` gives theirs)."""
         labels, frames, probs, count = (t.cpu() for t in (self.labels, self.frames, self.probs, self.count))
         out = []
         for b in range(labels.shape[0]):

@@ -134,7 +134,7 @@ def _check_options(rec, language: str, latency: int | None, decoder: str, boost:
     """ApiError naming a language, latency or decoder this model cannot serve (before the upload is read)."""
     try:
         rec.check_decoder(decoder, boost)
-        rec.beam_width(None if beam is None else (2 if beam else 1), decoder, boost)
+        rec.uses_beam(beam, decoder, boost)
     except UnsupportedDecoder as e:
         raise ApiError("unsupported_decoder", str(e), "decoder") from None
     try:

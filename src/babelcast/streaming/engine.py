@@ -23,7 +23,6 @@ the decoder only the head.
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import threading
 import time
@@ -35,7 +34,8 @@ import torch
 from torch import Tensor
 
 from .. import chunking
-from ..decoding.beam import DEFAULT_BEAM, row_traces
+from ..config import DEFAULT_BEAM
+from ..decoding.beam import row_traces
 from ..decoding.boost import BoostTrie
 from ..decoding.greedy import Emissions
 from ..decoding.heads import DecodeState, decode_rows
