@@ -14,10 +14,11 @@ import yaml
 
 from babelcast.train.config import parse_train_config
 from babelcast.train.parallel import train_in_processes
-from babelcast.train.run import trainer_from_scratch
+from babelcast.train.run import run_tokenizer, trainer_from_scratch
+from babelcast.train.tokenizer import tags_in, train_tokenizer
 
 from test_train_loop import manifests  # noqa: F401 (fixture)
-from train_fixtures import one_thread, tiny_train_config  # noqa: F401 (autouse fixture)
+from train_fixtures import make_trainer, one_thread, tiny_train_config  # noqa: F401 (autouse fixture)
 
 
 def deterministic(config: dict) -> dict:
@@ -50,6 +51,19 @@ def test_two_processes_train_like_one_accumulating_their_batches(manifests, tmp_
         torch.testing.assert_close(state["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     moved = [k for k, v in alone.model.state_dict().items() if not torch.equal(v, state["model"][k])]
     assert (tmp_path / "parallel" / "model.nemo").is_file() and len(moved) < len(state["model"])
+
+
+def test_the_launcher_takes_init_froms_tokenizer(manifests, tmp_path):  # noqa: F811
+    """train_in_processes makes the run's tokenizer before spawning: with trainer.init_from it is the
+    model's, not one trained on this run's data (which differed, and the processes refused to start)."""
+    train, val = manifests
+    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
+    other = tmp_path / "other"
+    train_tokenizer(texts, 40, tags_in(texts)).save(other / "tokenizer")  # not what `train` would make
+    make_trainer(manifests, other, max_steps=1).export(other / "model.nemo")
+    cfg = parse_train_config(tiny_train_config(train, val, tmp_path / "run", init_from=str(other / "model.nemo")))
+    assert run_tokenizer(cfg).model == (other / "tokenizer" / "tokenizer.model").read_bytes()
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.model").read_bytes() == run_tokenizer(cfg).model
 
 
 def alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from .config import TrainConfig
 from .loop import Trainer
-from .run import prepare_tokenizer, trainer_from_scratch
+from .run import run_tokenizer, trainer_from_scratch
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -58,7 +58,7 @@ def _end_with_parent() -> None:
 
 def train_in_processes(cfg: TrainConfig, resume: bool) -> None:
     """`babelcast train` with trainer.processes > 1; an error in any process ends them all."""
-    prepare_tokenizer(cfg)  # once, before the processes would race to train it
+    run_tokenizer(cfg)  # once, before the processes would race to train it (or take init_from's)
     run_in_processes(_train, cfg.trainer.processes, cfg, resume)
 
 

@@ -81,11 +81,23 @@ def start_from(model: AsrModel, archive: NemoArchive, proto: bytes, path: Path, 
     load_state(model, {**fresh, **archive.state_dict}, str(path))
 
 
+def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, bytes | None]:
+    """trainer.init_from's path, archive and tokenizer proto (all None for a run from fresh weights)."""
+    if not cfg.trainer.init_from:
+        return None, None, None
+    path = resolve_model_path(cfg.trainer.init_from)
+    archive = read_nemo(path)
+    return path, archive, tokenizer_proto(archive, path)
+
+
+def run_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
+    """The tokenizer `babelcast train` uses: OUT_DIR's, else trainer.init_from's, else trained on the data."""
+    return prepare_tokenizer(cfg, starting_model(cfg)[2])
+
+
 def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
-    start_path = resolve_model_path(cfg.trainer.init_from) if cfg.trainer.init_from else None
-    start = read_nemo(start_path) if start_path else None
-    start_proto = tokenizer_proto(start, start_path) if start else None
+    start_path, start, start_proto = starting_model(cfg)
     files = prepare_tokenizer(cfg, start_proto)
     vocab = len(Tokenizer(files.model))
     section = with_vocab(cfg.model, vocab)
