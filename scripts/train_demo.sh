@@ -5,7 +5,7 @@
 #
 #   scripts/train_demo.sh data      # the training, validation and test sets (≈ 10 min on 2 cores)
 #   scripts/train_demo.sh train     # train (configs/demo.yaml, two stages), resumable; --threads 1 on a busy machine
-#   scripts/train_demo.sh ship      # copy runs/demo2/model.nemo to the package's bundled model
+#   scripts/train_demo.sh ship      # copy RUN/model.nemo (default runs/demo3: v3) to the package's bundled model
 #   scripts/train_demo.sh eval      # the README's WER / language-ID tables (babelcast eval)
 #   scripts/train_demo.sh streaming # streamed chunk by chunk: streaming metrics, and the same transcripts as eval's
 #   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training); REPLAY=100 …
@@ -15,7 +15,9 @@
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
 #   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from the shipped model; rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
-#                                   # text and held-out voice sets, and the non-speech check; NAME names the run
+#                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
+#                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
+#   scripts/train_demo.sh compare3 BEFORE AFTER  # the README's before/after table of two eval3 runs (v2 demo3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bc=${BABELCAST:-.venv/bin/babelcast}
@@ -87,13 +89,15 @@ eval3() {
     out=runs/eval3/${NAME:-$name}
     for set in demo/test demo3/test; do
         $bc eval data/$set/manifest.jsonl --model "$model" --latency 80,320,560,1120 --lang-mode both --mode offline \
-            --out-dir $out/${set//\//-} --fresh
+            --out-dir $out/${set//\//-} --fresh ${THREADS:+--threads $THREADS}
     done
-    $bc eval data/demo3/test/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode given --mode offline \
-        --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir $out/demo3-test-cer --fresh
+    for set in demo/test demo3/test; do  # the same decodes scored by characters
+        $bc eval data/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode given --mode offline \
+            --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir $out/${set//\//-}-cer --fresh ${THREADS:+--threads $THREADS}
+    done
     for set in test-ood test-voices nonspeech-test; do
         $bc eval data/demo3/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode both --mode offline \
-            --out-dir $out/$set --fresh
+            --out-dir $out/$set --fresh ${THREADS:+--threads $THREADS}
     done
 }
 
@@ -103,10 +107,43 @@ case "${1:-}" in
     data3) data3 ;;
     train3)
         shift
-        # Demo model v3: a new warmup + cosine cycle from the shipped model's weights and tokenizer; resumes
+        # Demo model v3: a new warmup + cosine cycle from v2's weights and tokenizer (runs/demo2/model.nemo
+        # when stage 2 ran here, else the bundled model: v2 until v3 is shipped; FROM= to choose); resumes
         # from runs/demo3/last.pt when it exists (then --init-from is not used).
-        $bc train configs/demo3.yaml --init-from $bundled "$@" ;;
+        from=${FROM:-runs/demo2/model.nemo}; [ -n "${FROM:-}" ] || [ -f "$from" ] || from=$bundled
+        $bc train configs/demo3.yaml --init-from "$from" "$@" ;;
     eval3) eval3 ;;
+    compare3)
+        # The README's before/after table: the eval3 runs named $2 (before) and $3 (after), averages of
+        # the six languages per set, language mode and latency; language ID; non-empty non-speech clips.
+        .venv/bin/python - "${2:-v2}" "${3:-demo3}" <<'PY'
+import json, sys
+from pathlib import Path
+runs = sys.argv[1:3]
+sets = [("demo-test", "v2 test set (data/demo/test), WER"), ("demo3-test", "v3 test set (data/demo3/test), WER"),
+        ("test-ood", "out-of-domain text (man pages), WER"), ("test-voices", "held-out voices, WER"),
+        ("demo-test-cer", "v2 test set, CER"), ("demo3-test-cer", "v3 test set, CER")]
+summary = {(run, name): json.loads((Path("runs/eval3") / run / name / "summary.json").read_text(encoding="utf-8"))
+           for run in runs for name, _ in sets + [("nonspeech-test", "")]}
+print(f"| Average of the six languages | {' | '.join(runs)} |\n|---|" + "---:|" * len(runs))
+for name, title in sets:
+    for row in summary[(runs[0], name)]["averages"]:
+        key = (row["lang_mode"], row["latency_ms"])
+        values = [next(a for a in summary[(run, name)]["averages"] if (a["lang_mode"], a["latency_ms"]) == key)
+                  for run in runs]
+        print(f"| {title}, language {row['lang_mode']}, {key[1]} ms | "
+              + " | ".join(f"{v['error_rate_pct']:.1f}" for v in values) + " |")
+        if row["lang_mode"] == "auto":
+            print(f"| {title.split(',')[0]}, language-ID accuracy %, {key[1]} ms | "
+                  + " | ".join(f"{v['lid_accuracy_pct']:.1f}" for v in values) + " |")
+for row in summary[(runs[0], "nonspeech-test")]["nonspeech"]:
+    key = (row["lang_mode"], row["latency_ms"])
+    values = [next(a for a in summary[(run, "nonspeech-test")]["nonspeech"] if (a["lang_mode"], a["latency_ms"]) == key)
+              for run in runs]
+    print(f"| non-speech clips with a transcript (of {row['clips']}), language {key[0]}, {key[1]} ms | "
+          + " | ".join(str(v["non_empty"]) for v in values) + " |")
+PY
+        ;;
     train)
         shift
         # Stage 1 (session 5): 3,400 steps from scratch into runs/demo.
@@ -115,7 +152,7 @@ case "${1:-}" in
         # fresh AdamW and fresh CTC / phoneme heads (--init-from keeps only what the .nemo holds).
         # Each stage resumes from its own last.pt; a finished stage only re-exports its model.
         $bc train configs/demo.yaml --init-from runs/demo/model.nemo --out-dir runs/demo2 --max-steps 4400 "$@" ;;
-    ship) mkdir -p "$(dirname $bundled)" && cp runs/demo2/model.nemo $bundled && ls -l $bundled ;;
+    ship) run=${RUN:-runs/demo3}; mkdir -p "$(dirname $bundled)" && cp $run/model.nemo $bundled && ls -l $bundled ;;
     eval)
         # Offline mode at each latency gives the streaming tokens (tests/test_streaming_equals_offline.py)
         # in a fraction of the time.
@@ -126,13 +163,15 @@ case "${1:-}" in
             --mode offline --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir runs/demo-eval-cer --fresh ;;
     streaming)
         # The first 10 test utterances per language streamed chunk by chunk at 80 and 1120 ms, with the
-        # streaming metrics; then the count of transcripts equal to `eval`'s offline ones (run eval first).
+        # streaming metrics; then the count of transcripts equal to the offline ones of the eval run in
+        # OFFLINE (default runs/demo-eval: run eval first; or eval3's runs/eval3/NAME/demo-test).
         $bc eval data/demo/test/manifest.jsonl --model $bundled --latency 80,1120 --lang-mode given \
             --mode streaming --max-per-lang 10 --out-dir runs/demo-eval-streaming --fresh
         .venv/bin/python - <<'PY'
-import json
+import json, os
 key = lambda r: (r["utt"], r["lang_mode"], r["latency_ms"])
-offline = {key(r): r["hypothesis"] for r in map(json.loads, open("runs/demo-eval/results.jsonl", encoding="utf-8"))}
+folder = os.environ.get("OFFLINE", "runs/demo-eval")
+offline = {key(r): r["hypothesis"] for r in map(json.loads, open(f"{folder}/results.jsonl", encoding="utf-8"))}
 streamed = [json.loads(line) for line in open("runs/demo-eval-streaming/results.jsonl", encoding="utf-8")]
 same = sum(offline[key(r)] == r["hypothesis"] for r in streamed)
 print(f"streaming == offline: {same} of {len(streamed)} transcripts")
@@ -185,5 +224,5 @@ with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
         f.write(json.dumps({"audio_filepath": name, **keep}, ensure_ascii=False) + "\n")
 PY
         ;;
-    *) echo "usage: $0 data|train|ship|eval|streaming|finetune|samples|deps3|data3|train3|eval3" >&2; exit 2 ;;
+    *) echo "usage: $0 data|train|ship|eval|streaming|finetune|samples|deps3|data3|train3|eval3|compare3" >&2; exit 2 ;;
 esac
