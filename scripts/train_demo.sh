@@ -6,14 +6,14 @@
 #   scripts/train_demo.sh data      # the training, validation and test sets (≈ 10 min on 2 cores)
 #   scripts/train_demo.sh train     # train (configs/demo.yaml, two stages), resumable; --threads 1 on a busy machine
 #   scripts/train_demo.sh ship      # copy RUN/model.nemo (default runs/demo3: v3) to the package's bundled model
-#   scripts/train_demo.sh eval      # the README's WER / language-ID tables (babelcast eval)
+#   scripts/train_demo.sh eval      # v2's WER / language-ID tables (babelcast eval; eval3 gives the README's now)
 #   scripts/train_demo.sh streaming # streamed chunk by chunk: streaming metrics, and the same transcripts as eval's
 #   scripts/train_demo.sh finetune  # the README's fine-tuning table (pt-BR, left out of training); REPLAY=100 …
 #   scripts/train_demo.sh samples   # samples/: one held-out test utterance per trained language
 # Demo model v3 (issue 19; configs/demo3.yaml):
 #   scripts/train_demo.sh deps3     # Debian's documentation and man-page packages (MBROLA=1: MBROLA voices, non-free)
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
-#   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from the shipped model; rerun to resume
+#   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo); rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
