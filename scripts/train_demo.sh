@@ -125,22 +125,25 @@ sets = [("demo-test", "v2 test set (data/demo/test), WER"), ("demo3-test", "v3 t
         ("demo-test-cer", "v2 test set, CER"), ("demo3-test-cer", "v3 test set, CER")]
 summary = {(run, name): json.loads((Path("runs/eval3") / run / name / "summary.json").read_text(encoding="utf-8"))
            for run in runs for name, _ in sets + [("nonspeech-test", "")]}
+
+
+def rows(name: str, table: str):
+    """Per (language mode, latency) of the before run: that row of each run's summary table."""
+    for row in summary[(runs[0], name)][table]:
+        key = (row["lang_mode"], row["latency_ms"])
+        yield key, row, [next(r for r in summary[(run, name)][table] if (r["lang_mode"], r["latency_ms"]) == key)
+                         for run in runs]
+
+
 print(f"| Average of the six languages | {' | '.join(runs)} |\n|---|" + "---:|" * len(runs))
 for name, title in sets:
-    for row in summary[(runs[0], name)]["averages"]:
-        key = (row["lang_mode"], row["latency_ms"])
-        values = [next(a for a in summary[(run, name)]["averages"] if (a["lang_mode"], a["latency_ms"]) == key)
-                  for run in runs]
-        print(f"| {title}, language {row['lang_mode']}, {key[1]} ms | "
-              + " | ".join(f"{v['error_rate_pct']:.1f}" for v in values) + " |")
-        if row["lang_mode"] == "auto":
-            print(f"| {title.split(',')[0]}, language-ID accuracy %, {key[1]} ms | "
+    for (mode, latency), _, values in rows(name, "averages"):
+        print(f"| {title}, language {mode}, {latency} ms | " + " | ".join(f"{v['error_rate_pct']:.1f}" for v in values) + " |")
+        if mode == "auto":
+            print(f"| {title.split(',')[0]}, language-ID accuracy %, {latency} ms | "
                   + " | ".join(f"{v['lid_accuracy_pct']:.1f}" for v in values) + " |")
-for row in summary[(runs[0], "nonspeech-test")]["nonspeech"]:
-    key = (row["lang_mode"], row["latency_ms"])
-    values = [next(a for a in summary[(run, "nonspeech-test")]["nonspeech"] if (a["lang_mode"], a["latency_ms"]) == key)
-              for run in runs]
-    print(f"| non-speech clips with a transcript (of {row['clips']}), language {key[0]}, {key[1]} ms | "
+for (mode, latency), row, values in rows("nonspeech-test", "nonspeech"):
+    print(f"| non-speech clips with a transcript (of {row['clips']}), language {mode}, {latency} ms | "
           + " | ".join(str(v["non_empty"]) for v in values) + " |")
 PY
         ;;
