@@ -13,11 +13,12 @@
 # Demo model v3 (issue 19; configs/demo3.yaml):
 #   scripts/train_demo.sh deps3     # Debian's documentation and man-page packages (MBROLA=1: MBROLA voices, non-free)
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
-#   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo); rerun to resume
+#   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo, CONFIG= another
+#                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=<the bundled v3>); rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
-#   scripts/train_demo.sh compare3 BEFORE AFTER  # the README's before/after table of two eval3 runs (v2 demo3)
+#   scripts/train_demo.sh compare3 RUN...  # the README's before/after table of eval3 runs, a column each (v2 demo3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bc=${BABELCAST:-.venv/bin/babelcast}
@@ -109,17 +110,19 @@ case "${1:-}" in
         shift
         # Demo model v3: a new warmup + cosine cycle from v2's weights and tokenizer (runs/demo2/model.nemo
         # when stage 2 ran here, else the bundled model: v2 until v3 is shipped; FROM= to choose); resumes
-        # from runs/demo3/last.pt when it exists (then --init-from is not used).
+        # from the config's out_dir/last.pt when it exists (then --init-from is not used).
         from=${FROM:-runs/demo2/model.nemo}; [ -n "${FROM:-}" ] || [ -f "$from" ] || from=$bundled
-        $bc train configs/demo3.yaml --init-from "$from" "$@" ;;
+        $bc train "${CONFIG:-configs/demo3.yaml}" --init-from "$from" "$@" ;;
     eval3) eval3 ;;
     compare3)
-        # The README's before/after table: the eval3 runs named $2 (before) and $3 (after), averages of
-        # the six languages per set, language mode and latency; language ID; non-empty non-speech clips.
-        .venv/bin/python - "${2:-v2}" "${3:-demo3}" <<'PY'
+        # The README's before/after table: the eval3 runs named in the arguments (default: v2 demo3), one
+        # column each, averages of the six languages per set, language mode and latency; language ID;
+        # non-empty non-speech clips.
+        shift; [ $# -gt 0 ] || set -- v2 demo3
+        .venv/bin/python - "$@" <<'PY'
 import json, sys
 from pathlib import Path
-runs = sys.argv[1:3]
+runs = sys.argv[1:]
 sets = [("demo-test", "v2 test set (data/demo/test), WER"), ("demo3-test", "v3 test set (data/demo3/test), WER"),
         ("test-ood", "out-of-domain text (man pages), WER"), ("test-voices", "held-out voices, WER"),
         ("demo-test-cer", "v2 test set, CER"), ("demo3-test-cer", "v3 test set, CER")]

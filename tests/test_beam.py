@@ -72,10 +72,9 @@ def test_collapse_keeps_the_chosen_hypothesis_alone(demo):
 # ---- the demo model ------------------------------------------------------------------------------
 @pytest.mark.parametrize("latency_ms", [80, 560, 1120])
 def test_streaming_equals_offline_with_a_beam(demo, latency_ms):
-    # The English sample with noise added: on the clean samples at 1120 ms the demo model's beam and greedy
-    # searches agree, so the last check below would not show that the beam searched.
-    noisy = audio("en-US") + 0.02 * np.random.default_rng(0).standard_normal(len(audio("en-US"))).astype(np.float32)
-    inputs = [noisy, audio("de-DE"), audio("pl-PL")]
+    # On the English sample the demo model's (v4) beam and greedy searches differ at each of these latencies, so
+    # the last check shows that the beam searched (the German and Polish samples are word-perfect either way).
+    inputs = [audio("en-US"), audio("de-DE"), audio("pl-PL")]
     offline = demo.transcribe(inputs, language="auto", latency_ms=latency_ms, beam_size=4)
     streamed = demo.transcribe(inputs, language="auto", latency_ms=latency_ms, beam_size=4, mode="streaming")
     assert [t.tokens for t in streamed] == [t.tokens for t in offline]

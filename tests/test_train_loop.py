@@ -131,6 +131,19 @@ def test_cli_train_resume_and_finetune(manifests, tmp_path, capsys):
     assert changed and "encoder.layers.0.self_attn.linear_q.weight" in changed
     assert (tmp_path / "ft.train" / "last.pt").is_file()
     assert babelcast.load_model(out).transcribe([torch.zeros(8000).numpy()])[0].text is not None
+    # The same fine-tune from another base (same config, other weights) does not resume the old run: it
+    # would silently give the old base's fine-tune. One line names the problem and the fix.
+    capsys.readouterr()
+    assert main(["finetune", "--model", str(out), "--train", str(train), "--val", str(val), "--lang", "de-DE",
+                 "--steps", "2", "--precision", "fp32", "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "started from another model (sha256:" in err and "model.nemo, not sha256:" in err and "--no-resume" in err
+    # The same base under another name resumes: only the weights count.
+    copy = tmp_path / "base-copy.nemo"
+    copy.write_bytes(base.read_bytes())
+    assert main(["finetune", "--model", str(copy), "--train", str(train), "--val", str(val), "--lang", "de-DE",
+                 "--steps", "2", "--precision", "fp32", "--out", str(out)]) == 0
+    assert "resuming" in capsys.readouterr().err
 
 
 def test_config_errors_name_the_key(manifests, tmp_path):

@@ -97,3 +97,17 @@ def test_stopping_the_command_stops_every_process(manifests, tmp_path):  # noqa:
     while any(map(alive, children)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(children) >= 2 and not any(map(alive, children))
+
+
+def test_the_launcher_refuses_a_checkpoint_of_another_starting_model(manifests, tmp_path):  # noqa: F811
+    """Checked before spawning, so `babelcast train` stops in one line, not with a worker's traceback."""
+    from babelcast.train.loop import ResumeError
+
+    train, val = manifests
+    make_trainer(manifests, tmp_path / "base", max_steps=1).export(tmp_path / "base.nemo")
+    cfg = parse_train_config(tiny_train_config(train, val, tmp_path / "run", init_from=str(tmp_path / "base.nemo"),
+                                               processes=2, threads=1))
+    (tmp_path / "run").mkdir()
+    torch.save({"start": "sha256:0123456789abcdef older.nemo"}, tmp_path / "run" / "last.pt")
+    with pytest.raises(ResumeError, match=r"another model \(sha256:0123456789abcdef older.nemo, not sha256:\w+ base"):
+        train_in_processes(cfg, resume=True)

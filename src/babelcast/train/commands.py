@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from ..cli_errors import EXIT_FAILED, CliError
 
@@ -45,10 +46,20 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
     _check_manifests(cfg.data.train + cfg.data.val)
     if cfg.trainer.processes > 1:
-        train_in_processes(cfg, resume=not args.no_resume)
+        _fit(lambda: train_in_processes(cfg, resume=not args.no_resume))
     else:
-        fit(trainer_from_scratch(cfg), resume=not args.no_resume)
+        _fit(lambda: fit(trainer_from_scratch(cfg), resume=not args.no_resume))
     return 0
+
+
+def _fit(run: Callable[[], None]) -> None:
+    """A run that cannot resume (last.pt of another model or config) fails in one line naming the fix."""
+    from .loop import ResumeError
+
+    try:
+        run()
+    except ResumeError as e:
+        raise CliError(str(e)) from None
 
 
 def _check_manifests(sources) -> None:
@@ -87,5 +98,5 @@ def run_finetune(args: argparse.Namespace) -> int:
                            lang=args.lang, steps=args.steps, lr=args.lr, batch_duration_s=args.batch_duration,
                            precision=args.precision, prompt_mode=args.prompt_mode, val_latency_ms=args.val_latency,
                            augment=not args.no_augment, joint_chunk=args.joint_chunk)
-    fit(trainer_for_finetune(opts), resume=not args.no_resume)
+    _fit(lambda: fit(trainer_for_finetune(opts), resume=not args.no_resume))
     return 0

@@ -62,10 +62,24 @@ class StepStats:
     phone_per_frame: float | None  # None without the phoneme aid (trainer.phone_weight)
 
 
+def check_start(path: Path, started: str | None, start: str | None) -> None:
+    """A checkpoint resumes only a run from the same starting model (fingerprints "sha256:… name", compared
+    without the name; None: fresh weights, or a checkpoint from before fingerprints, which any run resumes)."""
+    if started and start and started.split()[0] != start.split()[0]:
+        raise ResumeError(f"{path} continues a run that started from another model ({started}, not {start}); "
+                          "use a new out_dir or --no-resume")
+
+
+class ResumeError(ValueError):
+    """OUT_DIR/last.pt belongs to another run (model config, starting model, phone head)."""
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: AsrModel, tokenizer: Tokenizer | None, train: list[Utterance],
-                 val: list[Utterance], export: Callable[[Path], Path], export_path: Path | None = None):
+                 val: list[Utterance], export: Callable[[Path], Path], export_path: Path | None = None,
+                 start: str | None = None):
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.start = start  # the starting model's fingerprint (None: fresh weights, or resume any run)
         self.train_utts, self.val_utts, self.export = train, val, export
         self.export_path = export_path or cfg.out_dir / "model.nemo"  # the latest weights, rewritten at checkpoints
         self.progress = Progress()
@@ -297,7 +311,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress), "model_config": dict(self.cfg.model),
-            "train_config": dict(self.cfg.raw), "rng_ranks": rng_ranks,
+            "train_config": dict(self.cfg.raw), "rng_ranks": rng_ranks, "start": self.start,
         }
         if self.phone_head is not None:
             state["phone_head"] = {"phones": list(self.phone_grid.phones), "weights": self.phone_head.state_dict()}
@@ -313,12 +327,13 @@ class Trainer:
             return False
         state = torch.load(path, map_location="cpu", weights_only=False)
         if parse_model_config(state["model_config"]) != self.model.cfg:
-            raise ValueError(f"{path} was trained with another model config; use a new out_dir or --no-resume")
+            raise ResumeError(f"{path} was trained with another model config; use a new out_dir or --no-resume")
+        check_start(path, state.get("start"), self.start)
         self.model.load_state_dict(state["model"])
         if self.phone_head is not None:
             saved = state.get("phone_head") or {}
             if tuple(saved.get("phones", ())) != self.phone_grid.phones:
-                raise ValueError(f"{path} was trained without the phone head or with other phonemes; "
+                raise ResumeError(f"{path} was trained without the phone head or with other phonemes; "
                                  "use a new out_dir or --no-resume")
             self.phone_head.load_state_dict(saved["weights"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -15,12 +15,13 @@ import socket
 import sys
 from typing import Any, Callable
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .config import TrainConfig
-from .loop import Trainer
-from .run import run_tokenizer, trainer_from_scratch
+from .loop import CHECKPOINT_NAME, Trainer, check_start
+from .run import run_tokenizer, starting_fingerprint, trainer_from_scratch
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -59,6 +60,10 @@ def _end_with_parent() -> None:
 def train_in_processes(cfg: TrainConfig, resume: bool) -> None:
     """`babelcast train` with trainer.processes > 1; an error in any process ends them all."""
     run_tokenizer(cfg)  # once, before the processes would race to train it (or take init_from's)
+    checkpoint = cfg.out_dir / CHECKPOINT_NAME
+    if resume and checkpoint.is_file():  # here, so that a refusal is one line, not a worker's traceback
+        started = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("start")
+        check_start(checkpoint, started, starting_fingerprint(cfg))
     run_in_processes(_train, cfg.trainer.processes, cfg, resume)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -90,6 +91,21 @@ def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, b
     return path, archive, tokenizer_proto(archive, path)
 
 
+def fingerprint(path: Path) -> str:
+    """The starting model's SHA-256 (then its file name, for messages): a resumed run must continue from the
+    same weights, wherever the file is."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]} {path.name}"
+
+
+def starting_fingerprint(cfg: TrainConfig) -> str | None:
+    """trainer.init_from's fingerprint (None for a run from fresh weights)."""
+    return fingerprint(resolve_model_path(cfg.trainer.init_from)) if cfg.trainer.init_from else None
+
+
 def run_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
     """The tokenizer `babelcast train` uses: OUT_DIR's, else trainer.init_from's, else trained on the data."""
     return prepare_tokenizer(cfg, starting_model(cfg)[2])
@@ -108,14 +124,16 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
         start_from(model, start, start_proto, start_path, files)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
-    return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc))
+    return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc),
+                    start=starting_fingerprint(cfg))
 
 
-def _trainer(cfg: TrainConfig, model: AsrModel, tok: Tokenizer, export, export_path: Path | None = None) -> Trainer:
+def _trainer(cfg: TrainConfig, model: AsrModel, tok: Tokenizer, export, export_path: Path | None = None,
+             start: str | None = None) -> Trainer:
     prompt = model.cfg.prompt
     train = load_utterances(cfg.data.train, tok, prompt, cfg.data)
     val = load_utterances(cfg.data.val, tok, prompt, cfg.data)
-    return Trainer(cfg, model, tok, train, val, export, export_path)
+    return Trainer(cfg, model, tok, train, val, export, export_path, start)
 
 
 @dataclass(frozen=True)
@@ -173,4 +191,4 @@ def trainer_for_finetune(opts: FinetuneOptions) -> Trainer:
     tok = _tokenizer(archive, model_cfg, path)
     cfg = finetune_config(opts, archive.config)
     base = replace(archive, state_dict={})  # exports need the config and artifacts, not the old weights
-    return _trainer(cfg, model, tok, lambda out: export_like(out, model, base), Path(opts.out))
+    return _trainer(cfg, model, tok, lambda out: export_like(out, model, base), Path(opts.out), fingerprint(path))
