@@ -14,7 +14,7 @@
 #   scripts/train_demo.sh deps3     # Debian's documentation and man-page packages (MBROLA=1: MBROLA voices, non-free)
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
 #   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo, CONFIG= another
-#                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=<the bundled v3>); rerun to resume
+#                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=runs/demo3/model.nemo); rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
@@ -110,7 +110,8 @@ case "${1:-}" in
         shift
         # Demo model v3: a new warmup + cosine cycle from v2's weights and tokenizer (runs/demo2/model.nemo
         # when stage 2 ran here, else the bundled model: v2 until v3 is shipped; FROM= to choose); resumes
-        # from the config's out_dir/last.pt when it exists (then --init-from is not used).
+        # from the config's out_dir/last.pt when it exists (then --init-from only has to be the model the run
+        # started from: another one is refused, see `babelcast train --no-resume`).
         from=${FROM:-runs/demo2/model.nemo}; [ -n "${FROM:-}" ] || [ -f "$from" ] || from=$bundled
         $bc train "${CONFIG:-configs/demo3.yaml}" --init-from "$from" "$@" ;;
     eval3) eval3 ;;
