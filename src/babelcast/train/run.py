@@ -94,11 +94,8 @@ def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, b
 def fingerprint(path: Path) -> str:
     """The starting model's SHA-256 (then its file name, for messages): a resumed run must continue from the
     same weights, wherever the file is."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:16]} {path.name}"
+        return f"sha256:{hashlib.file_digest(f, 'sha256').hexdigest()[:16]} {path.name}"
 
 
 def starting_fingerprint(cfg: TrainConfig) -> str | None:
@@ -125,7 +122,7 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
     return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc),
-                    start=starting_fingerprint(cfg))
+                    start=fingerprint(start_path) if start_path else None)
 
 
 def _trainer(cfg: TrainConfig, model: AsrModel, tok: Tokenizer, export, export_path: Path | None = None,
