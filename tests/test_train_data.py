@@ -13,7 +13,8 @@ import torch
 
 from babelcast.checkpoint.tokenizer import Tokenizer
 from babelcast.config import PromptConfig
-from babelcast.train.augment import AugmentConfig, add_noise, coloured_noise, spec_augment, speed_perturb
+from babelcast.train.augment import (AugmentConfig, add_noise, coloured_noise, spec_augment, speed_perturb, vtlp,
+                                     warp_frequency)
 from babelcast.train.data import (BatchDataset, DataConfig, ManifestSource, Utterance, canonical_locale,
                                   load_utterances, plan_batches, prompt_index_for, strip_language_tags,
                                   with_language_tag)
@@ -135,6 +136,23 @@ def test_spec_augment_masks_inside_each_utterance():
         assert not time_zero[b, n:].any()
         assert int(time_zero[b].sum()) <= 10 * max(1, int(0.05 * n))
     assert torch.equal(spec_augment(mel, lengths, AugmentConfig.off()), mel)
+
+
+def test_vtlp_moves_a_formant_by_its_factor_and_is_off_by_default():
+    n_freq = 128
+    top_mel = 2595.0 * np.log10(1 + 8000 / 700)
+    centres_hz = 700 * (10 ** (np.linspace(0, 1, n_freq) * top_mel / 2595) - 1)
+    mel = torch.zeros(3, n_freq, 5)
+    mel[:, 40] = 1.0  # one band lit: a "formant" at centres_hz[40]
+    out = warp_frequency(mel, torch.tensor([1.0, 1.2, 0.8]))
+    assert torch.allclose(out[0], mel[0], atol=1e-5)
+    for b, factor in ((1, 1.2), (2, 0.8)):
+        peak = int(out[b, :, 0].argmax())
+        assert abs(centres_hz[peak] / centres_hz[40] - factor) < 0.05  # moved in Hz by the factor
+        assert torch.equal(out[b, :, 0], out[b, :, 4])  # the same warp on every frame
+    assert torch.equal(vtlp(mel, AugmentConfig()), mel)
+    warped = vtlp(mel, AugmentConfig(vtlp_range=(0.9, 1.1)), torch.Generator().manual_seed(0))
+    assert not torch.equal(warped, mel) and warped.shape == mel.shape
 
 
 def test_tokenizer_trainer_makes_tags_single_pieces_and_nemo_vocab_files(tmp_path):

@@ -1,5 +1,5 @@
 """Training-only augmentation: speed perturbation and additive noise on waveforms (data loader side),
-dither and SpecAugment on the batch (model side, spec §7.4)."""
+dither, vocal-tract-length warping and SpecAugment on the batch (model side, spec §7.4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,6 +25,9 @@ class AugmentConfig:
     noise_prob: float = 0.5
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     dither: float = 1e-5  # NeMo's preprocessor dither, training only
+    # Vocal tract length perturbation: each utterance's spectrum stretched in frequency by a factor drawn
+    # uniformly from this range (1.1 = formants 10 % higher, another speaker's vocal tract; (1, 1) = off).
+    vtlp_range: tuple[float, float] = (1.0, 1.0)
 
     @classmethod
     def off(cls) -> "AugmentConfig":
@@ -75,6 +78,38 @@ def dither(audio: Tensor, lengths: Tensor, amount: float, gen: torch.Generator |
     inside = torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None]
     noise = torch.randn(audio.shape, generator=gen, device=audio.device)
     return audio + amount * noise * inside
+
+
+def _hz_to_mel(hz: Tensor) -> Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz(mel: Tensor) -> Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def warp_frequency(mel: Tensor, factors: Tensor, max_hz: float = SAMPLE_RATE_HZ / 2) -> Tensor:
+    """Stretch each utterance's log-mel [B, F, T] along frequency by factors [B] (VTLP, Jaitly & Hinton
+    2013): output bin f holds the input at the bin whose centre is f's centre in Hz / factor, linearly
+    interpolated; bins whose source lies above the top band repeat the top band."""
+    b, n_freq, _ = mel.shape
+    top_mel = _hz_to_mel(torch.tensor(max_hz))
+    centres_hz = _mel_to_hz(torch.linspace(0.0, 1.0, n_freq) * top_mel)  # [F], bins evenly spaced in mel
+    source_hz = centres_hz[None] / factors.cpu().float()[:, None]  # [B, F]
+    source = (_hz_to_mel(source_hz) / top_mel * (n_freq - 1)).clamp(0, n_freq - 1)  # fractional bin index
+    low = source.floor().long().clamp(max=n_freq - 2)
+    frac = (source - low).to(mel.device, mel.dtype)[..., None]  # [B, F, 1]
+    low = low.to(mel.device)[..., None].expand(-1, -1, mel.shape[2])  # [B, F, T]
+    return torch.gather(mel, 1, low) * (1 - frac) + torch.gather(mel, 1, low + 1) * frac
+
+
+def vtlp(mel: Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None) -> Tensor:
+    """warp_frequency with one factor per utterance drawn from cfg.vtlp_range (no-op when the range is (1, 1))."""
+    lo, hi = cfg.vtlp_range
+    if lo == hi == 1.0:
+        return mel
+    factors = lo + (hi - lo) * torch.rand(mel.shape[0], generator=gen)
+    return warp_frequency(mel, factors)
 
 
 def _mask_spans(batch: int, n_masks: int, max_width: Tensor, extent: Tensor, axis_len: int,

@@ -1,4 +1,4 @@
-"""One training forward: waveforms → (dither, log-mel, SpecAugment) → encoder at a sampled context →
+"""One training forward: waveforms → (dither, log-mel, VTLP, SpecAugment) → encoder at a sampled context →
 prompt → prediction net + joint → RNNT loss (+ CTC on hybrids)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..model.asr import AsrModel
-from .augment import AugmentConfig, dither, spec_augment
+from .augment import AugmentConfig, dither, spec_augment, vtlp
 from .data import Batch
 from .losses import ctc_loss, rnnt_loss
 from .phones import PhoneHead, phone_nll
@@ -32,7 +32,7 @@ def encode(model: AsrModel, batch: Batch, left: int, right: int, augment: Augmen
         audio = dither(audio, batch.audio_len, augment.dither, gen)
     mel, mel_len = model.features(audio, batch.audio_len)  # fp32 whatever the autocast (spec §8.3)
     if augment is not None:
-        mel = spec_augment(mel, mel_len, augment, gen)
+        mel = spec_augment(vtlp(mel, augment, gen), mel_len, augment, gen)
     frames, enc_len = model.encoder(mel, mel_len, left, right)
     return model.apply_prompt(frames, batch.prompt_ids), enc_len
 
