@@ -14,7 +14,8 @@
 #   scripts/train_demo.sh deps3     # Debian's documentation and man-page packages (MBROLA=1: MBROLA voices, non-free)
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
 #   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo, CONFIG= another
-#                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=runs/demo3/model.nemo); rerun to resume
+#                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=runs/demo3/model.nemo, v5
+#                                   # CONFIG=configs/demo5.yaml FROM=runs/demo4/model.nemo); rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
