@@ -16,21 +16,31 @@ from torch import Tensor, nn
 from ..config import FeatureConfig
 
 
+def slaney_hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, lin)
+
+
+def slaney_mel_to_hz(m: np.ndarray) -> np.ndarray:
+    """The inverse of slaney_hz_to_mel."""
+    lin = m * (200.0 / 3)
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return np.where(m >= 15.0, log_part, lin)
+
+
+def mel_band_edges_hz(sample_rate_hz: int, n_mels: int) -> np.ndarray:
+    """[n_mels + 2] Hz, evenly spaced in mel from 0 to Nyquist: band k rises from edge k, peaks at k + 1
+    (its centre) and falls to k + 2."""
+    return slaney_mel_to_hz(np.linspace(slaney_hz_to_mel(0.0), slaney_hz_to_mel(sample_rate_hz / 2), n_mels + 2))
+
+
 def slaney_mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int) -> np.ndarray:
     """Slaney-scale, Slaney-normalized mel filters [n_mels, n_fft//2 + 1] (librosa's defaults)."""
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        f = np.asarray(f, dtype=np.float64)
-        lin = f / (200.0 / 3)
-        log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-        return np.where(f >= 1000.0, log_part, lin)
-
-    def mel_to_hz(m: np.ndarray) -> np.ndarray:
-        lin = m * (200.0 / 3)
-        log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-        return np.where(m >= 15.0, log_part, lin)
-
     fft_hz = np.linspace(0, sample_rate_hz / 2, n_fft // 2 + 1)
-    mel_hz = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate_hz / 2), n_mels + 2))
+    mel_hz = mel_band_edges_hz(sample_rate_hz, n_mels)
     ramps = mel_hz[:, None] - fft_hz[None, :]
     lower = -ramps[:-2] / np.diff(mel_hz)[:-1, None]
     upper = ramps[2:] / np.diff(mel_hz)[1:, None]

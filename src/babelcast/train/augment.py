@@ -9,6 +9,8 @@ import soxr
 import torch
 from torch import Tensor
 
+from ..audio.features import mel_band_edges_hz, slaney_hz_to_mel
+
 SAMPLE_RATE_HZ = 16000
 
 
@@ -80,26 +82,18 @@ def dither(audio: Tensor, lengths: Tensor, amount: float, gen: torch.Generator |
     return audio + amount * noise * inside
 
 
-def _hz_to_mel(hz: Tensor) -> Tensor:
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
-
-def _mel_to_hz(mel: Tensor) -> Tensor:
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-
-
-def warp_frequency(mel: Tensor, factors: Tensor, max_hz: float = SAMPLE_RATE_HZ / 2) -> Tensor:
+def warp_frequency(mel: Tensor, factors: Tensor, sample_rate_hz: int = SAMPLE_RATE_HZ) -> Tensor:
     """Stretch each utterance's log-mel [B, F, T] along frequency by factors [B] (VTLP, Jaitly & Hinton
-    2013): output bin f holds the input at the bin whose centre is f's centre in Hz / factor, linearly
-    interpolated; bins whose source lies above the top band repeat the top band."""
-    b, n_freq, _ = mel.shape
-    top_mel = _hz_to_mel(torch.tensor(max_hz))
-    centres_hz = _mel_to_hz(torch.linspace(0.0, 1.0, n_freq) * top_mel)  # [F], bins evenly spaced in mel
-    source_hz = centres_hz[None] / factors.cpu().float()[:, None]  # [B, F]
-    source = (_hz_to_mel(source_hz) / top_mel * (n_freq - 1)).clamp(0, n_freq - 1)  # fractional bin index
+    2013): output band f holds the input at the band whose centre is f's centre in Hz / factor, linearly
+    interpolated between the features' own band centres (Slaney scale); sources past either end repeat it."""
+    n_freq, n_time = mel.shape[1], mel.shape[2]
+    centres_hz = mel_band_edges_hz(sample_rate_hz, n_freq)[1:-1]  # [F]
+    centres_mel = slaney_hz_to_mel(centres_hz)  # evenly spaced
+    source_hz = centres_hz[None] / factors.double().cpu().numpy()[:, None]  # [B, F]
+    source = torch.from_numpy(np.interp(slaney_hz_to_mel(source_hz), centres_mel, np.arange(n_freq)))  # band index
     low = source.floor().long().clamp(max=n_freq - 2)
     frac = (source - low).to(mel.device, mel.dtype)[..., None]  # [B, F, 1]
-    low = low.to(mel.device)[..., None].expand(-1, -1, mel.shape[2])  # [B, F, T]
+    low = low.to(mel.device)[..., None].expand(-1, -1, n_time)  # [B, F, T]
     return torch.gather(mel, 1, low) * (1 - frac) + torch.gather(mel, 1, low + 1) * frac
 
 
