@@ -118,9 +118,22 @@ def test_eval_end_to_end(dataset, tiny_model, one_thread, tmp_path, capsys):
     assert auto_avg["languages"] == 3 and auto_avg["lid_accuracy_pct"] is not None
     assert auto_avg["rtf"] > 0 and auto_avg["partial_words_changed_pct"] is not None
 
-    # a rerun decodes nothing; an interrupted run (lines lost, one cut) is completed identically
-    assert run_eval(dataset, tiny_model, out_dir) == 0
-    assert "10 results, 10 from an earlier run" in capsys.readouterr().err
+    # a rerun decodes nothing, and can break the results down by a manifest key (synth writes `voice`)
+    assert run_eval(dataset, tiny_model, out_dir, "--group-by", "voice") == 0
+    printed = capsys.readouterr()
+    assert "10 results, 10 from an earlier run" in printed.err
+    assert "## WER % by voice (pooled over languages)" in printed.out
+    groups = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["groups"]
+    voices = {json.loads(line)["voice"] for line in dataset.read_text(encoding="utf-8").splitlines()}
+    assert groups["field"] == "voice" and set(groups["values"]) == voices
+    given = [g for g in groups["rows"] if g["lang_mode"] == "given" and g["latency_ms"] == 560]
+    assert sum(g["errors"] for g in given) == de_given["errors"] + sum(
+        r["errors"] for r in results if r["lang_mode"] == "given" and r["language"] == "en-US"
+        and r["latency_ms"] == 560)
+    assert run_eval(dataset, tiny_model, out_dir, "--group-by", "speaker") == 2
+    assert "no manifest line has a 'speaker' key" in capsys.readouterr().err
+
+    # an interrupted run (lines lost, one cut) is completed identically
     lines = (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
     (out_dir / "results.jsonl").write_text("\n".join(lines[:7]) + "\n" + lines[7][:25], encoding="utf-8")
     assert run_eval(dataset, tiny_model, out_dir) == 0
@@ -186,6 +199,18 @@ def test_summary_averages_and_confusions():
         100 / 3, abs=0.01)
     md = report.to_markdown(summary)
     assert "| zh-CN (CER)" in md and "de-DE->en-US ×1" in md
+
+    # grouped by a manifest key: pooled over languages (corpus-level), lines without the key in "(none)"
+    for r, utt in zip(records, ("u1", "u2", "u1", "u2", "u3")):
+        r["utt"] = utt
+    grouped = report.summarize(records, ["de-DE", "en-US", "zh-CN"], [80], ["given", "auto"], "offline",
+                               group_by=("voice", {"u1": "m3", "u2": "m3", "u3": None}))
+    rows = {(g["lang_mode"], g["value"]): g for g in grouped["groups"]["rows"]}
+    assert rows[("given", "m3")]["error_rate_pct"] == pytest.approx(100 / 6, abs=0.01)  # 1 error in 6 words
+    assert rows[("given", "(none)")]["utterances"] == 0
+    assert rows[("auto", "m3")]["lid_accuracy_pct"] == 50.0 and rows[("auto", "(none)")]["utterances"] == 1
+    md = report.to_markdown(grouped)
+    assert "## WER % by voice (pooled over languages)" in md and "## Language ID accuracy % by voice" in md
 
 
 def test_language_resolution_and_models_without_prompt():

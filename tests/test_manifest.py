@@ -38,6 +38,17 @@ def test_fields_and_relative_paths(tmp_path):
         entries[0].text = "x"
 
 
+def test_other_scalar_keys_are_kept_as_text(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, {"audio_filepath": "a.wav", "text": "hi", "voice": "de+m3", "rate_wpm": 240,
+                              "gain_db": 1.5, "round": 2.0, "clean": False, "tags": ["x"], "meta": {"k": 1},
+                              "phones": [[0, "h"], [90, ""]]})
+    (entry,) = read_manifest(manifest)
+    assert entry.extra == (("voice", "de+m3"), ("rate_wpm", "240"), ("gain_db", "1.5"), ("round", "2"),
+                           ("clean", "false"))  # lists, objects and the keys parsed above are left out
+    assert entry.field("voice") == "de+m3" and entry.field("speaker") is None and entry.field("text") is None
+
+
 def test_malformed_json_names_file_and_line(tmp_path):
     manifest = tmp_path / "bad.jsonl"
     write_manifest(manifest, {"audio_filepath": "a.wav"}, '{"audio_filepath": "b.wav",')

@@ -4,6 +4,8 @@ Keys used: `audio_filepath` (required; relative paths are resolved against the
 manifest's folder), `text`, `target_lang` or `lang`, `duration` and `offset`
 (seconds; when given, only that span of the file is the utterance), and `phones`, the
 [[start_ms, phoneme], …, [end_ms, ""]] timeline `babelcast data synth` writes (training aid).
+Any other key with a string, number or boolean value (`voice`, `source`, `speaker`, …) is kept as
+text in `extra`, so a report can be broken down by it (`babelcast eval --group-by voice`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ class ManifestEntry:
     offset_s: float
     line: int
     phones: tuple[tuple[int, str], ...] | None = None  # synthetic data only (data/phones.py)
+    extra: tuple[tuple[str, str], ...] = ()  # the line's other scalar keys, as text, in the line's order
+
+    def field(self, name: str) -> str | None:
+        """The manifest line's value for `name` as text (e.g. 'voice'), None when the line has no such key."""
+        return dict(self.extra).get(name)
 
 
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
@@ -80,7 +87,26 @@ def _parse_line(text: str, path: Path, base_dir: Path, line_no: int) -> Manifest
         offset_s=_optional_seconds(record, "offset", where) or 0.0,
         line=line_no,
         phones=_optional_timeline(record, where),
+        extra=_extra_fields(record),
     )
+
+
+EXTRA_SKIPPED = ("audio_filepath", "text", "target_lang", "lang", "duration", "offset", "phones")
+
+
+def _extra_fields(record: dict) -> tuple[tuple[str, str], ...]:
+    """The record's other scalar keys as (key, text) pairs; lists and objects are left out."""
+    return tuple((key, _as_text(value)) for key, value in record.items()
+                 if key not in EXTRA_SKIPPED and isinstance(value, (str, int, float, bool)))
+
+
+def _as_text(value: str | int | float | bool) -> str:
+    """JSON scalars as a manifest writer would read them: true/false for booleans, 3 not 3.0."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _optional_timeline(record: dict, where: str) -> tuple[tuple[int, str], ...] | None:

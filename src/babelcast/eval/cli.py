@@ -33,6 +33,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: ./babelcast-eval/<manifest>-<model>)")
     parser.add_argument("--cer-langs", default="zh,ja,ko,th", metavar="LANGS",
                         help="languages scored by characters (default zh,ja,ko,th)")
+    parser.add_argument("--group-by", metavar="FIELD",
+                        help="also break the error rates down by this manifest field (e.g. voice, source, speaker), "
+                             "pooled over languages; needs no new decoding")
     parser.add_argument("--max-per-lang", type=_positive_int, metavar="N", help="first N utterances per language")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -98,6 +101,13 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     if not items:
         print("error: the manifests have no entry with a reference text", file=sys.stderr)
         return EXIT_USAGE
+    group_by = None
+    if args.group_by:
+        group_by = (args.group_by, {it.uid: it.entry.field(args.group_by) for it in items})
+        if not any(group_by[1].values()):
+            print(f"error: --group-by {args.group_by}: no manifest line has a {args.group_by!r} key with a "
+                  "text or number value", file=sys.stderr)
+            return EXIT_USAGE
     lang_modes = ("given", "auto") if args.lang_mode == "both" else (args.lang_mode,)
     languages = sorted({it.language or "unknown" for it in items})
     unsupported = sorted({it.language or "unknown" for it in items if resolve_language(recognizer, it.language) is None})
@@ -140,7 +150,7 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
         "results_reused": sum(1 for r in records if r["key"] in done_before),
     }
     summary = report.summarize(records, languages, latencies, list(lang_modes), args.mode, cer_langs, info,
-                               language_id=has_prompt)
+                               language_id=has_prompt, group_by=group_by)
     markdown = report.to_markdown(summary)
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     (out_dir / "summary.csv").write_text(report.to_csv(summary), encoding="utf-8")

@@ -20,6 +20,7 @@ from .metrics import DEFAULT_CER_LANGS, Counts, same_language, score, uses_cer
 
 BLOCK_TITLES = {"given": "Language given", "auto": "Auto-detect"}
 NA = "n/a"
+NO_VALUE = "(none)"  # eval --group-by: the group of lines without the field
 NONSPEECH_EXAMPLES = 5  # non-empty transcripts of non-speech clips shown per mode × latency
 
 CSV_COLUMNS = (
@@ -75,10 +76,12 @@ class Cell:
 
 
 def summarize(records: list[dict], languages: list[str], latencies: list[int], lang_modes: list[str],
-              mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None, language_id: bool = True) -> dict:
+              mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None, language_id: bool = True,
+              group_by: tuple[str, dict[str, str | None]] | None = None) -> dict:
     """The JSON summary: per-cell metrics, averages, confusions, definitions.
 
     language_id=False (a model without a language prompt detects nothing) leaves LID out.
+    group_by=(field, {utterance id: value}) adds error rates per value of a manifest field, pooled over languages.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     nonspeech = [r for r in records if is_nonspeech(r)]
@@ -110,8 +113,32 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
         "cells": cells,
         "averages": averages,
         "nonspeech": _nonspeech(nonspeech, latencies, lang_modes),
+        **({"groups": _groups(records, group_by, latencies, lang_modes, cer_langs, language_id)} if group_by else {}),
         "definitions": DEFINITIONS,
     }
+
+
+def _groups(records: list[dict], group_by: tuple[str, dict[str, str | None]], latencies: list[int],
+            lang_modes: list[str], cer_langs, language_id: bool) -> dict:
+    """Per (language mode, latency, value of the field): speech records pooled over languages (corpus-level)."""
+    field, value_of = group_by
+    members: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if not is_nonspeech(r):
+            members[(r["lang_mode"], r["latency_ms"], value_of.get(r["utt"]) or NO_VALUE)].append(r)
+    values = sorted({key[2] for key in members})
+    rows = []
+    for lang_mode in lang_modes:
+        for latency in latencies:
+            for value in values:
+                group = members.get((lang_mode, latency, value), [])
+                cell = _cell(group, None, lang_mode, cer_langs, language_id)
+                rows.append({"lang_mode": lang_mode, "latency_ms": latency, "value": value,
+                             "utterances": cell.utterances, "languages": len({r["language"] for r in group}),
+                             "ref_units": cell.counts.ref, "errors": cell.counts.errors,
+                             "error_rate_pct": _r(cell.rate), "raw_error_rate_pct": _r(cell.raw_rate),
+                             "lid_accuracy_pct": _r(cell.lid)})
+    return {"field": field, "values": values, "rows": rows}
 
 
 def is_nonspeech(record: dict) -> bool:
@@ -178,6 +205,10 @@ def to_markdown(summary: dict) -> str:
                                                        f"{cer})")
     if "auto" in summary["lang_modes"] and summary.get("language_id", True):
         lines += _lid_table(summary)
+    if summary.get("groups"):
+        lines += _group_table(summary, "error_rate_pct", "WER %")
+        if "auto" in summary["lang_modes"] and summary.get("language_id", True):
+            lines += _group_table(summary, "lid_accuracy_pct", "Language ID accuracy %", ("auto",))
     if summary.get("nonspeech"):
         lines += _nonspeech_table(summary)
     if summary["mode"] == "streaming":
@@ -297,6 +328,23 @@ def _rate_table(summary: dict, field: str, title: str) -> list[str]:
                 values.append(_fmt(row.get(field) if row and row.get("utterances") else None))
             rows.append([_row_label(summary, lang_mode, language), *values])
     return [f"## {title}", "", *_markdown_table(header, rows), "", *_untrained_note(summary)]
+
+
+def _group_table(summary: dict, key: str, title: str, lang_modes=None) -> list[str]:
+    """One row per value of the --group-by field (in each language-mode block), latencies as columns."""
+    groups = summary["groups"]
+    latencies = summary["latencies_ms"]
+    cells = {(r["lang_mode"], r["value"], r["latency_ms"]): r for r in groups["rows"]}
+    rows = []
+    for lang_mode in lang_modes or summary["lang_modes"]:
+        rows.append([f"**{BLOCK_TITLES[lang_mode]}**", "", *[""] * len(latencies)])
+        for value in groups["values"]:
+            found = [cells.get((lang_mode, value, lat)) or {} for lat in latencies]
+            utterances = max(c.get("utterances", 0) for c in found)
+            rows.append([value, str(utterances),
+                         *[_fmt(c.get(key) if c.get("utterances") else None) for c in found]])
+    header = [groups["field"], "Utterances", *_latency_headers(summary)]
+    return [f"## {title} by {groups['field']} (pooled over languages)", "", *_markdown_table(header, rows), ""]
 
 
 def _row_label(summary: dict, lang_mode: str, language: str) -> str:
