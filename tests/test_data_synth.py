@@ -61,6 +61,7 @@ def test_synthesize_writes_16k_mono_files_and_a_manifest(tmp_path):
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert record["duration"] == pytest.approx(info.duration, abs=1e-3)
         assert record["voice"] == f"{SOURCES[job.locale].voice}+{job.variant}"
+        assert (record["accent"], record["variant"]) == (SOURCES[job.locale].voice, job.variant)
         audio = load_entry_audio(entry)
         assert np.abs(audio).max() > 0.1 and audio.shape[0] > 16000 * 0.5
         lead = int(job.lead_s * 16000)

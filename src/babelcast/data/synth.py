@@ -368,6 +368,8 @@ def _record(job: SynthJob, duration_s: float, phones: list[list]) -> dict:
         "lang": job.locale,
         "split": job.split,
         "voice": job.espeak_voice,
+        "accent": job.voice,  # the espeak-ng (or MBROLA) voice alone, for eval --group-by accent
+        "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the MBROLA voice
         "rate_wpm": job.rate_wpm,
         "pitch": job.pitch,
         "source": job.source,
