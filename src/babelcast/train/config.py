@@ -8,6 +8,10 @@
     augment:    SpecAugment, speed perturbation, noise, dither
     optim:      AdamW and the learning-rate schedule
     trainer:    steps, precision, accumulation, clipping, validation, checkpoints, output folder
+
+A file may start from another: `base: demo5.yaml` (relative to the file) reads that one first and lays
+this file's keys over it, mapping by mapping; any other value (a list, a number, a string) replaces the
+base's. A new training cycle is then only what it changes.
 """
 from __future__ import annotations
 
@@ -158,7 +162,33 @@ def normalized_model_section(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a training YAML; paths in it are relative to the current directory (where you run from)."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return parse_train_config(read_config_yaml(Path(path)), Path("."))
+
+
+def read_config_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping, laid over its `base:` file's (recursively), without the `base` key."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not a YAML mapping")
-    return parse_train_config(raw, Path("."))
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: base: expects a file name, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ValueError(f"{path}: base: {base} leads back to this file")
+    try:
+        under = read_config_yaml(base_path, (*seen, path.resolve()))
+    except OSError as e:
+        raise ValueError(f"{path}: base: {base}: cannot read it ({e.strerror or e})") from None
+    return _overlay(under, raw)
+
+
+def _overlay(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """base with over's keys: mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        both_maps = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = _overlay(out[key], value) if both_maps else value
+    return out
