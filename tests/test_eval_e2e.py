@@ -17,7 +17,7 @@ from babelcast import cli
 from babelcast.data import synth
 from babelcast.data.text_sources import missing_package
 from babelcast.eval import report
-from babelcast.eval.cli import parse_latencies
+from babelcast.eval.cli import grouping, parse_latencies
 from babelcast.eval.streaming import decode_partials
 
 LOCALES = ["en-US", "de-DE", "bg-BG"]  # the tiny model knows en and de; bg runs in auto mode only
@@ -204,13 +204,32 @@ def test_summary_averages_and_confusions():
     for r, utt in zip(records, ("u1", "u2", "u1", "u2", "u3")):
         r["utt"] = utt
     grouped = report.summarize(records, ["de-DE", "en-US", "zh-CN"], [80], ["given", "auto"], "offline",
-                               group_by=("voice", {"u1": "m3", "u2": "m3", "u3": None}))
+                               group_by=report.Grouping("voice", {"u1": "m3", "u2": "m3", "u3": None}))
     rows = {(g["lang_mode"], g["value"]): g for g in grouped["groups"]["rows"]}
     assert rows[("given", "m3")]["error_rate_pct"] == pytest.approx(100 / 6, abs=0.01)  # 1 error in 6 words
     assert rows[("given", "(none)")]["utterances"] == 0
     assert rows[("auto", "m3")]["lid_accuracy_pct"] == 50.0 and rows[("auto", "(none)")]["utterances"] == 1
     md = report.to_markdown(grouped)
     assert "## WER % by voice (pooled over languages)" in md and "## Language ID accuracy % by voice" in md
+
+
+def test_group_by_bins_numbers_at_the_edges_given():
+    from babelcast.eval.runner import EvalItem
+    from babelcast.manifest import ManifestEntry
+
+    def item(uid, **extra):
+        entry = ManifestEntry(Path(f"{uid}.wav"), "a", "en-US", 1.0, 0.0, 1, extra=tuple(extra.items()))
+        return EvalItem(uid, entry, "en-US", "a")
+
+    items = [item("a", rate_wpm="99"), item("b", rate_wpm="150"), item("c", rate_wpm="240.5"), item("d"),
+             item("e", rate_wpm="fast")]
+    binned = grouping("rate_wpm:200,150", items)
+    assert binned.order == ("< 150", "150-200", "≥ 200")
+    assert dict(binned.value_of) == {"a": "< 150", "b": "150-200", "c": "≥ 200", "d": None, "e": None}
+    assert grouping("rate_wpm", items).value_of["c"] == "240.5" and grouping("rate_wpm", items).order == ()
+    for bad, message in (("speaker", "no manifest line has a 'speaker' key"), ("rate_wpm:x", "edges must be numbers")):
+        with pytest.raises(ValueError, match=message):
+            grouping(bad, items)
 
 
 def test_language_resolution_and_models_without_prompt():

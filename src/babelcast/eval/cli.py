@@ -7,8 +7,12 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from babelcast.argtypes import positive_int as _positive_int
+
+if TYPE_CHECKING:
+    from .report import Grouping
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_LATENCIES = "all"
@@ -33,9 +37,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: ./babelcast-eval/<manifest>-<model>)")
     parser.add_argument("--cer-langs", default="zh,ja,ko,th", metavar="LANGS",
                         help="languages scored by characters (default zh,ja,ko,th)")
-    parser.add_argument("--group-by", metavar="FIELD",
-                        help="also break the error rates down by this manifest field (e.g. voice, source, speaker), "
-                             "pooled over languages; needs no new decoding")
+    parser.add_argument("--group-by", metavar="FIELD[:EDGE,...]",
+                        help="also break the error rates down by this manifest key (e.g. voice, source, speaker), "
+                             "pooled over languages; with edges, numbers are binned (rate_wpm:150,200); "
+                             "needs no new decoding")
     parser.add_argument("--max-per-lang", type=_positive_int, metavar="N", help="first N utterances per language")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -101,13 +106,11 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     if not items:
         print("error: the manifests have no entry with a reference text", file=sys.stderr)
         return EXIT_USAGE
-    group_by = None
-    if args.group_by:
-        group_by = (args.group_by, {it.uid: it.entry.field(args.group_by) for it in items})
-        if not any(group_by[1].values()):
-            print(f"error: --group-by {args.group_by}: no manifest line has a {args.group_by!r} key with a "
-                  "text or number value", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        group_by = grouping(args.group_by, items) if args.group_by else None
+    except ValueError as e:
+        print(f"error: --group-by {args.group_by}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     lang_modes = ("given", "auto") if args.lang_mode == "both" else (args.lang_mode,)
     languages = sorted({it.language or "unknown" for it in items})
     unsupported = sorted({it.language or "unknown" for it in items if resolve_language(recognizer, it.language) is None})
@@ -159,6 +162,36 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     print(f"\nresults: {store.path} ({len(records)} results, {info['results_reused']} from an earlier run); "
           f"summary: {out_dir}/summary.{{md,csv,json}}", file=sys.stderr)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def grouping(spec: str, items) -> Grouping:
+    """'voice' → each utterance's voice; 'rate_wpm:150,200' → its rate binned as '< 150', '150-200', '≥ 200'."""
+    from .report import Grouping
+
+    field, _, edges_text = spec.partition(":")
+    values = {it.uid: it.entry.field(field) for it in items}
+    if not field or not any(values.values()):
+        raise ValueError(f"no manifest line has a {field!r} key with a text or number value")
+    if not edges_text:
+        return Grouping(field, values)
+    try:
+        edges = sorted({float(e) for e in edges_text.split(",") if e.strip()})
+    except ValueError:
+        raise ValueError("edges must be numbers, e.g. rate_wpm:150,200") from None
+    if not edges:
+        raise ValueError("edges must be numbers, e.g. rate_wpm:150,200")
+    names = [f"{e:g}" for e in edges]
+    labels = [f"< {names[0]}", *(f"{a}-{b}" for a, b in zip(names, names[1:])), f"≥ {names[-1]}"]
+    return Grouping(field, {uid: _bin(v, edges, labels) for uid, v in values.items()}, tuple(labels))
+
+
+def _bin(value: str | None, edges: list[float], labels: list[str]) -> str | None:
+    """The label of the bin a numeric value falls in (lower edge inclusive); None for a missing or non-numeric one."""
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return None if number is None else labels[sum(number >= e for e in edges)]
 
 
 def parse_latencies(text: str, available: list[int]) -> list[int]:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,16 @@ DEFINITIONS = {
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """eval --group-by: a manifest key, each utterance's value of it (None: absent), and the display order
+    of the values (empty: sorted)."""
+
+    field: str
+    value_of: Mapping[str, str | None]  # utterance id → value
+    order: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Cell:
     """Aggregates of one (lang_mode, language, latency) group of records."""
 
@@ -77,11 +88,11 @@ class Cell:
 
 def summarize(records: list[dict], languages: list[str], latencies: list[int], lang_modes: list[str],
               mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None, language_id: bool = True,
-              group_by: tuple[str, dict[str, str | None]] | None = None) -> dict:
+              group_by: Grouping | None = None) -> dict:
     """The JSON summary: per-cell metrics, averages, confusions, definitions.
 
     language_id=False (a model without a language prompt detects nothing) leaves LID out.
-    group_by=(field, {utterance id: value}) adds error rates per value of a manifest field, pooled over languages.
+    group_by adds error rates per value of a manifest key, pooled over languages.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     nonspeech = [r for r in records if is_nonspeech(r)]
@@ -118,15 +129,15 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
     }
 
 
-def _groups(records: list[dict], group_by: tuple[str, dict[str, str | None]], latencies: list[int],
-            lang_modes: list[str], cer_langs, language_id: bool) -> dict:
-    """Per (language mode, latency, value of the field): speech records pooled over languages (corpus-level)."""
-    field, value_of = group_by
+def _groups(records: list[dict], group_by: Grouping, latencies: list[int], lang_modes: list[str], cer_langs,
+            language_id: bool) -> dict:
+    """Per (language mode, latency, value of the key): speech records pooled over languages (corpus-level)."""
     members: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if not is_nonspeech(r):
-            members[(r["lang_mode"], r["latency_ms"], value_of.get(r["utt"]) or NO_VALUE)].append(r)
-    values = sorted({key[2] for key in members})
+            members[(r["lang_mode"], r["latency_ms"], group_by.value_of.get(r["utt"]) or NO_VALUE)].append(r)
+    present = {key[2] for key in members}
+    values = [v for v in group_by.order if v in present] + sorted(present - set(group_by.order))
     rows = []
     for lang_mode in lang_modes:
         for latency in latencies:
@@ -138,7 +149,7 @@ def _groups(records: list[dict], group_by: tuple[str, dict[str, str | None]], la
                              "ref_units": cell.counts.ref, "errors": cell.counts.errors,
                              "error_rate_pct": _r(cell.rate), "raw_error_rate_pct": _r(cell.raw_rate),
                              "lid_accuracy_pct": _r(cell.lid)})
-    return {"field": field, "values": values, "rows": rows}
+    return {"field": group_by.field, "values": values, "rows": rows}
 
 
 def is_nonspeech(record: dict) -> bool:
