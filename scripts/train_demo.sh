@@ -15,7 +15,8 @@
 #   scripts/train_demo.sh data3     # v3 training data and the four v3 test sets in data/demo3 (MBROLA=1 to use them)
 #   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo, CONFIG= another
 #                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=runs/demo3/model.nemo, v5
-#                                   # CONFIG=configs/demo5.yaml FROM=runs/demo4/model.nemo); rerun to resume
+#                                   # CONFIG=configs/demo5.yaml FROM=runs/demo4/model.nemo, v6 demo6.yaml from
+#                                   # runs/demo5, v7 demo7.yaml from runs/demo6); rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)
@@ -98,8 +99,13 @@ eval3() {
             --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir $out/${set//\//-}-cer --fresh ${THREADS:+--threads $THREADS}
     done
     for set in test-ood test-voices nonspeech-test; do
+        groups=()  # held-out voices: also by rate and pitch (held out below and above the training ranges)
+        if [ $set = test-voices ]; then  # and by accent and variant (manifests of data3 since session 15)
+            groups=(--group-by rate_wpm:165 --group-by pitch:50)
+            if grep -q '"accent"' data/demo3/$set/manifest.jsonl; then groups+=(--group-by accent --group-by variant); fi
+        fi
         $bc eval data/demo3/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode both --mode offline \
-            --out-dir $out/$set --fresh ${THREADS:+--threads $THREADS}
+            --out-dir $out/$set --fresh ${THREADS:+--threads $THREADS} "${groups[@]}"
     done
 }
 

@@ -119,11 +119,12 @@ def test_eval_end_to_end(dataset, tiny_model, one_thread, tmp_path, capsys):
     assert auto_avg["rtf"] > 0 and auto_avg["partial_words_changed_pct"] is not None
 
     # a rerun decodes nothing, and can break the results down by a manifest key (synth writes `voice`)
-    assert run_eval(dataset, tiny_model, out_dir, "--group-by", "voice") == 0
+    assert run_eval(dataset, tiny_model, out_dir, "--group-by", "voice", "--group-by", "rate_wpm:165") == 0
     printed = capsys.readouterr()
     assert "10 results, 10 from an earlier run" in printed.err
-    assert "## WER % by voice (pooled over languages)" in printed.out
-    groups = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["groups"]
+    assert "## WER % by voice (pooled over languages)" in printed.out and "## WER % by rate_wpm" in printed.out
+    groups, rates = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["groups"]
+    assert rates["field"] == "rate_wpm" and set(rates["values"]) <= {"< 165", "≥ 165"}
     voices = {json.loads(line)["voice"] for line in dataset.read_text(encoding="utf-8").splitlines()}
     assert groups["field"] == "voice" and set(groups["values"]) == voices
     given = [g for g in groups["rows"] if g["lang_mode"] == "given" and g["latency_ms"] == 560]
@@ -204,8 +205,8 @@ def test_summary_averages_and_confusions():
     for r, utt in zip(records, ("u1", "u2", "u1", "u2", "u3")):
         r["utt"] = utt
     grouped = report.summarize(records, ["de-DE", "en-US", "zh-CN"], [80], ["given", "auto"], "offline",
-                               group_by=report.Grouping("voice", {"u1": "m3", "u2": "m3", "u3": None}))
-    rows = {(g["lang_mode"], g["value"]): g for g in grouped["groups"]["rows"]}
+                               group_by=(report.Grouping("voice", {"u1": "m3", "u2": "m3", "u3": None}),))
+    rows = {(g["lang_mode"], g["value"]): g for g in grouped["groups"][0]["rows"]}
     assert rows[("given", "m3")]["error_rate_pct"] == pytest.approx(100 / 6, abs=0.01)  # 1 error in 6 words
     assert rows[("given", "(none)")]["utterances"] == 0
     assert rows[("auto", "m3")]["lid_accuracy_pct"] == 50.0 and rows[("auto", "(none)")]["utterances"] == 1

@@ -37,10 +37,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: ./babelcast-eval/<manifest>-<model>)")
     parser.add_argument("--cer-langs", default="zh,ja,ko,th", metavar="LANGS",
                         help="languages scored by characters (default zh,ja,ko,th)")
-    parser.add_argument("--group-by", metavar="FIELD[:EDGE,...]",
+    parser.add_argument("--group-by", metavar="FIELD[:EDGE,...]", action="append", default=[],
                         help="also break the error rates down by this manifest key (e.g. voice, source, speaker), "
                              "pooled over languages; with edges, numbers are binned (rate_wpm:150,200); "
-                             "needs no new decoding")
+                             "repeatable; needs no new decoding")
     parser.add_argument("--max-per-lang", type=_positive_int, metavar="N", help="first N utterances per language")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -106,11 +106,13 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     if not items:
         print("error: the manifests have no entry with a reference text", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        group_by = grouping(args.group_by, items) if args.group_by else None
-    except ValueError as e:
-        print(f"error: --group-by {args.group_by}: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    group_by = []
+    for spec in args.group_by:
+        try:
+            group_by.append(grouping(spec, items))
+        except ValueError as e:
+            print(f"error: --group-by {spec}: {e}", file=sys.stderr)
+            return EXIT_USAGE
     lang_modes = ("given", "auto") if args.lang_mode == "both" else (args.lang_mode,)
     languages = sorted({it.language or "unknown" for it in items})
     unsupported = sorted({it.language or "unknown" for it in items if resolve_language(recognizer, it.language) is None})
@@ -153,7 +155,7 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
         "results_reused": sum(1 for r in records if r["key"] in done_before),
     }
     summary = report.summarize(records, languages, latencies, list(lang_modes), args.mode, cer_langs, info,
-                               language_id=has_prompt, group_by=group_by)
+                               language_id=has_prompt, group_by=tuple(group_by))
     markdown = report.to_markdown(summary)
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     (out_dir / "summary.csv").write_text(report.to_csv(summary), encoding="utf-8")

@@ -88,11 +88,11 @@ class Cell:
 
 def summarize(records: list[dict], languages: list[str], latencies: list[int], lang_modes: list[str],
               mode: str, cer_langs=DEFAULT_CER_LANGS, info: dict | None = None, language_id: bool = True,
-              group_by: Grouping | None = None) -> dict:
+              group_by: tuple[Grouping, ...] = ()) -> dict:
     """The JSON summary: per-cell metrics, averages, confusions, definitions.
 
     language_id=False (a model without a language prompt detects nothing) leaves LID out.
-    group_by adds error rates per value of a manifest key, pooled over languages.
+    group_by adds, for each Grouping, error rates per value of a manifest key, pooled over languages.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     nonspeech = [r for r in records if is_nonspeech(r)]
@@ -124,7 +124,8 @@ def summarize(records: list[dict], languages: list[str], latencies: list[int], l
         "cells": cells,
         "averages": averages,
         "nonspeech": _nonspeech(nonspeech, latencies, lang_modes),
-        **({"groups": _groups(records, group_by, latencies, lang_modes, cer_langs, language_id)} if group_by else {}),
+        **({"groups": [_groups(records, g, latencies, lang_modes, cer_langs, language_id) for g in group_by]}
+           if group_by else {}),
         "definitions": DEFINITIONS,
     }
 
@@ -216,10 +217,10 @@ def to_markdown(summary: dict) -> str:
                                                        f"{cer})")
     if "auto" in summary["lang_modes"] and summary.get("language_id", True):
         lines += _lid_table(summary)
-    if summary.get("groups"):
-        lines += _group_table(summary, "error_rate_pct", "WER %")
+    for groups in summary.get("groups") or []:
+        lines += _group_table(summary, groups, "error_rate_pct", "WER %")
         if "auto" in summary["lang_modes"] and summary.get("language_id", True):
-            lines += _group_table(summary, "lid_accuracy_pct", "Language ID accuracy %", ("auto",))
+            lines += _group_table(summary, groups, "lid_accuracy_pct", "Language ID accuracy %", ("auto",))
     if summary.get("nonspeech"):
         lines += _nonspeech_table(summary)
     if summary["mode"] == "streaming":
@@ -341,9 +342,8 @@ def _rate_table(summary: dict, field: str, title: str) -> list[str]:
     return [f"## {title}", "", *_markdown_table(header, rows), "", *_untrained_note(summary)]
 
 
-def _group_table(summary: dict, key: str, title: str, lang_modes=None) -> list[str]:
-    """One row per value of the --group-by field (in each language-mode block), latencies as columns."""
-    groups = summary["groups"]
+def _group_table(summary: dict, groups: dict, key: str, title: str, lang_modes=None) -> list[str]:
+    """One row per value of a --group-by key (in each language-mode block), latencies as columns."""
     latencies = summary["latencies_ms"]
     cells = {(r["lang_mode"], r["value"], r["latency_ms"]): r for r in groups["rows"]}
     rows = []
