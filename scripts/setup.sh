@@ -11,14 +11,15 @@ $test_run && extra="[test]"  # the test extra includes eval's, server's and grpc
 step() { echo "setup: $*" >&2; }
 
 # System packages, each with its reason: espeak-ng and sox make `babelcast data synth`'s audio, Debian's
-# fortune packages hold its sentences (one per language); chromium drives the caption-page test.
+# fortune packages hold its sentences (one per language); chromium drives the caption-page test, festival
+# and one of its voices the test of data synth --festival.
 sys_packages="espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs
               fortunes-br fortunes-bg fortunes-zh"
-$test_run && sys_packages="$sys_packages chromium"
+$test_run && sys_packages="$sys_packages chromium festival festvox-kallpc16k"
 missing=""
 for p in $sys_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -z "$missing" ]; then
-    step "system packages: all present (espeak-ng, sox, fortunes-*$($test_run && echo ', chromium'))"
+    step "system packages: all present (espeak-ng, sox, fortunes-*$($test_run && echo ', chromium, festival'))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "apt-get install$missing (for babelcast data synth$($test_run && echo ' and the web page test'); ~1 min)"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq \

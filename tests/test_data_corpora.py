@@ -89,8 +89,13 @@ def test_pools_keep_held_out_voices_and_prosody_out_of_training():
     wide = voices.pool_speakers("wide", "train", "en-us", present, mbrola=True)
     held = voices.pool_speakers("held-out", "test", "en-us", present, mbrola=True)
     main_train = voices.pool_speakers("main", "train", "en-us", present)
-    assert {"en-gb-scotland", "en-029"} <= set(held.espeak) and not voices.HELD_OUT & set(wide.espeak + wide.mbrola)
-    assert set(held.mbrola) == {"mb-us3"} and "mb-us1" in wide.mbrola
+    assert {"en-gb-scotland", "en-029"} <= set(held.espeak) and not voices.HELD_OUT & set(wide.espeak + wide.engines)
+    assert set(held.engines) == {"mb-us3"} and "mb-us1" in wide.engines
+    for language, voice in (("en", "en-us"), ("it", "it"), ("cs", "cs")):  # Festival: one voice held out each
+        wide_f = voices.pool_speakers("wide", "train", voice, present, festival=True).engines
+        held_f = voices.pool_speakers("held-out", "test", voice, present, festival=True).engines
+        assert len(held_f) == 1 and set(wide_f) | set(held_f) == set(voices.FESTIVAL[language])
+        assert not set(wide_f) & voices.HELD_OUT and voices.language_of(held_f[0]) == language
     assert not set(held.variants) & set(wide.variants + main_train.variants)
 
     def span(intervals):

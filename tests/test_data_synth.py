@@ -1,6 +1,7 @@
 """`babelcast data synth`: plan determinism, disjoint splits, 16 kHz files, manifest, reuse, augmentation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from babelcast import cli
-from babelcast.data import synth
+from babelcast.data import synth, voices
 from babelcast.data.split import sentence_split, voice_split
 from babelcast.data.text_sources import SOURCES, missing_package
 from babelcast.manifest import load_entry_audio, read_manifest
@@ -39,6 +40,33 @@ def test_plan_is_deterministic_prefix_stable_and_disjoint():
     assert all(j.augment is not None for j in train) and all(j.augment is None for j in test)
     assert synth.plan(LOCALES, 12, "test", seed=4) != test  # the seed changes order and prosody...
     assert {sentence_split(j.text) for j in synth.plan(LOCALES, 12, "test", seed=4)} == {"test"}  # ...not the split
+
+
+needs_festival = pytest.mark.skipif(
+    shutil.which("text2wave") is None or not voices.festival_installed("fest-kal_diphone"),
+    reason="needs festival and festvox-kallpc16k (scripts/setup.sh --test installs them)")
+
+
+@needs_tools
+@needs_festival
+def test_festival_voices_speak_a_quarter_of_the_pool_with_a_manifest_line_of_their_own(tmp_path):
+    train = synth.plan(["en-US"], 40, "train", seed=1, wide=True, festival=True)
+    spoken = {j.voice for j in train if j.voice.startswith("fest-")}
+    assert 4 <= sum(j.voice.startswith("fest-") for j in train) <= 20 and spoken <= {"fest-kal_diphone",
+                                                                                      "fest-ked_diphone"}
+    held = synth.plan(["en-US"], 40, "voices", seed=1, festival=True)
+    assert {j.voice for j in held if j.voice.startswith("fest-")} <= {"fest-cmu_us_slt_arctic_hts"}
+    job = next(j for j in train if j.voice == "fest-kal_diphone")
+    slow = dataclasses.replace(job, rate_wpm=job.rate_wpm // 2, relpath=job.relpath.replace(".wav", "_slow.wav"))
+    report = synth.synthesize([job, slow], tmp_path, processes=1)
+    assert not report.failures
+    record, slow_record = report.records
+    assert (record["engine"], record["accent"], record["variant"], record["pitch"]) == (
+        "festival", "fest-kal_diphone", "fest-kal_diphone", None)
+    assert "phones" not in record and read_manifest(report.manifest)[0].phones is None
+    audio = load_entry_audio(read_manifest(report.manifest)[0])
+    assert np.abs(audio).max() > 0.1 and sf.info(str(tmp_path / job.relpath)).samplerate == 16000
+    assert slow_record["duration"] > 1.5 * record["duration"] - job.lead_s - job.tail_s  # the rate is applied
 
 
 def test_plan_rejects_unknown_locales():

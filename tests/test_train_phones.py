@@ -13,6 +13,7 @@ import torch
 from babelcast.checkpoint.nemo_archive import read_nemo
 from babelcast.data import synth
 from babelcast.data.phones import phone_timeline
+from babelcast.train.data import BatchDataset
 from babelcast.train.phones import PAUSE, PhoneGrid, frame_targets, inventory, phone_nll
 
 from train_fixtures import make_trainer, one_thread, write_manifest  # noqa: F401 (autouse fixture)
@@ -122,5 +123,23 @@ def test_resume_with_the_phone_head_is_bit_exact(phone_manifests, tmp_path):
 
 def test_phone_weight_needs_timelines(phone_manifests, tmp_path):
     _, val = phone_manifests
-    with pytest.raises(ValueError, match="'phones' timeline"):
+    with pytest.raises(ValueError, match="'phones' timelines"):
         make((val, val), tmp_path / "run", max_steps=1)
+
+
+def test_utterances_without_a_timeline_train_without_the_phoneme_loss(phone_manifests, tmp_path):
+    train, val = phone_manifests  # val's lines have no timeline, as Festival's (data synth --festival)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({**json.loads(line), "audio_filepath": str(folder / json.loads(line)[
+        "audio_filepath"])}) + "\n" for folder, path in ((train.parent, train), (val.parent, val))
+        for line in path.read_text().splitlines()))
+    trainer = make((mixed, val), tmp_path / "run", max_steps=2)
+    assert trainer.phone_grid.phones == (PAUSE, "p0", "p1", "p2")  # from the lines that have timelines
+    data = BatchDataset(trainer.train_utts, [list(range(len(trainer.train_utts)))], None, None, 0.0, (0,),
+                        trainer.phone_grid)
+    targets = [data._phone_targets(u, np.zeros(16000, np.float32), 1.0) for u in trainer.train_utts]
+    with_timeline = [u.entry.phones is not None for u in trainer.train_utts]
+    assert sum(with_timeline) == 12 and len(targets) == 15
+    assert all((t.sum(axis=1) > 0.99).all() if timed else not t.any() for t, timed in zip(targets, with_timeline))
+    trainer.fit()
+    assert trainer.progress.step == 2

@@ -37,6 +37,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                             "quarter of the utterances without leading silence (the v3 demo data)")
     synth.add_argument("--mbrola", action="store_true",
                        help="also MBROLA voices (espeak-ng mb-xx; Debian's non-free mbrola-* packages)")
+    synth.add_argument("--festival", action="store_true",
+                       help="also Festival voices (en, it, cs; Debian's festival and festvox-* packages); their "
+                            "utterances have no phoneme timeline")
     synth.add_argument("--seed", type=int, default=0, help="order of sentences, voices and prosody (not the split)")
     synth.add_argument("--voices", type=_positive_int, metavar="K",
                        help="voice variants per language, from the split's voices (default: all of them)")
@@ -110,16 +113,18 @@ def _run_synth(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         n = args.n or (None if own else 10)
         jobs = synth.plan(locales, n, args.split, seed=args.seed, voices=args.voices, augment=args.augment, own=own,
-                          texts=texts, wide=args.wide, mbrola=args.mbrola)
+                          texts=texts, wide=args.wide, mbrola=args.mbrola, festival=args.festival)
     except (synth.SynthError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.mbrola:
         _warn_missing_mbrola(locales, args.split, args.wide)
+    if args.festival:
+        _warn_missing_festival(locales)
     info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""),
                 voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
                 test_voice_share=TEST_VOICE_SHARE,
-                texts=list(texts), wide=args.wide, mbrola=args.mbrola,
+                texts=list(texts), wide=args.wide, mbrola=args.mbrola, festival=args.festival,
                 text_sources=_sentence_counts(jobs), voices_used=sorted({j.espeak_voice.split("+")[0] for j in jobs}),
                 voice_variants=sorted({j.variant for j in jobs if j.variant}))
     show = args.progress or sys.stderr.isatty()
@@ -133,6 +138,18 @@ def _run_synth(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
+def _warn_missing_festival(locales: list[str]) -> None:
+    """One warning line when a requested language has Festival voices that are not installed (they are left out)."""
+    from .text_sources import SOURCES
+    from .voices import FESTIVAL, FESTIVAL_PACKAGES, festival_installed, language_of
+
+    missing = sorted({v for loc in locales if loc in SOURCES for v in FESTIVAL.get(language_of(SOURCES[loc].voice), ())
+                      if not festival_installed(v)})
+    if missing:
+        print(f"warning: Festival voices left out (not installed): {' '.join(missing)}; install with "
+              f"apt-get install -y {FESTIVAL_PACKAGES}", file=sys.stderr)
+
+
 def _warn_missing_mbrola(locales: list[str], split: str, wide: bool) -> None:
     """One warning line naming the MBROLA packages of the pool that are not installed (they are left out)."""
     from .synth import installed_variants
@@ -143,7 +160,7 @@ def _warn_missing_mbrola(locales: list[str], split: str, wide: bool) -> None:
     present = installed_variants()
     missing = sorted({pkg for loc in locales if loc in SOURCES
                       for pkg in missing_mbrola(pool_speakers(pool, "test" if split == "voices" else split,
-                                                              SOURCES[loc].voice, present, True).mbrola)})
+                                                              SOURCES[loc].voice, present, True).engines)})
     if missing:
         print(f"warning: MBROLA voices left out (not installed): {' '.join(missing)}; install with "
               f"MBROLA=1 scripts/train_demo.sh deps3 (Debian contrib/non-free)", file=sys.stderr)

@@ -30,9 +30,10 @@ import soundfile as sf
 from .phones import phone_timeline
 from .split import sentence_key, sentence_split, stable_hash, unit_interval
 from .text_sources import CORPORA, SOURCES, TRAIN_CORPORA, Sentence, load_sentences, missing_package, training_keys
-from .voices import BASE_RATE_WPM, MBROLA_SHARE, Speakers, draw_interval, mbrola_installed, pool_speakers
+from .voices import BASE_RATE_WPM, ENGINE_SHARE, Speakers, draw_interval, engine_installed, language_of, pool_speakers
 
 SAMPLE_RATE = 16000
+FESTIVAL_ENCODINGS = {"cs": "iso-8859-2"}  # the text Festival's voices read; the others ISO-8859-1
 SYNTH_SPLITS = ("train", "test", "voices")  # voices: test sentences spoken by held-out voices (voices.py)
 
 
@@ -103,11 +104,12 @@ def installed_variants() -> set[str]:
 
 def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: int | None = None,
          augment: bool = False, own: dict[str, list[str]] | None = None, texts: tuple[str, ...] = ("fortunes",),
-         wide: bool = False, mbrola: bool = False) -> list[SynthJob]:
+         wide: bool = False, mbrola: bool = False, festival: bool = False) -> list[SynthJob]:
     """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment);
     `own` sentences per locale (see read_sentences) are read in their order instead of the corpora
     `texts` (n=None: each once). Voices: voices.py's pools, `wide` (train split) or `held-out` (split
-    `voices`), with `mbrola` also the pool's MBROLA voices that are installed; else the first demo model's."""
+    `voices`), with `mbrola` / `festival` also the pool's MBROLA / Festival voices that are installed; else the
+    first demo model's."""
     pool = _pool(split, texts, wide)
     for locale in locales:
         if locale not in SOURCES:
@@ -120,10 +122,11 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
     present = installed_variants()
     jobs: list[SynthJob] = []
     for locale in locales:
-        speakers = pool_speakers(pool, "test" if split == "voices" else split, SOURCES[locale].voice, present, mbrola)
+        speakers = pool_speakers(pool, "test" if split == "voices" else split, SOURCES[locale].voice, present, mbrola,
+                                 festival)
         if not speakers.variants:
             raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
-        installed = tuple(v for v in speakers.mbrola if mbrola_installed(v))  # "where they install"
+        installed = tuple(v for v in speakers.engines if engine_installed(v))  # "where they install"
         speakers = Speakers(speakers.espeak, speakers.variants, installed, speakers.prosody)
         if own:
             sentences = [Sentence(t, "own") for t in own.get(locale, [])]
@@ -132,7 +135,7 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
         if not sentences:
             raise SynthError(f"no {split} sentence for {locale}")
         chosen = sorted(speakers.variants, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
-        speakers = Speakers(speakers.espeak, tuple(chosen), speakers.mbrola, speakers.prosody)
+        speakers = Speakers(speakers.espeak, tuple(chosen), speakers.engines, speakers.prosody)
         for i in range(n or len(sentences)):
             jobs.append(_job(locale, split, i, sentences[i % len(sentences)], speakers, seed, augment))
     return jobs
@@ -236,12 +239,8 @@ def synthesize(jobs: list[SynthJob], out_dir: Path, processes: int | None = None
 
 
 def synth_audio(job: SynthJob) -> np.ndarray:
-    """Run espeak-ng and sox for one job; float32 mono 16 kHz samples."""
-    espeak = ["espeak-ng", "-b", "1", "-v", job.espeak_voice, "-s", str(job.rate_wpm), "-p", str(job.pitch),
-              "--stdin", "--stdout"]
-    speech = subprocess.run(espeak, input=job.text.encode("utf-8"), capture_output=True, check=False)
-    if speech.returncode != 0 or len(speech.stdout) <= 44:
-        raise RuntimeError(f"espeak-ng failed: {speech.stderr.decode(errors='replace').strip() or 'no audio'}")
+    """Run espeak-ng (or Festival) and sox for one job; float32 mono 16 kHz samples."""
+    wav = festival_speech(job) if is_festival(job.voice) else espeak_speech(job)
     effects = ["remix", "-"]
     aug = job.augment
     if aug and aug.bandpass:
@@ -251,13 +250,45 @@ def synth_audio(job: SynthJob) -> np.ndarray:
         effects += ["reverb", *map(str, aug.reverb)]
     effects += ["channels", "1", "gain", "-n", f"{aug.gain_db if aug else -3.0:.1f}"]
     sox = ["sox", "-q", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32", "-"] + effects
-    converted = subprocess.run(sox, input=speech.stdout, capture_output=True, check=False)
+    converted = subprocess.run(sox, input=wav, capture_output=True, check=False)
     if converted.returncode != 0:
         raise RuntimeError(f"sox failed: {converted.stderr.decode(errors='replace').strip()}")
     audio = np.frombuffer(converted.stdout, dtype="<f4").astype(np.float32)
     if aug and aug.noise:
         audio = add_noise(audio, aug.noise, aug.snr_db or 20.0, stable_hash("noise", job.seed, job.relpath))
     return audio
+
+
+def espeak_speech(job: SynthJob) -> bytes:
+    """The job's text spoken by espeak-ng (or an MBROLA voice through it): WAV bytes."""
+    espeak = ["espeak-ng", "-b", "1", "-v", job.espeak_voice, "-s", str(job.rate_wpm), "-p", str(job.pitch),
+              "--stdin", "--stdout"]
+    speech = subprocess.run(espeak, input=job.text.encode("utf-8"), capture_output=True, check=False)
+    if speech.returncode != 0 or len(speech.stdout) <= 44:
+        raise RuntimeError(f"espeak-ng failed: {speech.stderr.decode(errors='replace').strip() or 'no audio'}")
+    return speech.stdout
+
+
+def is_festival(voice: str) -> bool:
+    return voice.startswith("fest-")
+
+
+def festival_speech(job: SynthJob) -> bytes:
+    """The job's text spoken by a Festival voice at the job's rate (its own pitch): WAV bytes.
+
+    Festival reads 8-bit text: ISO-8859-2 for its Czech voices, ISO-8859-1 for the others; a character the
+    encoding lacks becomes a space."""
+    encoding = FESTIVAL_ENCODINGS.get(language_of(job.voice), "iso-8859-1")
+    text = "".join(c if c.encode(encoding, errors="ignore") else " " for c in job.text)
+    stretch = BASE_RATE_WPM / job.rate_wpm  # Festival stretches durations: > 1 is slower
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speech.wav"
+        command = ["text2wave", "-o", str(out), "-eval", f"(voice_{job.voice.removeprefix('fest-')})",
+                   "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.3f})"]
+        run = subprocess.run(command, input=text.encode(encoding), capture_output=True, check=False, timeout=120)
+        if run.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
+            raise RuntimeError(f"festival failed: {run.stderr.decode(errors='replace').strip() or 'no audio'}")
+        return out.read_bytes()
 
 
 def add_noise(audio: np.ndarray, color: str, snr_db: float, seed: int) -> np.ndarray:
@@ -297,8 +328,8 @@ def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed
         return low + (high - low) * u(name)
 
     prosody = speakers.prosody
-    if speakers.mbrola and u("engine") < MBROLA_SHARE:
-        voice = speakers.mbrola[(index + stable_hash("mbrola", seed, locale)) % len(speakers.mbrola)]
+    if speakers.engines and u("engine") < ENGINE_SHARE:
+        voice = speakers.engines[(index + stable_hash("mbrola", seed, locale)) % len(speakers.engines)]
         variant = ""
     else:
         accents = speakers.espeak
@@ -352,14 +383,16 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
                     os.unlink(tmp)
             seconds = time.perf_counter() - start
         duration = sf.info(str(path)).duration
-        phones = phone_timeline(job.text, job.espeak_voice, job.rate_wpm, job.pitch, round(1000 * job.lead_s))
+        phones = None if is_festival(job.voice) else phone_timeline(job.text, job.espeak_voice, job.rate_wpm,
+                                                                      job.pitch, round(1000 * job.lead_s))
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
         return None, str(e), 0.0
     return _record(job, duration, phones), None, seconds
 
 
-def _record(job: SynthJob, duration_s: float, phones: list[list]) -> dict:
-    """The NeMo manifest line of one utterance."""
+def _record(job: SynthJob, duration_s: float, phones: list[list] | None) -> dict:
+    """The NeMo manifest line of one utterance (Festival's have no pitch, it keeps its own, and no phones)."""
+    festival = is_festival(job.voice)
     record = {
         "audio_filepath": job.relpath,
         "duration": round(duration_s, 4),
@@ -368,13 +401,15 @@ def _record(job: SynthJob, duration_s: float, phones: list[list]) -> dict:
         "lang": job.locale,
         "split": job.split,
         "voice": job.espeak_voice,
-        "accent": job.voice,  # the espeak-ng (or MBROLA) voice alone, for eval --group-by accent
-        "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the MBROLA voice
+        "accent": job.voice,  # the espeak-ng (MBROLA, Festival) voice alone, for eval --group-by accent
+        "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the MBROLA / Festival voice
+        "engine": "festival" if festival else "mbrola" if job.voice.startswith("mb-") else "espeak-ng",
         "rate_wpm": job.rate_wpm,
-        "pitch": job.pitch,
+        "pitch": None if festival else job.pitch,
         "source": job.source,
-        "phones": phones,  # [[start_ms, IPA phoneme or "" for a pause], …, [end_ms, ""]] (phones.py)
     }
+    if phones is not None:
+        record["phones"] = phones  # [[start_ms, IPA phoneme or "" for a pause], …, [end_ms, ""]] (phones.py)
     if job.augment:
         record["augment"] = {k: v for k, v in asdict(job.augment).items() if v is not None}
     return record

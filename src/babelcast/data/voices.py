@@ -6,18 +6,21 @@ Three pools (POOLS):
   prosody (data/demo's sets; every draw as before, so their files are the same);
 - `wide` (training): every espeak-ng voice of the language but the held-out accents, every
   person-like variant of the train split (VARIANTS and NEW_VARIANTS), MBROLA voices when asked for
-  (`mbrola=True`), a wider prosody range, and a quarter of the utterances with no leading silence;
+  (`mbrola=True`), Festival voices when asked for (`festival=True`), a wider prosody range, and a
+  quarter of the utterances with no leading silence;
 - `held-out` (the held-out-voice test set, synth split `voices`): the locale's voice and its
-  held-out accents with the test split's variants, the held-out MBROLA voices, and rates and
-  pitches outside every training range (slower and faster, lower and higher).
+  held-out accents with the test split's variants, the held-out MBROLA and Festival voices, and
+  rates and pitches outside every training range (slower and faster, lower and higher).
 
-No pool's training voices meet a test voice: variants split by hash (split.py); accents and MBROLA
-voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and `wide`'s ranges, so neither
+MBROLA and Festival voices are the pool's "other engines": a quarter of its utterances, when it has
+any (ENGINE_SHARE). No pool's training voices meet a test voice: variants split by hash (split.py);
+accents, MBROLA and Festival voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and `wide`'s ranges, so neither
 the shipped model (trained on `main`) nor a model trained on `wide` has heard it.
 """
 from __future__ import annotations
 
 import functools
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,8 @@ from .split import TEST_VOICE_SHARE, VARIANTS, split_variants, unit_interval
 POOLS = ("main", "wide", "held-out")
 BASE_RATE_WPM = 165
 MBROLA_DIR = Path("/usr/share/mbrola")
-MBROLA_SHARE = 0.25  # of a pool's utterances, when it has MBROLA voices
+FESTIVAL_DIR = Path("/usr/share/festival/voices")
+ENGINE_SHARE = 0.25  # of a pool's utterances, when it has MBROLA or Festival voices
 _NEW_VARIANT_SALT = "babelcast-synth-voice-v3"
 
 # Person-like espeak-ng variants that VARIANTS did not list (espeak-ng 1.51). Each is split on its own
@@ -53,9 +57,18 @@ MBROLA = {
     "cs": ("mb-cz1", "mb-cz2"),
     "pt": ("mb-br1", "mb-br2", "mb-br3", "mb-br4"),
 }
-# Never in a training pool: the held-out-voice test set's accents and MBROLA voices.
+# Festival voices (Debian's festvox-* packages, free) per language, `fest-` + Festival's voice name; Debian
+# has none for German, Spanish or Polish. cmu_us_slt_arctic_hts is statistical (HTS), the others diphone voices.
+FESTIVAL = {
+    "en": ("fest-kal_diphone", "fest-ked_diphone", "fest-cmu_us_slt_arctic_hts"),
+    "it": ("fest-lp_diphone", "fest-pc_diphone"),
+    "cs": ("fest-czech_dita", "fest-czech_machac", "fest-czech_krb", "fest-czech_ph"),
+}
+FESTIVAL_PACKAGES = ("festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k "
+                     "festvox-czech-dita festvox-czech-machac festvox-czech-krb festvox-czech-ph")
+# Never in a training pool: the held-out-voice test set's accents, MBROLA and Festival voices.
 HELD_OUT = frozenset({"en-gb-scotland", "en-029", "mb-us3", "mb-de5", "mb-es2", "mb-mx2", "mb-it4", "mb-cz2",
-                      "mb-br4"})
+                      "mb-br4", "fest-cmu_us_slt_arctic_hts", "fest-pc_diphone", "fest-czech_machac"})
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,7 @@ class Speakers:
 
     espeak: tuple[str, ...]  # espeak-ng voices (accents)
     variants: tuple[str, ...]  # espeak-ng variants, combined with any of `espeak`
-    mbrola: tuple[str, ...] = ()  # MBROLA voices (espeak-ng `mb-…` names), spoken without a variant
+    engines: tuple[str, ...] = ()  # other engines' voices (MBROLA `mb-…`, Festival `fest-…`), without a variant
     prosody: Prosody = PROSODY["main"]
 
 
@@ -105,8 +118,9 @@ def all_variants(split: str) -> list[str]:
 
 
 def language_of(voice: str) -> str:
-    """'en-us' → 'en', 'mb-de1' → 'de', 'mb-mx2' → 'es' (the language a voice speaks)."""
-    return next((lang for lang, voices in MBROLA.items() if voice in voices), voice.split("-")[0].split("+")[0])
+    """'en-us' → 'en', 'mb-de1' → 'de', 'mb-mx2' → 'es', 'fest-czech_ph' → 'cs' (the language a voice speaks)."""
+    return next((lang for table in (MBROLA, FESTIVAL) for lang, voices in table.items() if voice in voices),
+                voice.split("-")[0].split("+")[0])
 
 
 def accents(main_voice: str) -> tuple[str, ...]:
@@ -116,13 +130,13 @@ def accents(main_voice: str) -> tuple[str, ...]:
 
 
 def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: set[str],
-                  mbrola: bool = False) -> Speakers:
+                  mbrola: bool = False, festival: bool = False) -> Speakers:
     """The speakers of one locale in a pool (`main_voice`: the locale's espeak-ng voice); `split`
     (train or test) picks `main`'s variants, `wide` is the training pool, `held-out` the test one."""
     if pool not in POOLS:
         raise ValueError(f"unknown voice pool {pool!r}; use one of {', '.join(POOLS)}")
     language = language_of(main_voice)
-    mb = MBROLA.get(language, ()) if mbrola else ()
+    mb = (MBROLA.get(language, ()) if mbrola else ()) + (FESTIVAL.get(language, ()) if festival else ())
     if pool == "main":
         return Speakers((main_voice,), tuple(v for v in split_variants(split) if v in installed_variants))
     if pool == "wide":
@@ -136,7 +150,19 @@ def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: se
 
 def missing_mbrola(voices: tuple[str, ...]) -> list[str]:
     """The Debian packages (mbrola-xx1) of MBROLA voices whose database is not installed."""
-    return [f"mbrola-{v[3:]}" for v in voices if not mbrola_installed(v)]
+    return [f"mbrola-{v[3:]}" for v in voices if v.startswith("mb-") and not mbrola_installed(v)]
+
+
+def engine_installed(voice: str) -> bool:
+    """Whether an MBROLA (`mb-…`) or Festival (`fest-…`) voice can speak here."""
+    return festival_installed(voice) if voice.startswith("fest-") else mbrola_installed(voice)
+
+
+@functools.lru_cache(maxsize=None)
+def festival_installed(voice: str) -> bool:
+    """Whether Festival and its voice `fest-name` are installed (/usr/share/festival/voices/<language>/<name>)."""
+    name = voice.removeprefix("fest-")
+    return shutil.which("text2wave") is not None and any(FESTIVAL_DIR.glob(f"*/{name}"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -229,10 +229,13 @@ class BatchDataset(torch.utils.data.Dataset):
         return batch
 
     def _phone_targets(self, utt: Utterance, audio: np.ndarray, time_scale: float) -> np.ndarray:
-        """Soft phoneme targets of one utterance on the encoder grid (times stretched like the audio)."""
-        entry = utt.entry  # the trainer checked that every training entry has its timeline
-        timeline = tuple((ms - 1000 * entry.offset_s, name) for ms, name in entry.phones)
+        """Soft phoneme targets of one utterance on the encoder grid (times stretched like the audio); all zero,
+        so no phoneme loss, for an utterance without a timeline (a Festival voice's)."""
+        entry = utt.entry
         n_frames = int(1000 * len(audio) / SAMPLE_RATE_HZ / self.phone_grid.frame_ms) + 1
+        if entry.phones is None:
+            return np.zeros((n_frames, len(self.phone_grid.phones)), dtype=np.float32)
+        timeline = tuple((ms - 1000 * entry.offset_s, name) for ms, name in entry.phones)
         return frame_targets(timeline, n_frames, self.phone_grid, time_scale)
 
 

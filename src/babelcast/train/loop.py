@@ -104,13 +104,14 @@ class Trainer:
 
     @staticmethod
     def _phone_aid(model: AsrModel, train: list[Utterance]) -> tuple[PhoneGrid, PhoneHead]:
-        """The phoneme classes of the training data and a fresh head on the encoder frames."""
-        missing = next((u.entry for u in train if u.entry.phones is None), None)
-        if missing is not None:
-            raise ValueError(f"{missing.audio_path}: trainer.phone_weight needs a 'phones' timeline in every "
-                             "training manifest entry (babelcast data synth writes them)")
+        """The phoneme classes of the training data and a fresh head on the encoder frames; entries without a
+        timeline (Festival's, `babelcast data synth --festival`) train without the phoneme loss."""
+        timelines = [u.entry.phones for u in train if u.entry.phones is not None]
+        if not timelines:
+            raise ValueError("trainer.phone_weight needs 'phones' timelines in the training manifests (babelcast data "
+                             "synth writes them for espeak-ng voices); set it to 0 for other data")
         enc = model.cfg.encoder
-        grid = PhoneGrid(inventory([u.entry.phones for u in train]), model.cfg.features.frame_ms * enc.subsampling_factor)
+        grid = PhoneGrid(inventory(timelines), model.cfg.features.frame_ms * enc.subsampling_factor)
         return grid, PhoneHead(enc.d_model, len(grid.phones))
 
     # ---- the loop -------------------------------------------------------------------------
