@@ -49,9 +49,10 @@ mbrola_packages="mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 m
 
 deps3() {
     # The documentation (training text) and man pages (the out-of-domain test set's only source), ~180 MB.
+    # Festival and its English, Italian and Czech voices (Debian main, free): a second synthesizer.
     # MBROLA=1: MBROLA and its voices, from Debian's contrib and non-free sections (enabled in a file of
     # their own); their licence allows non-commercial use only, so they are opt-in.
-    packages=$doc_packages
+    packages="$doc_packages $(.venv/bin/python -c 'from babelcast.data.voices import FESTIVAL_PACKAGES as p; print(p)')"
     if [ "${MBROLA:-0}" = 1 ]; then
         echo "Types: deb
 URIs: http://deb.debian.org/debian
@@ -81,6 +82,12 @@ data3() {
     # Held-out voices: the same kind of sentences as data/demo3/test, spoken by held-out accents, MBROLA
     # voices and variants at rates and pitches outside every training range.
     $bc data synth --langs $langs --n 50 --split voices $mb --texts fortunes,docs --seed 0 --out data/demo3/test-voices
+    # Festival (session 15; deps3 installs it), for the languages it speaks (en, it, cs). Training: a quarter
+    # of the utterances by its train voices; held out (test-festival): only its held-out voices, one a language.
+    $bc data synth --langs en-US,it-IT,cs-CZ --n 2000 --split train --wide --festival --texts fortunes,docs --seed 20 \
+        --out data/demo3/train_festival
+    $bc data synth --langs en-US,it-IT,cs-CZ --n 50 --split voices --festival --engine-share 1 --texts fortunes,docs \
+        --seed 0 --out data/demo3/test-festival
     # Non-speech check: 70 clips (ten of each kind), 0.5-8 s.
     $bc data nonspeech --langs $langs --n 70 --split test --seed 0 --out data/demo3/nonspeech-test
 }
@@ -98,12 +105,14 @@ eval3() {
         $bc eval data/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode given --mode offline \
             --cer-langs ${langs//-[A-Z][A-Z]/} --out-dir $out/${set//\//-}-cer --fresh ${THREADS:+--threads $THREADS}
     done
-    for set in test-ood test-voices nonspeech-test; do
+    for set in test-ood test-voices nonspeech-test test-festival; do
+        [ -f data/demo3/$set/manifest.jsonl ] || { echo "eval3: data/demo3/$set not made (scripts/train_demo.sh data3)" >&2; continue; }
         groups=()  # held-out voices: also by rate and pitch (held out below and above the training ranges)
         if [ $set = test-voices ]; then  # and by accent and variant (manifests of data3 since session 15)
             groups=(--group-by rate_wpm:165 --group-by pitch:50)
             if grep -q '"accent"' data/demo3/$set/manifest.jsonl; then groups+=(--group-by accent --group-by variant); fi
         fi
+        if [ $set = test-festival ]; then groups=(--group-by accent); fi  # the voice (one a language)
         $bc eval data/demo3/$set/manifest.jsonl --model "$model" --latency 80,1120 --lang-mode both --mode offline \
             --out-dir $out/$set --fresh ${THREADS:+--threads $THREADS} "${groups[@]}"
     done
@@ -133,29 +142,38 @@ from pathlib import Path
 runs = sys.argv[1:]
 sets = [("demo-test", "v2 test set (data/demo/test), WER"), ("demo3-test", "v3 test set (data/demo3/test), WER"),
         ("test-ood", "out-of-domain text (man pages), WER"), ("test-voices", "held-out voices, WER"),
+        ("test-festival", "held-out voices with Festival's (en, it, cs), WER"),
         ("demo-test-cer", "v2 test set, CER"), ("demo3-test-cer", "v3 test set, CER")]
-summary = {(run, name): json.loads((Path("runs/eval3") / run / name / "summary.json").read_text(encoding="utf-8"))
-           for run in runs for name, _ in sets + [("nonspeech-test", "")]}
+summary = {(run, name): json.loads(path.read_text(encoding="utf-8"))
+           for run in runs for name, _ in sets + [("nonspeech-test", "")]
+           if (path := Path("runs/eval3") / run / name / "summary.json").is_file()}
 
 
 def rows(name: str, table: str):
-    """Per (language mode, latency) of the before run: that row of each run's summary table."""
-    for row in summary[(runs[0], name)][table]:
+    """Per (language mode, latency) of the first run that has the set: that row of each run's summary table
+    ({} for a run without the set, printed n/a)."""
+    first = next((summary[(run, name)] for run in runs if (run, name) in summary), {table: []})
+    for row in first[table]:
         key = (row["lang_mode"], row["latency_ms"])
-        yield key, row, [next(r for r in summary[(run, name)][table] if (r["lang_mode"], r["latency_ms"]) == key)
-                         for run in runs]
+        yield key, row, [next((r for r in summary.get((run, name), {table: []})[table]
+                               if (r["lang_mode"], r["latency_ms"]) == key), {}) for run in runs]
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 print(f"| Average of the six languages | {' | '.join(runs)} |\n|---|" + "---:|" * len(runs))
 for name, title in sets:
     for (mode, latency), _, values in rows(name, "averages"):
-        print(f"| {title}, language {mode}, {latency} ms | " + " | ".join(f"{v['error_rate_pct']:.1f}" for v in values) + " |")
+        print(f"| {title}, language {mode}, {latency} ms | " + " | ".join(fmt(v.get("error_rate_pct")) for v in values)
+              + " |")
         if mode == "auto":
-            print(f"| {title.split(',')[0]}, language-ID accuracy %, {latency} ms | "
-                  + " | ".join(f"{v['lid_accuracy_pct']:.1f}" for v in values) + " |")
+            print(f"| {title.rsplit(',', 1)[0]}, language-ID accuracy %, {latency} ms | "
+                  + " | ".join(fmt(v.get("lid_accuracy_pct")) for v in values) + " |")
 for (mode, latency), row, values in rows("nonspeech-test", "nonspeech"):
     print(f"| non-speech clips with a transcript (of {row['clips']}), language {mode}, {latency} ms | "
-          + " | ".join(str(v["non_empty"]) for v in values) + " |")
+          + " | ".join(fmt(v.get("non_empty"), "d") for v in values) + " |")
 PY
         ;;
     train)

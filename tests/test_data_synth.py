@@ -56,6 +56,12 @@ def test_festival_voices_speak_a_quarter_of_the_pool_with_a_manifest_line_of_the
                                                                                       "fest-ked_diphone"}
     held = synth.plan(["en-US"], 40, "voices", seed=1, festival=True)
     assert {j.voice for j in held if j.voice.startswith("fest-")} <= {"fest-cmu_us_slt_arctic_hts"}
+    only = synth.plan(["en-US"], 10, "voices", seed=1, festival=True, engine_share=1.0)
+    assert {j.voice for j in only} == {"fest-cmu_us_slt_arctic_hts"}
+    assert synth.plan(["en-US"], 40, "train", seed=1, wide=True, festival=True, engine_share=0.0) == synth.plan(
+        ["en-US"], 40, "train", seed=1, wide=True)  # no share: the espeak-ng voices' plan, file for file
+    with pytest.raises(synth.SynthError, match="a share from 0 to 1"):
+        synth.plan(["en-US"], 1, "train", festival=True, engine_share=1.5)
     job = next(j for j in train if j.voice == "fest-kal_diphone")
     slow = dataclasses.replace(job, rate_wpm=job.rate_wpm // 2, relpath=job.relpath.replace(".wav", "_slow.wav"))
     report = synth.synthesize([job, slow], tmp_path, processes=1)

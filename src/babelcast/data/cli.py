@@ -40,6 +40,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--festival", action="store_true",
                        help="also Festival voices (en, it, cs; Debian's festival and festvox-* packages); their "
                             "utterances have no phoneme timeline")
+    synth.add_argument("--engine-share", type=float, default=0.25, metavar="F",
+                       help="the share of the utterances MBROLA and Festival voices speak, when asked for (default 0.25; "
+                            "1: only them)")
     synth.add_argument("--seed", type=int, default=0, help="order of sentences, voices and prosody (not the split)")
     synth.add_argument("--voices", type=_positive_int, metavar="K",
                        help="voice variants per language, from the split's voices (default: all of them)")
@@ -113,7 +116,8 @@ def _run_synth(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         n = args.n or (None if own else 10)
         jobs = synth.plan(locales, n, args.split, seed=args.seed, voices=args.voices, augment=args.augment, own=own,
-                          texts=texts, wide=args.wide, mbrola=args.mbrola, festival=args.festival)
+                          texts=texts, wide=args.wide, mbrola=args.mbrola, festival=args.festival,
+                          engine_share=args.engine_share)
     except (synth.SynthError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -125,6 +129,7 @@ def _run_synth(args: argparse.Namespace) -> int:
                 voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
                 test_voice_share=TEST_VOICE_SHARE,
                 texts=list(texts), wide=args.wide, mbrola=args.mbrola, festival=args.festival,
+                engine_share=args.engine_share if args.mbrola or args.festival else None,
                 text_sources=_sentence_counts(jobs), voices_used=sorted({j.espeak_voice.split("+")[0] for j in jobs}),
                 voice_variants=sorted({j.variant for j in jobs if j.variant}))
     show = args.progress or sys.stderr.isatty()

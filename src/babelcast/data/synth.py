@@ -104,12 +104,15 @@ def installed_variants() -> set[str]:
 
 def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: int | None = None,
          augment: bool = False, own: dict[str, list[str]] | None = None, texts: tuple[str, ...] = ("fortunes",),
-         wide: bool = False, mbrola: bool = False, festival: bool = False) -> list[SynthJob]:
+         wide: bool = False, mbrola: bool = False, festival: bool = False,
+         engine_share: float = ENGINE_SHARE) -> list[SynthJob]:
     """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment);
     `own` sentences per locale (see read_sentences) are read in their order instead of the corpora
     `texts` (n=None: each once). Voices: voices.py's pools, `wide` (train split) or `held-out` (split
-    `voices`), with `mbrola` / `festival` also the pool's MBROLA / Festival voices that are installed; else the
-    first demo model's."""
+    `voices`), with `mbrola` / `festival` also the pool's MBROLA / Festival voices that are installed (that
+    share of the utterances); else the first demo model's."""
+    if not 0 <= engine_share <= 1:
+        raise SynthError(f"--engine-share {engine_share}: a share from 0 to 1")
     pool = _pool(split, texts, wide)
     for locale in locales:
         if locale not in SOURCES:
@@ -137,7 +140,7 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
         chosen = sorted(speakers.variants, key=lambda v: stable_hash("voice", seed, locale, v))[: voices or None]
         speakers = Speakers(speakers.espeak, tuple(chosen), speakers.engines, speakers.prosody)
         for i in range(n or len(sentences)):
-            jobs.append(_job(locale, split, i, sentences[i % len(sentences)], speakers, seed, augment))
+            jobs.append(_job(locale, split, i, sentences[i % len(sentences)], speakers, seed, augment, engine_share))
     return jobs
 
 
@@ -319,7 +322,8 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------- internals
 
 
-def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed: int, augment: bool) -> SynthJob:
+def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed: int, augment: bool,
+         engine_share: float = ENGINE_SHARE) -> SynthJob:
     """Draw the voice, prosody, padding and augmentation of one utterance."""
     def u(name: str) -> float:
         return unit_interval(name, seed, locale, split, index)
@@ -328,7 +332,7 @@ def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed
         return low + (high - low) * u(name)
 
     prosody = speakers.prosody
-    if speakers.engines and u("engine") < ENGINE_SHARE:
+    if speakers.engines and u("engine") < engine_share:
         voice = speakers.engines[(index + stable_hash("mbrola", seed, locale)) % len(speakers.engines)]
         variant = ""
     else:
