@@ -142,7 +142,7 @@ from pathlib import Path
 runs = sys.argv[1:]
 sets = [("demo-test", "v2 test set (data/demo/test), WER"), ("demo3-test", "v3 test set (data/demo3/test), WER"),
         ("test-ood", "out-of-domain text (man pages), WER"), ("test-voices", "held-out voices, WER"),
-        ("test-festival", "held-out voices with Festival's (en, it, cs), WER"),
+        ("test-festival", "Festival's held-out voices (en, it, cs), WER"),
         ("demo-test-cer", "v2 test set, CER"), ("demo3-test-cer", "v3 test set, CER")]
 summary = {(run, name): json.loads(path.read_text(encoding="utf-8"))
            for run in runs for name, _ in sets + [("nonspeech-test", "")]
