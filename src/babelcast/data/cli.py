@@ -215,7 +215,8 @@ def _list_sources() -> None:
     """`data synth --list`: locales, their text packages per corpus, the voices of each pool."""
     from .split import split_variants
     from .text_sources import CORPORA, DOC_SOURCES, SOURCES, missing_package
-    from .voices import HELD_OUT, MBROLA, NEW_VARIANTS, accents, language_of, mbrola_installed, variant_split
+    from .voices import (FESTIVAL, HELD_OUT, MBROLA, NEW_VARIANTS, accents, festival_installed, language_of,
+                         mbrola_installed, variant_split)
 
     for locale, source in SOURCES.items():
         states = []
@@ -226,13 +227,16 @@ def _list_sources() -> None:
                 continue  # no such texts for this language
             states.append(f"{corpus} {'installed' if missing is None else 'missing: apt-get install -y ' + missing}")
         mb = MBROLA.get(language_of(source.voice), ())
+        fest = FESTIVAL.get(language_of(source.voice), ())
         print(f"{locale:6} espeak-ng voices {','.join(accents(source.voice))}; MBROLA "
-              f"{','.join(v + ('' if mbrola_installed(v) else '(missing)') for v in mb) or '-'}; " + "; ".join(states))
+              f"{','.join(v + ('' if mbrola_installed(v) else '(missing)') for v in mb) or '-'}; Festival "
+              f"{','.join(v + ('' if festival_installed(v) else '(missing)') for v in fest) or '-'}; "
+              + "; ".join(states))
     print(f"test variants ({len(split_variants('test'))}): {', '.join(split_variants('test'))}")
     print(f"train variants ({len(split_variants('train'))}): {', '.join(split_variants('train'))}")
     new = [f"{v}({variant_split(v)})" for v in NEW_VARIANTS]
     print(f"added variants, --wide and --split voices only ({len(new)}): {', '.join(new)}")
-    print(f"held-out accents and MBROLA voices (--split voices only): {', '.join(sorted(HELD_OUT))}")
+    print(f"held-out accents, MBROLA and Festival voices (--split voices only): {', '.join(sorted(HELD_OUT))}")
     for corpus, what in (("docs", "documentation packages"),
                          ("manpages", "man-page packages (out-of-domain test only)")):
         print(f"{what}: {' '.join(sorted({s.package for s in DOC_SOURCES if s.corpus == corpus}))}")

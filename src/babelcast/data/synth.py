@@ -273,6 +273,7 @@ def espeak_speech(job: SynthJob) -> bytes:
 
 
 def is_festival(voice: str) -> bool:
+    """A Festival voice (`fest-…`, voices.FESTIVAL) rather than an espeak-ng or MBROLA one."""
     return voice.startswith("fest-")
 
 

@@ -14,8 +14,8 @@ Three pools (POOLS):
 
 MBROLA and Festival voices are the pool's "other engines": a quarter of its utterances, when it has
 any (ENGINE_SHARE). No pool's training voices meet a test voice: variants split by hash (split.py);
-accents, MBROLA and Festival voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and `wide`'s ranges, so neither
-the shipped model (trained on `main`) nor a model trained on `wide` has heard it.
+accents, MBROLA and Festival voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and
+`wide`'s ranges, so neither the shipped model (trained on `main`) nor a model trained on `wide` has heard it.
 """
 from __future__ import annotations
 
