@@ -30,7 +30,8 @@ import soundfile as sf
 from .phones import phone_timeline
 from .split import sentence_key, sentence_split, stable_hash, unit_interval
 from .text_sources import CORPORA, SOURCES, TRAIN_CORPORA, Sentence, load_sentences, missing_package, training_keys
-from .voices import BASE_RATE_WPM, ENGINE_SHARE, Speakers, draw_interval, engine_installed, language_of, pool_speakers
+from .voices import (BASE_RATE_WPM, ENGINE_SHARE, Speakers, draw_interval, engine_installed, engine_of, language_of,
+                     pool_speakers)
 
 SAMPLE_RATE = 16000
 FESTIVAL_ENCODINGS = {"cs": "iso-8859-2"}  # the text Festival's voices read; the others ISO-8859-1
@@ -243,7 +244,7 @@ def synthesize(jobs: list[SynthJob], out_dir: Path, processes: int | None = None
 
 def synth_audio(job: SynthJob) -> np.ndarray:
     """Run espeak-ng (or Festival) and sox for one job; float32 mono 16 kHz samples."""
-    wav = festival_speech(job) if is_festival(job.voice) else espeak_speech(job)
+    wav = festival_speech(job) if engine_of(job.voice) == "festival" else espeak_speech(job)
     effects = ["remix", "-"]
     aug = job.augment
     if aug and aug.bandpass:
@@ -270,11 +271,6 @@ def espeak_speech(job: SynthJob) -> bytes:
     if speech.returncode != 0 or len(speech.stdout) <= 44:
         raise RuntimeError(f"espeak-ng failed: {speech.stderr.decode(errors='replace').strip() or 'no audio'}")
     return speech.stdout
-
-
-def is_festival(voice: str) -> bool:
-    """A Festival voice (`fest-…`, voices.FESTIVAL) rather than an espeak-ng or MBROLA one."""
-    return voice.startswith("fest-")
 
 
 def festival_speech(job: SynthJob) -> bytes:
@@ -334,6 +330,7 @@ def _job(locale: str, split: str, index: int, sentence, speakers: Speakers, seed
 
     prosody = speakers.prosody
     if speakers.engines and u("engine") < engine_share:
+        # the salt is from when MBROLA was the only other engine: MBROLA-only plans stay file for file the same
         voice = speakers.engines[(index + stable_hash("mbrola", seed, locale)) % len(speakers.engines)]
         variant = ""
     else:
@@ -388,8 +385,8 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
                     os.unlink(tmp)
             seconds = time.perf_counter() - start
         duration = sf.info(str(path)).duration
-        phones = None if is_festival(job.voice) else phone_timeline(job.text, job.espeak_voice, job.rate_wpm,
-                                                                      job.pitch, round(1000 * job.lead_s))
+        phones = None if engine_of(job.voice) == "festival" else phone_timeline(
+            job.text, job.espeak_voice, job.rate_wpm, job.pitch, round(1000 * job.lead_s))
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
         return None, str(e), 0.0
     return _record(job, duration, phones), None, seconds
@@ -397,7 +394,7 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
 
 def _record(job: SynthJob, duration_s: float, phones: list[list] | None) -> dict:
     """The NeMo manifest line of one utterance (Festival's have no pitch, it keeps its own, and no phones)."""
-    festival = is_festival(job.voice)
+    engine = engine_of(job.voice)
     record = {
         "audio_filepath": job.relpath,
         "duration": round(duration_s, 4),
@@ -408,9 +405,9 @@ def _record(job: SynthJob, duration_s: float, phones: list[list] | None) -> dict
         "voice": job.espeak_voice,
         "accent": job.voice,  # the espeak-ng (MBROLA, Festival) voice alone, for eval --group-by accent
         "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the MBROLA / Festival voice
-        "engine": "festival" if festival else "mbrola" if job.voice.startswith("mb-") else "espeak-ng",
+        "engine": engine,
         "rate_wpm": job.rate_wpm,
-        "pitch": None if festival else job.pitch,
+        "pitch": None if engine == "festival" else job.pitch,
         "source": job.source,
     }
     if phones is not None:

@@ -148,14 +148,19 @@ def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: se
                     tuple(v for v in mb if v in HELD_OUT), PROSODY["held-out"])
 
 
+def engine_of(voice: str) -> str:
+    """Which synthesizer speaks a voice name: 'festival' (`fest-…`), 'mbrola' (`mb-…`) or 'espeak-ng'."""
+    return "festival" if voice.startswith("fest-") else "mbrola" if voice.startswith("mb-") else "espeak-ng"
+
+
 def missing_mbrola(voices: tuple[str, ...]) -> list[str]:
     """The Debian packages (mbrola-xx1) of MBROLA voices whose database is not installed."""
-    return [f"mbrola-{v[3:]}" for v in voices if v.startswith("mb-") and not mbrola_installed(v)]
+    return [f"mbrola-{v[3:]}" for v in voices if engine_of(v) == "mbrola" and not mbrola_installed(v)]
 
 
 def engine_installed(voice: str) -> bool:
     """Whether an MBROLA (`mb-…`) or Festival (`fest-…`) voice can speak here."""
-    return festival_installed(voice) if voice.startswith("fest-") else mbrola_installed(voice)
+    return festival_installed(voice) if engine_of(voice) == "festival" else mbrola_installed(voice)
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import importlib.util
 import re
 import sys
@@ -179,7 +180,7 @@ def grouping(spec: str, items) -> Grouping:
     try:
         edges = sorted({float(e) for e in edges_text.split(",") if e.strip()})
     except ValueError:
-        raise ValueError("edges must be numbers, e.g. rate_wpm:150,200") from None
+        edges = []
     if not edges:
         raise ValueError("edges must be numbers, e.g. rate_wpm:150,200")
     names = [f"{e:g}" for e in edges]
@@ -190,10 +191,9 @@ def grouping(spec: str, items) -> Grouping:
 def _bin(value: str | None, edges: list[float], labels: list[str]) -> str | None:
     """The label of the bin a numeric value falls in (lower edge inclusive); None for a missing or non-numeric one."""
     try:
-        number = float(value) if value is not None else None
+        return labels[bisect.bisect_right(edges, float(value))] if value is not None else None
     except ValueError:
         return None
-    return None if number is None else labels[sum(number >= e for e in edges)]
 
 
 def parse_latencies(text: str, available: list[int]) -> list[int]:

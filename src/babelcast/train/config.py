@@ -175,11 +175,12 @@ def read_config_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return raw
     if not isinstance(base, str):
         raise ValueError(f"{path}: base: expects a file name, got {base!r}")
+    seen = (*seen, path.resolve())
     base_path = path.parent / base
-    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+    if base_path.resolve() in seen:
         raise ValueError(f"{path}: base: {base} leads back to this file")
     try:
-        under = read_config_yaml(base_path, (*seen, path.resolve()))
+        under = read_config_yaml(base_path, seen)
     except OSError as e:
         raise ValueError(f"{path}: base: {base}: cannot read it ({e.strerror or e})") from None
     return _overlay(under, raw)
