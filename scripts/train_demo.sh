@@ -16,7 +16,8 @@
 #   scripts/train_demo.sh train3    # babelcast train configs/demo3.yaml from v2 (FROM= another .nemo, CONFIG= another
 #                                   # config: v4 is CONFIG=configs/demo4.yaml FROM=runs/demo3/model.nemo, v5
 #                                   # CONFIG=configs/demo5.yaml FROM=runs/demo4/model.nemo, v6 demo6.yaml from
-#                                   # runs/demo5, v7 demo7.yaml from runs/demo6); rerun to resume
+#                                   # runs/demo5, v7 demo7.yaml from runs/demo6, v8 demo8.yaml from the bundled v5);
+#                                   # rerun to resume
 #   scripts/train_demo.sh eval3     # MODEL (default: the bundled one) on the v2 and v3 test sets, the out-of-domain
 #                                   # text and held-out voice sets, and the non-speech check; NAME names the run,
 #                                   # THREADS=N sets torch's threads (two evaluations side by side: THREADS=1)

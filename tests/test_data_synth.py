@@ -75,6 +75,13 @@ def test_festival_voices_speak_a_quarter_of_the_pool_with_a_manifest_line_of_the
     assert slow_record["duration"] > 1.5 * record["duration"] - job.lead_s - job.tail_s  # the rate is applied
 
 
+def test_festival_text_keeps_letters_and_ascii_and_drops_what_its_rules_stop_at():
+    assert synth.festival_text("Il «Sistema» è “Avviabile” e l’uomo – ok.", "iso-8859-1") == (
+        'Il "Sistema" è "Avviabile" e l\'uomo   ok.')  # «Sistema» stopped the Italian voice ("no rule matches")
+    assert synth.festival_text("Kůň — žluťoučký.", "iso-8859-2") == "Kůň   žluťoučký."
+    assert synth.festival_text("Kůň", "iso-8859-1") == "K  "  # ů and ň are not in Latin-1
+
+
 def test_plan_rejects_unknown_locales():
     with pytest.raises(synth.SynthError, match="unknown locale"):
         synth.plan(["xx-XX"], 1, "test")

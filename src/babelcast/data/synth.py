@@ -273,13 +273,22 @@ def espeak_speech(job: SynthJob) -> bytes:
     return speech.stdout
 
 
-def festival_speech(job: SynthJob) -> bytes:
-    """The job's text spoken by a Festival voice at the job's rate (its own pitch): WAV bytes.
+FESTIVAL_QUOTES = str.maketrans({"«": '"', "»": '"', "“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
-    Festival reads 8-bit text: ISO-8859-2 for its Czech voices, ISO-8859-1 for the others; a character the
-    encoding lacks becomes a space."""
+
+def festival_text(text: str, encoding: str) -> str:
+    """What a Festival voice reads: 8-bit text in `encoding` (ISO-8859-2 for its Czech voices, ISO-8859-1 for
+    the others) of letters, digits and ASCII punctuation; typographic quotes become ASCII ones, anything else
+    not ASCII and not a letter or digit a space. The Italian voices' letter-to-sound rules stop at a word with
+    a « or “ attached ("no rule matches"), and a character the encoding lacks cannot be sent at all."""
+    text = text.translate(FESTIVAL_QUOTES)
+    return "".join(c if c.isascii() or (c.isalnum() and c.encode(encoding, errors="ignore")) else " " for c in text)
+
+
+def festival_speech(job: SynthJob) -> bytes:
+    """The job's text spoken by a Festival voice at the job's rate (its own pitch): WAV bytes."""
     encoding = FESTIVAL_ENCODINGS.get(language_of(job.voice), "iso-8859-1")
-    text = "".join(c if c.encode(encoding, errors="ignore") else " " for c in job.text)
+    text = festival_text(job.text, encoding)
     stretch = BASE_RATE_WPM / job.rate_wpm  # Festival stretches durations: > 1 is slower
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "speech.wav"
