@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = {json.loads(line)["lang"]: json.loads(line)
            for line in (ROOT / "samples" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()}
 # None of these is spoken in the samples; on the demo model they leave every sample's tokens as they are.
-UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Reykjavik", "Tchaikovsky", "Guadalajara", "Nemotron",
-            "New York", "Caravaggio", "Dvořák", "Bydgoszcz", "Gelsenkirchen"]
+UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Guadalajara", "Caravaggio", "Dvořák", "Bydgoszcz", "Gelsenkirchen"]
 # These are not spoken either, but their first piece turns a word start into theirs ("Wrocław": German
-# "für" becomes "wür" in the greedy search); the phrase itself is still not inserted.
-FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław"]
+# "für" becomes "wür" in the greedy search; on v8 in the greedy search "Reykjavik" and "Tchaikovsky" turn the
+# English sample's first word "Utsole" into "Retsonly" and "Tutso only", "Nemotron" and "New York" German
+# "Nicht" into "Ne nicht"); the phrase itself is still not inserted.
+FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Reykjavik", "Tchaikovsky", "Nemotron", "New York"]
 # Misrecognized by the demo model at its default offline latency; boosting the word fixes it.
-FIXES = {"en-US": ("pleasant", "plearson"), "cs-CZ": ("Nejblíže", "Nejbýže"), "it-IT": ("buon ora", "buonora"),
+FIXES = {"en-US": ("pleasant", "plazent"), "cs-CZ": ("Nejblíže", "Nejbýže"), "it-IT": ("buon ora", "buonora"),
          "es-US": ("perdón", "perdonque")}
 
 
