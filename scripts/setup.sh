@@ -12,14 +12,14 @@ step() { echo "setup: $*" >&2; }
 
 # System packages, each with its reason: espeak-ng and sox make `babelcast data synth`'s audio, Debian's
 # fortune packages hold its sentences (one per language); chromium drives the caption-page test, festival
-# and one of its voices the test of data synth --festival.
+# and one of its voices the test of data synth --festival, flite that of --flite.
 sys_packages="espeak-ng sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs
               fortunes-br fortunes-bg fortunes-zh"
-$test_run && sys_packages="$sys_packages chromium festival festvox-kallpc16k"
+$test_run && sys_packages="$sys_packages chromium festival festvox-kallpc16k flite"
 missing=""
 for p in $sys_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -z "$missing" ]; then
-    step "system packages: all present (espeak-ng, sox, fortunes-*$($test_run && echo ', chromium, festival'))"
+    step "system packages: all present (espeak-ng, sox, fortunes-*$($test_run && echo ', chromium, festival, flite'))"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "apt-get install$missing (for babelcast data synth$($test_run && echo ' and the web page test'); ~1 min)"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq \

@@ -50,10 +50,11 @@ mbrola_packages="mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 mbrola-de1 m
 
 deps3() {
     # The documentation (training text) and man pages (the out-of-domain test set's only source), ~180 MB.
-    # Festival and its English, Italian and Czech voices (Debian main, free): a second synthesizer.
+    # Festival and its English, Italian and Czech voices (Debian main, free): a second synthesizer; flite (Debian
+    # main, free; English voices built in): a third.
     # MBROLA=1: MBROLA and its voices, from Debian's contrib and non-free sections (enabled in a file of
     # their own); their licence allows non-commercial use only, so they are opt-in.
-    packages="$doc_packages $(.venv/bin/python -c 'from babelcast.data.voices import FESTIVAL_PACKAGES as p; print(p)')"
+    packages="$doc_packages $(.venv/bin/python -c 'from babelcast.data.voices import FESTIVAL_PACKAGES as p, FLITE_PACKAGES as f; print(p, f)')"
     if [ "${MBROLA:-0}" = 1 ]; then
         echo "Types: deb
 URIs: http://deb.debian.org/debian
@@ -89,6 +90,10 @@ data3() {
         --out data/demo3/train_festival
     $bc data synth --langs en-US,it-IT,cs-CZ --n 50 --split voices --festival --engine-share 1 --texts fortunes,docs \
         --seed 0 --out data/demo3/test-festival
+    # flite (session 17; deps3 installs it), English only: every utterance by its train voices (kal16, awb, rms;
+    # slt, the held-out Festival voice's speaker, is held out).
+    $bc data synth --langs en-US --n 1000 --split train --wide --flite --engine-share 1 --texts fortunes,docs --seed 30 \
+        --out data/demo3/train_flite
     # Non-speech check: 70 clips (ten of each kind), 0.5-8 s.
     $bc data nonspeech --langs $langs --n 70 --split test --seed 0 --out data/demo3/nonspeech-test
 }

@@ -75,6 +75,29 @@ def test_festival_voices_speak_a_quarter_of_the_pool_with_a_manifest_line_of_the
     assert slow_record["duration"] > 1.5 * record["duration"] - job.lead_s - job.tail_s  # the rate is applied
 
 
+needs_flite = pytest.mark.skipif(not voices.flite_installed("flite-awb"),
+                                 reason="needs flite (scripts/setup.sh --test installs it)")
+
+
+@needs_tools
+@needs_flite
+def test_flite_voices_speak_english_with_slt_held_out_and_a_manifest_line_of_their_own(tmp_path):
+    train = synth.plan(["en-US"], 30, "train", seed=2, wide=True, flite=True, engine_share=1.0)
+    assert {j.voice for j in train} == {"flite-kal16", "flite-awb", "flite-rms"}  # slt: the held-out speaker
+    assert {j.voice for j in synth.plan(["en-US"], 5, "voices", seed=2, flite=True, engine_share=1.0)} == {"flite-slt"}
+    assert synth.plan(["de-DE"], 8, "train", seed=2, wide=True, flite=True) == synth.plan(
+        ["de-DE"], 8, "train", seed=2, wide=True)  # English only: other languages' plans are unchanged
+    job = dataclasses.replace(next(j for j in train if j.voice == "flite-awb"), text="-5 °C in Zürich, naïvely.")
+    slow = dataclasses.replace(job, rate_wpm=job.rate_wpm // 2, relpath=job.relpath.replace(".wav", "_slow.wav"))
+    report = synth.synthesize([job, slow], tmp_path, processes=1)
+    assert not report.failures  # a leading "-" and letters outside ASCII are read, not taken as options or dropped
+    record, slow_record = report.records
+    assert (record["engine"], record["accent"], record["variant"], record["pitch"]) == (
+        "flite", "flite-awb", "flite-awb", None)
+    assert "phones" not in record and np.abs(load_entry_audio(read_manifest(report.manifest)[0])).max() > 0.1
+    assert slow_record["duration"] > 1.5 * record["duration"] - job.lead_s - job.tail_s  # the rate is applied
+
+
 def test_festival_text_keeps_letters_and_ascii_and_drops_what_its_rules_stop_at():
     assert synth.festival_text("Il «Sistema» è “Avviabile” e l’uomo – ok.", "iso-8859-1") == (
         'Il "Sistema" è "Avviabile" e l\'uomo   ok.')  # «Sistema» stopped the Italian voice ("no rule matches")

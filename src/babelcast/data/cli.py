@@ -40,9 +40,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--festival", action="store_true",
                        help="also Festival voices (en, it, cs; Debian's festival and festvox-* packages); their "
                             "utterances have no phoneme timeline")
+    synth.add_argument("--flite", action="store_true",
+                       help="also flite voices (en; Debian's flite package); their utterances have no phoneme timeline")
     synth.add_argument("--engine-share", type=float, default=0.25, metavar="F",
-                       help="the share of the utterances MBROLA and Festival voices speak, when asked for (default 0.25; "
-                            "1: only them)")
+                       help="the share of the utterances MBROLA, Festival and flite voices speak, when asked for "
+                            "(default 0.25; 1: only them)")
     synth.add_argument("--seed", type=int, default=0, help="order of sentences, voices and prosody (not the split)")
     synth.add_argument("--voices", type=_positive_int, metavar="K",
                        help="voice variants per language, from the split's voices (default: all of them)")
@@ -117,19 +119,19 @@ def _run_synth(args: argparse.Namespace) -> int:
         n = args.n or (None if own else 10)
         jobs = synth.plan(locales, n, args.split, seed=args.seed, voices=args.voices, augment=args.augment, own=own,
                           texts=texts, wide=args.wide, mbrola=args.mbrola, festival=args.festival,
-                          engine_share=args.engine_share)
+                          flite=args.flite, engine_share=args.engine_share)
     except (synth.SynthError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.mbrola:
         _warn_missing_mbrola(locales, args.split, args.wide)
-    if args.festival:
-        _warn_missing_festival(locales)
+    if args.festival or args.flite:
+        _warn_missing_engines(locales, args.festival, args.flite)
     info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""),
                 voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
                 test_voice_share=TEST_VOICE_SHARE,
-                texts=list(texts), wide=args.wide, mbrola=args.mbrola, festival=args.festival,
-                engine_share=args.engine_share if args.mbrola or args.festival else None,
+                texts=list(texts), wide=args.wide, mbrola=args.mbrola, festival=args.festival, flite=args.flite,
+                engine_share=args.engine_share if args.mbrola or args.festival or args.flite else None,
                 text_sources=_sentence_counts(jobs), voices_used=sorted({j.espeak_voice.split("+")[0] for j in jobs}),
                 voice_variants=sorted({j.variant for j in jobs if j.variant}))
     show = args.progress or sys.stderr.isatty()
@@ -143,16 +145,20 @@ def _run_synth(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
-def _warn_missing_festival(locales: list[str]) -> None:
-    """One warning line when a requested language has Festival voices that are not installed (they are left out)."""
+def _warn_missing_engines(locales: list[str], festival: bool, flite: bool) -> None:
+    """One warning line per engine asked for whose voices of a requested language are not installed (they are
+    left out)."""
     from .text_sources import SOURCES
-    from .voices import FESTIVAL, FESTIVAL_PACKAGES, festival_installed, language_of
+    from .voices import FESTIVAL, FESTIVAL_PACKAGES, FLITE, FLITE_PACKAGES, engine_installed, language_of
 
-    missing = sorted({v for loc in locales if loc in SOURCES for v in FESTIVAL.get(language_of(SOURCES[loc].voice), ())
-                      if not festival_installed(v)})
-    if missing:
-        print(f"warning: Festival voices left out (not installed): {' '.join(missing)}; install with "
-              f"apt-get install -y {FESTIVAL_PACKAGES}", file=sys.stderr)
+    for name, table, packages in (("Festival", FESTIVAL, FESTIVAL_PACKAGES), ("flite", FLITE, FLITE_PACKAGES)):
+        if not (festival if table is FESTIVAL else flite):
+            continue
+        missing = sorted({v for loc in locales if loc in SOURCES for v in table.get(language_of(SOURCES[loc].voice), ())
+                          if not engine_installed(v)})
+        if missing:
+            print(f"warning: {name} voices left out (not installed): {' '.join(missing)}; install with "
+                  f"apt-get install -y {packages}", file=sys.stderr)
 
 
 def _warn_missing_mbrola(locales: list[str], split: str, wide: bool) -> None:
@@ -215,8 +221,8 @@ def _list_sources() -> None:
     """`data synth --list`: locales, their text packages per corpus, the voices of each pool."""
     from .split import split_variants
     from .text_sources import CORPORA, DOC_SOURCES, SOURCES, missing_package
-    from .voices import (FESTIVAL, HELD_OUT, MBROLA, NEW_VARIANTS, accents, festival_installed, language_of,
-                         mbrola_installed, variant_split)
+    from .voices import (FESTIVAL, FLITE, HELD_OUT, MBROLA, NEW_VARIANTS, accents, engine_installed, language_of,
+                         variant_split)
 
     for locale, source in SOURCES.items():
         states = []
@@ -226,17 +232,15 @@ def _list_sources() -> None:
             except ValueError:
                 continue  # no such texts for this language
             states.append(f"{corpus} {'installed' if missing is None else 'missing: apt-get install -y ' + missing}")
-        mb = MBROLA.get(language_of(source.voice), ())
-        fest = FESTIVAL.get(language_of(source.voice), ())
-        print(f"{locale:6} espeak-ng voices {','.join(accents(source.voice))}; MBROLA "
-              f"{','.join(v + ('' if mbrola_installed(v) else '(missing)') for v in mb) or '-'}; Festival "
-              f"{','.join(v + ('' if festival_installed(v) else '(missing)') for v in fest) or '-'}; "
-              + "; ".join(states))
+        engines = [f"{name} " + (",".join(v + ("" if engine_installed(v) else "(missing)")
+                                          for v in table.get(language_of(source.voice), ())) or "-")
+                   for name, table in (("MBROLA", MBROLA), ("Festival", FESTIVAL), ("flite", FLITE))]
+        print(f"{locale:6} espeak-ng voices {','.join(accents(source.voice))}; " + "; ".join(engines + states))
     print(f"test variants ({len(split_variants('test'))}): {', '.join(split_variants('test'))}")
     print(f"train variants ({len(split_variants('train'))}): {', '.join(split_variants('train'))}")
     new = [f"{v}({variant_split(v)})" for v in NEW_VARIANTS]
     print(f"added variants, --wide and --split voices only ({len(new)}): {', '.join(new)}")
-    print(f"held-out accents, MBROLA and Festival voices (--split voices only): {', '.join(sorted(HELD_OUT))}")
+    print(f"held-out accents, MBROLA, Festival and flite voices (--split voices only): {', '.join(sorted(HELD_OUT))}")
     for corpus, what in (("docs", "documentation packages"),
                          ("manpages", "man-page packages (out-of-domain test only)")):
         print(f"{what}: {' '.join(sorted({s.package for s in DOC_SOURCES if s.corpus == corpus}))}")

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +31,8 @@ import soundfile as sf
 from .phones import phone_timeline
 from .split import sentence_key, sentence_split, stable_hash, unit_interval
 from .text_sources import CORPORA, SOURCES, TRAIN_CORPORA, Sentence, load_sentences, missing_package, training_keys
-from .voices import (BASE_RATE_WPM, ENGINE_SHARE, Speakers, draw_interval, engine_installed, engine_of, language_of,
-                     pool_speakers)
+from .voices import (BASE_RATE_WPM, ENGINE_SHARE, OWN_PROSODY_ENGINES, Speakers, draw_interval, engine_installed,
+                     engine_of, language_of, pool_speakers)
 
 SAMPLE_RATE = 16000
 FESTIVAL_ENCODINGS = {"cs": "iso-8859-2"}  # the text Festival's voices read; the others ISO-8859-1
@@ -105,13 +106,13 @@ def installed_variants() -> set[str]:
 
 def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: int | None = None,
          augment: bool = False, own: dict[str, list[str]] | None = None, texts: tuple[str, ...] = ("fortunes",),
-         wide: bool = False, mbrola: bool = False, festival: bool = False,
+         wide: bool = False, mbrola: bool = False, festival: bool = False, flite: bool = False,
          engine_share: float = ENGINE_SHARE) -> list[SynthJob]:
     """The utterances to make: n per locale, deterministic in (locale, split, index, seed, augment);
     `own` sentences per locale (see read_sentences) are read in their order instead of the corpora
     `texts` (n=None: each once). Voices: voices.py's pools, `wide` (train split) or `held-out` (split
-    `voices`), with `mbrola` / `festival` also the pool's MBROLA / Festival voices that are installed (that
-    share of the utterances); else the first demo model's."""
+    `voices`), with `mbrola` / `festival` / `flite` also the pool's voices of that engine that are installed
+    (that share of the utterances); else the first demo model's."""
     if not 0 <= engine_share <= 1:
         raise SynthError(f"--engine-share {engine_share}: a share from 0 to 1")
     pool = _pool(split, texts, wide)
@@ -127,7 +128,7 @@ def plan(locales: list[str], n: int | None, split: str, seed: int = 0, voices: i
     jobs: list[SynthJob] = []
     for locale in locales:
         speakers = pool_speakers(pool, "test" if split == "voices" else split, SOURCES[locale].voice, present, mbrola,
-                                 festival)
+                                 festival, flite)
         if not speakers.variants:
             raise SynthError(f"no espeak-ng voice variant of the {split} split is installed")
         installed = tuple(v for v in speakers.engines if engine_installed(v))  # "where they install"
@@ -243,8 +244,9 @@ def synthesize(jobs: list[SynthJob], out_dir: Path, processes: int | None = None
 
 
 def synth_audio(job: SynthJob) -> np.ndarray:
-    """Run espeak-ng (or Festival) and sox for one job; float32 mono 16 kHz samples."""
-    wav = festival_speech(job) if engine_of(job.voice) == "festival" else espeak_speech(job)
+    """Run espeak-ng (or Festival, or flite) and sox for one job; float32 mono 16 kHz samples."""
+    speech = {"festival": festival_speech, "flite": flite_speech}.get(engine_of(job.voice), espeak_speech)
+    wav = speech(job)
     effects = ["remix", "-"]
     aug = job.augment
     if aug and aug.bandpass:
@@ -277,10 +279,11 @@ FESTIVAL_QUOTES = str.maketrans({"«": '"', "»": '"', "“": '"', "”": '"', "
 
 
 def festival_text(text: str, encoding: str) -> str:
-    """What a Festival voice reads: 8-bit text in `encoding` (ISO-8859-2 for its Czech voices, ISO-8859-1 for
-    the others) of letters, digits and ASCII punctuation; typographic quotes become ASCII ones, anything else
-    not ASCII and not a letter or digit a space. The Italian voices' letter-to-sound rules stop at a word with
-    a « or “ attached ("no rule matches"), and a character the encoding lacks cannot be sent at all."""
+    """What a Festival (or flite) voice reads: 8-bit text in `encoding` (ISO-8859-2 for Festival's Czech voices,
+    ISO-8859-1 for its others, ASCII for flite's) of letters, digits and ASCII punctuation; typographic quotes
+    become ASCII ones, anything else not ASCII and not a letter or digit a space. The Italian voices'
+    letter-to-sound rules stop at a word with a « or “ attached ("no rule matches"), and a character the
+    encoding lacks cannot be sent at all."""
     text = text.translate(FESTIVAL_QUOTES)
     return "".join(c if c.isascii() or (c.isalnum() and c.encode(encoding, errors="ignore")) else " " for c in text)
 
@@ -297,6 +300,22 @@ def festival_speech(job: SynthJob) -> bytes:
         run = subprocess.run(command, input=text.encode(encoding), capture_output=True, check=False, timeout=120)
         if run.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
             raise RuntimeError(f"festival failed: {run.stderr.decode(errors='replace').strip() or 'no audio'}")
+        return out.read_bytes()
+
+
+def flite_speech(job: SynthJob) -> bytes:
+    """The job's text spoken by a flite voice at the job's rate (its own pitch): WAV bytes. The text goes in a
+    file: flite reads a `-t` argument beginning with "-" as an option."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text, out = Path(tmp) / "text.txt", Path(tmp) / "speech.wav"
+        plain = "".join(c for c in unicodedata.normalize("NFKD", job.text) if not unicodedata.combining(c))  # é → e
+        text.write_text(festival_text(plain, "ascii"), encoding="ascii")
+        stretch = BASE_RATE_WPM / job.rate_wpm  # > 1 is slower, as Festival's
+        command = ["flite", "-voice", job.voice.removeprefix("flite-"), "-f", str(text), "-o", str(out),
+                   "--setf", f"duration_stretch={stretch:.3f}"]
+        run = subprocess.run(command, capture_output=True, check=False, timeout=120)
+        if run.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
+            raise RuntimeError(f"flite failed: {run.stderr.decode(errors='replace').strip() or 'no audio'}")
         return out.read_bytes()
 
 
@@ -394,7 +413,7 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
                     os.unlink(tmp)
             seconds = time.perf_counter() - start
         duration = sf.info(str(path)).duration
-        phones = None if engine_of(job.voice) == "festival" else phone_timeline(
+        phones = None if engine_of(job.voice) in OWN_PROSODY_ENGINES else phone_timeline(
             job.text, job.espeak_voice, job.rate_wpm, job.pitch, round(1000 * job.lead_s))
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
         return None, str(e), 0.0
@@ -402,7 +421,8 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
 
 
 def _record(job: SynthJob, duration_s: float, phones: list[list] | None) -> dict:
-    """The NeMo manifest line of one utterance (Festival's have no pitch, it keeps its own, and no phones)."""
+    """The NeMo manifest line of one utterance (Festival's and flite's have no pitch, they keep their own, and no
+    phones)."""
     engine = engine_of(job.voice)
     record = {
         "audio_filepath": job.relpath,
@@ -412,11 +432,11 @@ def _record(job: SynthJob, duration_s: float, phones: list[list] | None) -> dict
         "lang": job.locale,
         "split": job.split,
         "voice": job.espeak_voice,
-        "accent": job.voice,  # the espeak-ng (MBROLA, Festival) voice alone, for eval --group-by accent
-        "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the MBROLA / Festival voice
+        "accent": job.voice,  # the espeak-ng (MBROLA, Festival, flite) voice alone, for eval --group-by accent
+        "variant": job.variant or job.voice,  # the speaker: the espeak-ng variant, or the other engine's voice
         "engine": engine,
         "rate_wpm": job.rate_wpm,
-        "pitch": None if engine == "festival" else job.pitch,
+        "pitch": None if engine in OWN_PROSODY_ENGINES else job.pitch,
         "source": job.source,
     }
     if phones is not None:

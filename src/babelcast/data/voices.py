@@ -6,21 +6,22 @@ Three pools (POOLS):
   prosody (data/demo's sets; every draw as before, so their files are the same);
 - `wide` (training): every espeak-ng voice of the language but the held-out accents, every
   person-like variant of the train split (VARIANTS and NEW_VARIANTS), MBROLA voices when asked for
-  (`mbrola=True`), Festival voices when asked for (`festival=True`), a wider prosody range, and a
-  quarter of the utterances with no leading silence;
+  (`mbrola=True`), Festival and flite voices when asked for (`festival=True`, `flite=True`), a wider
+  prosody range, and a quarter of the utterances with no leading silence;
 - `held-out` (the held-out-voice test set, synth split `voices`): the locale's voice and its
-  held-out accents with the test split's variants, the held-out MBROLA and Festival voices, and
+  held-out accents with the test split's variants, the held-out MBROLA, Festival and flite voices, and
   rates and pitches outside every training range (slower and faster, lower and higher).
 
-MBROLA and Festival voices are the pool's "other engines": a quarter of its utterances, when it has
-any (ENGINE_SHARE). No pool's training voices meet a test voice: variants split by hash (split.py);
-accents, MBROLA and Festival voices by the HELD_OUT lists; held-out prosody lies outside `main`'s and
+MBROLA, Festival and flite voices are the pool's "other engines": a quarter of its utterances, when it
+has any (ENGINE_SHARE). No pool's training voices meet a test voice: variants split by hash (split.py);
+accents and the other engines' voices by the HELD_OUT list; held-out prosody lies outside `main`'s and
 `wide`'s ranges, so neither the shipped model (trained on `main`) nor a model trained on `wide` has heard it.
 """
 from __future__ import annotations
 
 import functools
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ POOLS = ("main", "wide", "held-out")
 BASE_RATE_WPM = 165
 MBROLA_DIR = Path("/usr/share/mbrola")
 FESTIVAL_DIR = Path("/usr/share/festival/voices")
-ENGINE_SHARE = 0.25  # of a pool's utterances, when it has MBROLA or Festival voices
+ENGINE_SHARE = 0.25  # of a pool's utterances, when it has MBROLA, Festival or flite voices
 _NEW_VARIANT_SALT = "babelcast-synth-voice-v3"
 
 # Person-like espeak-ng variants that VARIANTS did not list (espeak-ng 1.51). Each is split on its own
@@ -66,9 +67,15 @@ FESTIVAL = {
 }
 FESTIVAL_PACKAGES = ("festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k "
                      "festvox-czech-dita festvox-czech-machac festvox-czech-krb festvox-czech-ph")
-# Never in a training pool: the held-out-voice test set's accents, MBROLA and Festival voices.
+# flite voices (Debian's flite package, free: the voices built into it), `flite-` + flite's voice name; English
+# only. kal16 is Festival's kal speaker through another engine; awb and rms are speakers no other engine here has;
+# slt is the speaker of the held-out Festival HTS voice, so it is held out too.
+FLITE = {"en": ("flite-kal16", "flite-awb", "flite-rms", "flite-slt")}
+FLITE_PACKAGES = "flite"
+# Never in a training pool: the held-out-voice test set's accents, MBROLA, Festival and flite voices.
 HELD_OUT = frozenset({"en-gb-scotland", "en-029", "mb-us3", "mb-de5", "mb-es2", "mb-mx2", "mb-it4", "mb-cz2",
-                      "mb-br4", "fest-cmu_us_slt_arctic_hts", "fest-pc_diphone", "fest-czech_machac"})
+                      "mb-br4", "fest-cmu_us_slt_arctic_hts", "fest-pc_diphone", "fest-czech_machac", "flite-slt"})
+OWN_PROSODY_ENGINES = ("festival", "flite")  # keep their own pitch and report no phoneme events (no phone timeline)
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class Speakers:
 
     espeak: tuple[str, ...]  # espeak-ng voices (accents)
     variants: tuple[str, ...]  # espeak-ng variants, combined with any of `espeak`
-    engines: tuple[str, ...] = ()  # other engines' voices (MBROLA `mb-…`, Festival `fest-…`), without a variant
+    engines: tuple[str, ...] = ()  # other engines' voices (MBROLA `mb-…`, Festival `fest-…`, flite `flite-…`)
     prosody: Prosody = PROSODY["main"]
 
 
@@ -119,7 +126,7 @@ def all_variants(split: str) -> list[str]:
 
 def language_of(voice: str) -> str:
     """'en-us' → 'en', 'mb-de1' → 'de', 'mb-mx2' → 'es', 'fest-czech_ph' → 'cs' (the language a voice speaks)."""
-    return next((lang for table in (MBROLA, FESTIVAL) for lang, voices in table.items() if voice in voices),
+    return next((lang for table in (MBROLA, FESTIVAL, FLITE) for lang, voices in table.items() if voice in voices),
                 voice.split("-")[0].split("+")[0])
 
 
@@ -130,13 +137,14 @@ def accents(main_voice: str) -> tuple[str, ...]:
 
 
 def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: set[str],
-                  mbrola: bool = False, festival: bool = False) -> Speakers:
+                  mbrola: bool = False, festival: bool = False, flite: bool = False) -> Speakers:
     """The speakers of one locale in a pool (`main_voice`: the locale's espeak-ng voice); `split`
     (train or test) picks `main`'s variants, `wide` is the training pool, `held-out` the test one."""
     if pool not in POOLS:
         raise ValueError(f"unknown voice pool {pool!r}; use one of {', '.join(POOLS)}")
     language = language_of(main_voice)
-    mb = (MBROLA.get(language, ()) if mbrola else ()) + (FESTIVAL.get(language, ()) if festival else ())
+    mb = tuple(v for table, asked in ((MBROLA, mbrola), (FESTIVAL, festival), (FLITE, flite)) if asked
+               for v in table.get(language, ()))
     if pool == "main":
         return Speakers((main_voice,), tuple(v for v in split_variants(split) if v in installed_variants))
     if pool == "wide":
@@ -149,8 +157,10 @@ def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: se
 
 
 def engine_of(voice: str) -> str:
-    """Which synthesizer speaks a voice name: 'festival' (`fest-…`), 'mbrola' (`mb-…`) or 'espeak-ng'."""
-    return "festival" if voice.startswith("fest-") else "mbrola" if voice.startswith("mb-") else "espeak-ng"
+    """Which synthesizer speaks a voice name: 'festival' (`fest-…`), 'flite' (`flite-…`), 'mbrola' (`mb-…`) or
+    'espeak-ng'."""
+    prefixes = {"fest-": "festival", "flite-": "flite", "mb-": "mbrola"}
+    return next((engine for prefix, engine in prefixes.items() if voice.startswith(prefix)), "espeak-ng")
 
 
 def missing_mbrola(voices: tuple[str, ...]) -> list[str]:
@@ -159,8 +169,18 @@ def missing_mbrola(voices: tuple[str, ...]) -> list[str]:
 
 
 def engine_installed(voice: str) -> bool:
-    """Whether an MBROLA (`mb-…`) or Festival (`fest-…`) voice can speak here."""
-    return festival_installed(voice) if engine_of(voice) == "festival" else mbrola_installed(voice)
+    """Whether an MBROLA (`mb-…`), Festival (`fest-…`) or flite (`flite-…`) voice can speak here."""
+    installed = {"festival": festival_installed, "flite": flite_installed}.get(engine_of(voice), mbrola_installed)
+    return installed(voice)
+
+
+@functools.lru_cache(maxsize=None)
+def flite_installed(voice: str) -> bool:
+    """Whether flite is installed with voice `flite-name` built in (`flite -lv` lists it)."""
+    if shutil.which("flite") is None:
+        return False
+    listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False).stdout
+    return voice.removeprefix("flite-") in listed.split()
 
 
 @functools.lru_cache(maxsize=None)
