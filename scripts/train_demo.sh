@@ -240,6 +240,9 @@ PY
                 --out-dir "$2" --fresh
         }
         score $bundled runs/ft/before
+        # A rerun resumes $ft; after a new bundled model was shipped, $ft belongs to the old one: start afresh.
+        sum=$(sha256sum $bundled | cut -c1-64)
+        [ "$(cat $ft/model.sha256 2>/dev/null)" = "$sum" ] || { rm -rf $ft; mkdir -p $ft; echo $sum > $ft/model.sha256; }
         $bc finetune --model $bundled --train data/demo/pt-BR-train/manifest.jsonl \
             --train data/demo/replay-$REPLAY/manifest.jsonl --val data/demo/pt-BR-val/manifest.jsonl \
             --out $ft/demo-pt-BR.nemo --steps 300 --lr 5e-4 --batch-duration 64 --precision bf16 \

@@ -28,7 +28,7 @@ UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Guadalajara", "Caravaggio", "Dvoř�
 # "Nicht" into "Ne nicht"); the phrase itself is still not inserted.
 FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Reykjavik", "Tchaikovsky", "Nemotron", "New York"]
 # Misrecognized by the demo model at its default offline latency; boosting the word fixes it.
-FIXES = {"en-US": ("pleasant", "plazent"), "cs-CZ": ("Nejblíže", "Nejbýže"), "it-IT": ("buon ora", "buonora"),
+FIXES = {"en-US": ("pleasant", "plesant"), "cs-CZ": ("Nejblíže", "Nejbíže"), "it-IT": ("buon ora", "buonora"),
          "es-US": ("perdón", "perdonque")}
 
 
