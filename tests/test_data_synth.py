@@ -171,6 +171,15 @@ def test_cli_synth(tmp_path, capsys):
 
 
 @needs_tools
+def test_cli_synth_warns_when_an_engine_speaks_none_of_the_languages(tmp_path, capsys):
+    code = cli.main(["data", "synth", "--langs", "de-DE", "--n", "1", "--split", "train", "--wide", "--flite",
+                     "--out", str(tmp_path / "de"), "--jobs", "1"])
+    assert code == 0  # espeak-ng speaks them all
+    assert "warning: flite speaks none of de-DE (its languages: en); espeak-ng alone speaks them" in (
+        capsys.readouterr().err)
+
+
+@needs_tools
 def test_cli_synth_reads_own_sentences(tmp_path, capsys):
     sentences = tmp_path / "own.tsv"
     sentences.write_text("# locale, sentence\nen-US\tKubernetes runs in Wrocław.\nde-DE\tAnna Schmidt kommt.\n"

@@ -146,14 +146,18 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _warn_missing_engines(locales: list[str], festival: bool, flite: bool) -> None:
-    """One warning line per engine asked for whose voices of a requested language are not installed (they are
-    left out)."""
+    """Warning lines per engine asked for: the requested locales it speaks none of (espeak-ng alone speaks them),
+    and its voices of a requested language that are not installed (they are left out)."""
     from .text_sources import SOURCES
     from .voices import FESTIVAL, FESTIVAL_PACKAGES, FLITE, FLITE_PACKAGES, engine_installed, language_of
 
     for name, table, packages in (("Festival", FESTIVAL, FESTIVAL_PACKAGES), ("flite", FLITE, FLITE_PACKAGES)):
         if not (festival if table is FESTIVAL else flite):
             continue
+        unspoken = [loc for loc in locales if loc in SOURCES and language_of(SOURCES[loc].voice) not in table]
+        if unspoken:
+            print(f"warning: {name} speaks none of {', '.join(unspoken)} (its languages: {', '.join(table)}); "
+                  "espeak-ng alone speaks them", file=sys.stderr)
         missing = sorted({v for loc in locales if loc in SOURCES for v in table.get(language_of(SOURCES[loc].voice), ())
                           if not engine_installed(v)})
         if missing:
