@@ -125,8 +125,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.mbrola:
         _warn_missing_mbrola(locales, args.split, args.wide)
-    if args.festival or args.flite:
-        _warn_missing_engines(locales, args.festival, args.flite)
+    _warn_missing_engines(locales, [e for e, asked in (("festival", args.festival), ("flite", args.flite)) if asked])
     info = dict(split=args.split, langs=locales, n_per_lang=n, seed=args.seed, sentences=str(args.sentences or ""),
                 voices=args.voices, augment=args.augment, test_sentence_share=TEST_SENTENCE_SHARE,
                 test_voice_share=TEST_VOICE_SHARE,
@@ -145,24 +144,23 @@ def _run_synth(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failures else EXIT_OK
 
 
-def _warn_missing_engines(locales: list[str], festival: bool, flite: bool) -> None:
+def _warn_missing_engines(locales: list[str], engines: list[str]) -> None:
     """Warning lines per engine asked for: the requested locales it speaks none of (espeak-ng alone speaks them),
     and its voices of a requested language that are not installed (they are left out)."""
     from .text_sources import SOURCES
-    from .voices import FESTIVAL, FESTIVAL_PACKAGES, FLITE, FLITE_PACKAGES, engine_installed, language_of
+    from .voices import ENGINE_LABELS, ENGINE_PACKAGES, ENGINE_VOICES, engine_installed, language_of
 
-    for name, table, packages in (("Festival", FESTIVAL, FESTIVAL_PACKAGES), ("flite", FLITE, FLITE_PACKAGES)):
-        if not (festival if table is FESTIVAL else flite):
-            continue
-        unspoken = [loc for loc in locales if loc in SOURCES and language_of(SOURCES[loc].voice) not in table]
+    languages = {loc: language_of(SOURCES[loc].voice) for loc in locales if loc in SOURCES}
+    for engine in engines:
+        table, name = ENGINE_VOICES[engine], ENGINE_LABELS[engine]
+        unspoken = [loc for loc, lang in languages.items() if lang not in table]
         if unspoken:
             print(f"warning: {name} speaks none of {', '.join(unspoken)} (its languages: {', '.join(table)}); "
                   "espeak-ng alone speaks them", file=sys.stderr)
-        missing = sorted({v for loc in locales if loc in SOURCES for v in table.get(language_of(SOURCES[loc].voice), ())
-                          if not engine_installed(v)})
+        missing = sorted({v for lang in languages.values() for v in table.get(lang, ()) if not engine_installed(v)})
         if missing:
             print(f"warning: {name} voices left out (not installed): {' '.join(missing)}; install with "
-                  f"apt-get install -y {packages}", file=sys.stderr)
+                  f"apt-get install -y {ENGINE_PACKAGES[engine]}", file=sys.stderr)
 
 
 def _warn_missing_mbrola(locales: list[str], split: str, wide: bool) -> None:
@@ -225,7 +223,7 @@ def _list_sources() -> None:
     """`data synth --list`: locales, their text packages per corpus, the voices of each pool."""
     from .split import split_variants
     from .text_sources import CORPORA, DOC_SOURCES, SOURCES, missing_package
-    from .voices import (FESTIVAL, FLITE, HELD_OUT, MBROLA, NEW_VARIANTS, accents, engine_installed, language_of,
+    from .voices import (ENGINE_LABELS, ENGINE_VOICES, HELD_OUT, NEW_VARIANTS, accents, engine_installed, language_of,
                          variant_split)
 
     for locale, source in SOURCES.items():
@@ -236,9 +234,9 @@ def _list_sources() -> None:
             except ValueError:
                 continue  # no such texts for this language
             states.append(f"{corpus} {'installed' if missing is None else 'missing: apt-get install -y ' + missing}")
-        engines = [f"{name} " + (",".join(v + ("" if engine_installed(v) else "(missing)")
-                                          for v in table.get(language_of(source.voice), ())) or "-")
-                   for name, table in (("MBROLA", MBROLA), ("Festival", FESTIVAL), ("flite", FLITE))]
+        engines = [f"{ENGINE_LABELS[engine]} " + (",".join(v + ("" if engine_installed(v) else "(missing)")
+                                                            for v in table.get(language_of(source.voice), ())) or "-")
+                   for engine, table in ENGINE_VOICES.items()]
         print(f"{locale:6} espeak-ng voices {','.join(accents(source.voice))}; " + "; ".join(engines + states))
     print(f"test variants ({len(split_variants('test'))}): {', '.join(split_variants('test'))}")
     print(f"train variants ({len(split_variants('train'))}): {', '.join(split_variants('train'))}")

@@ -76,6 +76,10 @@ FLITE_PACKAGES = "flite"
 HELD_OUT = frozenset({"en-gb-scotland", "en-029", "mb-us3", "mb-de5", "mb-es2", "mb-mx2", "mb-it4", "mb-cz2",
                       "mb-br4", "fest-cmu_us_slt_arctic_hts", "fest-pc_diphone", "fest-czech_machac", "flite-slt"})
 OWN_PROSODY_ENGINES = ("festival", "flite")  # keep their own pitch and report no phoneme events (no phone timeline)
+# The other engines: their voices per language, their name in messages, the Debian packages that install them.
+ENGINE_VOICES = {"mbrola": MBROLA, "festival": FESTIVAL, "flite": FLITE}
+ENGINE_LABELS = {"mbrola": "MBROLA", "festival": "Festival", "flite": "flite"}
+ENGINE_PACKAGES = {"festival": FESTIVAL_PACKAGES, "flite": FLITE_PACKAGES}  # MBROLA's: missing_mbrola, per voice
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def all_variants(split: str) -> list[str]:
 
 def language_of(voice: str) -> str:
     """'en-us' → 'en', 'mb-de1' → 'de', 'mb-mx2' → 'es', 'fest-czech_ph' → 'cs' (the language a voice speaks)."""
-    return next((lang for table in (MBROLA, FESTIVAL, FLITE) for lang, voices in table.items() if voice in voices),
+    return next((lang for table in ENGINE_VOICES.values() for lang, voices in table.items() if voice in voices),
                 voice.split("-")[0].split("+")[0])
 
 
@@ -143,8 +147,8 @@ def pool_speakers(pool: str, split: str, main_voice: str, installed_variants: se
     if pool not in POOLS:
         raise ValueError(f"unknown voice pool {pool!r}; use one of {', '.join(POOLS)}")
     language = language_of(main_voice)
-    mb = tuple(v for table, asked in ((MBROLA, mbrola), (FESTIVAL, festival), (FLITE, flite)) if asked
-               for v in table.get(language, ()))
+    asked = {"mbrola": mbrola, "festival": festival, "flite": flite}
+    mb = tuple(v for engine, table in ENGINE_VOICES.items() if asked[engine] for v in table.get(language, ()))
     if pool == "main":
         return Speakers((main_voice,), tuple(v for v in split_variants(split) if v in installed_variants))
     if pool == "wide":
