@@ -97,7 +97,8 @@ def chromium(tmp_path, mic_wav: Path, window: str = "1100,680"):
         "--disable-dev-shm-usage", "--mute-audio", f"--user-data-dir={profile}", f"--window-size={window}",
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic_wav}", "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp_path)})  # its singleton socket dir, left behind when it is killed
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
