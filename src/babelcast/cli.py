@@ -507,7 +507,7 @@ def _print_error(message: str) -> None:
 from babelcast.data.cli import add_data_arguments, run_data  # noqa: E402  (light: no torch at import)
 from babelcast.eval.cli import add_eval_arguments, run_eval  # noqa: E402
 from babelcast.server.client import add_stream_arguments, run_stream  # noqa: E402
-from babelcast.server.serve import add_serve_arguments, run_serve  # noqa: E402
+from babelcast.cli_serve import add_serve_arguments, run_serve  # noqa: E402
 from babelcast.train.commands import add_finetune_arguments, add_train_arguments, run_finetune, run_train  # noqa: E402
 
 def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:

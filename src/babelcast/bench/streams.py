@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 import babelcast
+from babelcast.audio.io import SAMPLE_RATE_HZ
 from babelcast.model.precision import resolve_precision, runtime_model
 from babelcast.streaming.engine import Engine, EngineConfig, EngineMetrics
 
 PIECE_MS = 40  # clients send audio in 40 ms packets, like a WebRTC/phone stream
-SAMPLE_RATE_HZ = 16000
 SLACK_MS = 300.0  # a stream keeps up when it is never more than one chunk + this behind
 
 

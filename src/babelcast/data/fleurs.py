@@ -24,8 +24,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..audio.io import SAMPLE_RATE_HZ
+
 FLEURS_SPLITS = ("train", "dev", "test")
-SAMPLE_RATE = 16000
 # FLEURS configs whose locale is not simply <language>-<REGION>.
 _SPECIAL_LOCALES = {"cmn_hans_cn": "zh-CN", "yue_hant_hk": "yue-HK", "es_419": "es-419"}
 
@@ -112,7 +113,7 @@ def read_fleurs(root: str | Path, split: str = "test", langs: list[str] | None =
                 missing += 1
                 continue
             try:
-                duration_s = int(num_samples) / SAMPLE_RATE
+                duration_s = int(num_samples) / SAMPLE_RATE_HZ
             except ValueError:
                 raise FleursError(f"{tsv}:{line_no}: num_samples {num_samples!r} is not an integer") from None
             out.append(FleursUtterance(code, fleurs_locale(code), split, fleurs_id, path, raw.strip(),

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..audio.io import SAMPLE_RATE_HZ
 from .split import stable_hash, unit_interval
-from .synth import SAMPLE_RATE, colored_noise
+from .synth import colored_noise
 
 KINDS = ("silence", "noise", "hum", "tone", "sweep", "clicks", "music")
 DURATION_S = (0.5, 8.0)
@@ -61,8 +62,8 @@ def plan_nonspeech(locales: list[str], n: int, split: str, seed: int = 0, kinds:
 def make_clip(job: NonSpeechJob) -> np.ndarray:
     """The samples of one clip (float32, 16 kHz, peak at most 0.9)."""
     rng = np.random.default_rng(stable_hash("nonspeech", job.kind, job.split, job.index, job.seed))
-    n = max(1, int(job.duration_s * SAMPLE_RATE))
-    t = np.arange(n) / SAMPLE_RATE
+    n = max(1, int(job.duration_s * SAMPLE_RATE_HZ))
+    t = np.arange(n) / SAMPLE_RATE_HZ
     audio = _GENERATORS[job.kind](n, t, rng)
     peak = float(np.abs(audio).max())
     level = 10 ** (-rng.uniform(1, 35) / 20)  # peak -1 to -35 dBFS
@@ -101,8 +102,8 @@ def _sweep(n, t, rng) -> np.ndarray:
 def _clicks(n, t, rng) -> np.ndarray:
     """Short decaying clicks at random times (typing, a ticking clock)."""
     out = np.zeros(n)
-    decay = np.exp(-np.arange(int(0.01 * SAMPLE_RATE)) / (0.001 * SAMPLE_RATE))
-    for start in rng.integers(0, n, size=max(1, int(n / SAMPLE_RATE * rng.uniform(2, 12)))):
+    decay = np.exp(-np.arange(int(0.01 * SAMPLE_RATE_HZ)) / (0.001 * SAMPLE_RATE_HZ))
+    for start in rng.integers(0, n, size=max(1, int(n / SAMPLE_RATE_HZ * rng.uniform(2, 12)))):
         piece = decay[: n - start] * rng.standard_normal(min(len(decay), n - start))
         out[start:start + len(piece)] += piece
     return out
@@ -113,18 +114,18 @@ def _music(n, t, rng) -> np.ndarray:
     over a soft drum of noise bursts: music-like sound without words."""
     out = np.zeros(n)
     root = 220 * 2 ** (rng.integers(-12, 12) / 12)
-    beat = int(SAMPLE_RATE * 60 / rng.uniform(70, 180))
+    beat = int(SAMPLE_RATE_HZ * 60 / rng.uniform(70, 180))
     voices = int(rng.integers(1, 3))
     for start in range(0, n, beat):
         for _ in range(voices):
             step = int(rng.choice(_SCALE)) + 12 * int(rng.integers(0, 2))
             freq = root * 2 ** (step / 12)
             length = min(n - start, beat * int(rng.integers(1, 3)))
-            local = np.arange(length) / SAMPLE_RATE
+            local = np.arange(length) / SAMPLE_RATE_HZ
             tone = sum(0.6 ** k * np.sin(2 * np.pi * freq * (k + 1) * local) for k in range(4))
             out[start:start + length] += tone * np.exp(-local * rng.uniform(2, 8)) * np.minimum(1, local * 200)
         if rng.random() < 0.4:
-            burst = min(n - start, int(0.05 * SAMPLE_RATE))
+            burst = min(n - start, int(0.05 * SAMPLE_RATE_HZ))
             out[start:start + burst] += 0.5 * rng.standard_normal(burst) * np.exp(-np.arange(burst) / 200)
     return out
 
@@ -143,7 +144,7 @@ def write_nonspeech(jobs: list[NonSpeechJob], out_dir: Path, info: dict | None =
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
             os.close(fd)
-            sf.write(tmp, make_clip(job), SAMPLE_RATE, subtype="PCM_16")
+            sf.write(tmp, make_clip(job), SAMPLE_RATE_HZ, subtype="PCM_16")
             os.replace(tmp, path)
             made += 1
         duration = sf.info(str(path)).duration

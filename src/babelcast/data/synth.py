@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..audio.io import SAMPLE_RATE_HZ
 from .phones import phone_timeline
 from .split import sentence_key, sentence_split, stable_hash, unit_interval
 from .text_sources import CORPORA, SOURCES, TRAIN_CORPORA, Sentence, load_sentences, missing_package, training_keys
 from .voices import (BASE_RATE_WPM, ENGINE_SHARE, OWN_PROSODY_ENGINES, Speakers, draw_interval, engine_installed,
                      engine_of, language_of, pool_speakers)
 
-SAMPLE_RATE = 16000
 FESTIVAL_ENCODINGS = {"cs": "iso-8859-2"}  # the text Festival's voices read; the others ISO-8859-1
 SYNTH_SPLITS = ("train", "test", "voices")  # voices: test sentences spoken by held-out voices (voices.py)
 
@@ -251,7 +251,7 @@ def synth_audio(job: SynthJob) -> np.ndarray:
     aug = job.augment
     if aug and aug.bandpass:
         effects += ["sinc", f"{aug.bandpass[0]}-{aug.bandpass[1]}"]
-    effects += ["rate", "-h", str(SAMPLE_RATE), "pad", f"{job.lead_s:.3f}", f"{job.tail_s:.3f}"]
+    effects += ["rate", "-h", str(SAMPLE_RATE_HZ), "pad", f"{job.lead_s:.3f}", f"{job.tail_s:.3f}"]
     if aug and aug.reverb:
         effects += ["reverb", *map(str, aug.reverb)]
     effects += ["channels", "1", "gain", "-n", f"{aug.gain_db if aug else -3.0:.1f}"]
@@ -338,7 +338,7 @@ def colored_noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
     spectrum = np.fft.rfft(rng.standard_normal(n))
     exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}[color]
     if exponent:
-        freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE_HZ)
         freqs[0] = freqs[1] if n > 1 else 1.0
         spectrum = spectrum / np.maximum(freqs, 20.0) ** exponent
     return np.fft.irfft(spectrum, n)
@@ -406,7 +406,7 @@ def _run_job(task: tuple[SynthJob, str]) -> tuple[dict | None, str | None, float
             fd, tmp = tempfile.mkstemp(suffix=".wav", dir=path.parent)
             os.close(fd)
             try:
-                sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
+                sf.write(tmp, audio, SAMPLE_RATE_HZ, subtype="PCM_16")
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from babelcast.audio.io import SAMPLE_RATE_HZ
 from babelcast.manifest import ManifestEntry, load_entry_audio, read_manifest
 
 from .metrics import DEFAULT_CER_LANGS, base_language, score, uses_cer
@@ -198,7 +199,7 @@ def evaluate_on_ray(address: str, recognizer, items: list[EvalItem], cfg: EvalCo
                 continue
             item, lang_mode, latency = todo[outcome.index]
             record = _record(item, outcome.transcript, lang_mode, latency, cfg, work[outcome.index].language,
-                             round(outcome.transcript.duration_s * 16000))
+                             round(outcome.transcript.duration_s * SAMPLE_RATE_HZ))
             record["compute_s"] = round(outcome.compute_s, 4)
             store.add([record])
     return _wanted(items, cfg, store), failures
@@ -279,7 +280,7 @@ def _record(item: EvalItem, transcript, lang_mode: str, latency: int, cfg: EvalC
         "prompt": prompt,
         "latency_ms": latency,
         "mode": cfg.mode,
-        "duration_s": round(samples / 16000, 4),
+        "duration_s": round(samples / SAMPLE_RATE_HZ, 4),
         "reference": item.reference,
         "hypothesis": transcript.text,
         "detected_language": getattr(transcript, "language", None),

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio.io import SAMPLE_RATE_HZ
 from .metrics import partial_changes
 
-SAMPLE_RATE = 16000
 FRAME = 160  # 10 ms
 ONSET_DB = 30.0
 
@@ -95,14 +95,14 @@ def speech_onset_ms(audio: np.ndarray, threshold_db: float = ONSET_DB) -> float:
     if peak <= 1e-12:
         return 0.0
     first = int(np.argmax(energy >= peak * 10 ** (-threshold_db / 10)))
-    return first * FRAME * 1000 / SAMPLE_RATE
+    return first * FRAME * 1000 / SAMPLE_RATE_HZ
 
 
 def simulate(recognizer, audio: np.ndarray, language: str, latency_ms: int,
              clock=time.perf_counter) -> StreamRun:
     """Feed `audio` to a new session in latency_ms pieces, then flush; record partials and timing."""
     session = recognizer.stream(language=language, latency_ms=latency_ms)
-    piece = max(1, int(round(latency_ms * SAMPLE_RATE / 1000)))
+    piece = max(1, int(round(latency_ms * SAMPLE_RATE_HZ / 1000)))
     run = StreamRun(final=None, speech_start_ms=speech_onset_ms(audio))
     audio = np.asarray(audio, dtype=np.float32)
     shown = ""
@@ -118,7 +118,7 @@ def simulate(recognizer, audio: np.ndarray, language: str, latency_ms: int,
         run.compute_s += last_piece_s
         if partial.text != shown:
             shown = partial.text
-            audio_ms = pos * 1000 / SAMPLE_RATE
+            audio_ms = pos * 1000 / SAMPLE_RATE_HZ
             run.events.append((audio_ms, shown))
             if run.ttft_algo_ms is None and shown.strip():
                 run.ttft_algo_ms = max(0.0, audio_ms - run.speech_start_ms)
@@ -129,7 +129,7 @@ def simulate(recognizer, audio: np.ndarray, language: str, latency_ms: int,
     run.compute_s += flush_s
     run.final_compute_ms = (last_piece_s + flush_s) * 1000  # the last piece arrives with the end of the audio
     if run.ttft_algo_ms is None and run.final.text.strip():
-        run.ttft_algo_ms = max(0.0, len(audio) * 1000 / SAMPLE_RATE - run.speech_start_ms)
+        run.ttft_algo_ms = max(0.0, len(audio) * 1000 / SAMPLE_RATE_HZ - run.speech_start_ms)
         run.ttft_compute_ms = run.final_compute_ms
     run.words_shown, run.words_changed = partial_changes([text for _, text in run.events], run.final.text)
     return run

@@ -12,6 +12,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from ..audio.io import SAMPLE_RATE_HZ
 from ..argtypes import add_boost_arguments, boost_phrases
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -87,7 +88,7 @@ async def stream(args: argparse.Namespace, source) -> int:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-    settings = {"language": args.lang, "latency_ms": args.latency, "sample_rate": 16000, "encoding": "pcm_s16le",
+    settings = {"language": args.lang, "latency_ms": args.latency, "sample_rate": SAMPLE_RATE_HZ, "encoding": "pcm_s16le",
                 "interim_results": "false" if args.no_interim else "true", "endpoint_ms": args.endpoint_ms,
                 "keep_lang_tags": "true" if args.keep_lang_tags else None, "boost": args.boost or None}
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -171,11 +172,11 @@ def _label(event: dict) -> str:
 
 async def _file_source(audio: np.ndarray, chunk_ms: int, speed: float):
     """Yield pcm_s16le frames on a wall-clock schedule (speed x real time)."""
-    step = 16000 * chunk_ms // 1000
+    step = SAMPLE_RATE_HZ * chunk_ms // 1000
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
     t0 = time.monotonic()
     for start in range(0, len(pcm), step):
-        due = t0 + start / 16000 / speed
+        due = t0 + start / SAMPLE_RATE_HZ / speed
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -188,7 +189,7 @@ def _check_mic() -> None:
     except (ImportError, OSError) as e:
         raise RuntimeError(f"--mic needs the sounddevice package and PortAudio ({e})") from None
     try:
-        sd.check_input_settings(samplerate=16000, channels=1, dtype="int16")
+        sd.check_input_settings(samplerate=SAMPLE_RATE_HZ, channels=1, dtype="int16")
     except Exception as e:  # no device, or it cannot do 16 kHz mono
         raise RuntimeError(f"no usable microphone: {e}") from None
 
@@ -208,7 +209,7 @@ async def _mic_source(chunk_ms: int):
 
     print("listening on the microphone; Ctrl+C to stop", file=sys.stderr)
     try:
-        with sd.RawInputStream(samplerate=16000, channels=1, dtype="int16", blocksize=16 * chunk_ms,
+        with sd.RawInputStream(samplerate=SAMPLE_RATE_HZ, channels=1, dtype="int16", blocksize=16 * chunk_ms,
                                callback=callback):
             while (frame := await queue.get()) is not None:
                 yield frame

@@ -11,6 +11,7 @@ import logging
 
 from starlette.websockets import WebSocket
 
+from ..audio.io import SAMPLE_RATE_HZ
 from ..decoding.result import Transcript
 from . import auth
 from .errors import ApiError
@@ -107,7 +108,7 @@ def _render(session: LiveSession, out: Out) -> dict:
         return out.error.listen_event()
     if out.kind == "closed":
         return {"type": "closed", "reason": out.reason, "segments": session.finals,
-                "audio_s": round(session.samples / 16000, 3)}
+                "audio_s": round(session.samples / SAMPLE_RATE_HZ, 3)}
     return event_json(out)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import queue
 import sys
 
+from ..audio.io import SAMPLE_RATE_HZ
 from .client import EXIT_FAILED, EXIT_OK, _Printer
 
 
@@ -17,7 +18,7 @@ def streaming_config(args: argparse.Namespace):
 
     from ..decoding.boost import parse_phrases
 
-    config = rasr.RecognitionConfig(encoding=raudio.LINEAR_PCM, sample_rate_hertz=16000, language_code=args.lang,
+    config = rasr.RecognitionConfig(encoding=raudio.LINEAR_PCM, sample_rate_hertz=SAMPLE_RATE_HZ, language_code=args.lang,
                                     max_alternatives=1, enable_automatic_punctuation=True,
                                     enable_word_time_offsets=args.json)
     if args.latency is not None:

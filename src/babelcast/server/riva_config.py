@@ -16,7 +16,7 @@ from riva.client.proto import riva_asr_pb2 as rasr
 from riva.client.proto import riva_audio_pb2 as raudio
 
 from .. import chunking
-from ..audio.io import MAX_CHANNELS
+from ..audio.io import MAX_CHANNELS, SAMPLE_RATE_HZ
 from ..audio.raw import WavHeader
 from .errors import ApiError
 from .settings import MAX_RATE_HZ, MIN_RATE_HZ, StreamSettings, convert_setting, parse_boost
@@ -118,10 +118,10 @@ def _encoding(encoding: int, streaming: bool) -> str:
 def _rate_hz(rate: int) -> int:
     """sample_rate_hertz, 0 meaning 16000 (or the rate of a WAV header at the start of the audio)."""
     if rate == 0:
-        return 16000
+        return SAMPLE_RATE_HZ
     if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
         raise ApiError("invalid_settings", f"unsupported sample_rate_hertz {rate}; send audio at "
-                                           f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz (16000 avoids resampling)",
+                                           f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz ({SAMPLE_RATE_HZ} avoids resampling)",
                        "config.sample_rate_hertz")
     return rate
 

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..audio.io import PCM_ENCODINGS
+from ..audio.io import PCM_ENCODINGS, SAMPLE_RATE_HZ
 from ..decoding.boost import parse_phrases
 from .errors import ApiError
 
@@ -34,7 +34,7 @@ NOT_SETTINGS = {"api_key", "access_token", "type", "model"}
 class StreamSettings:
     language: str = "auto"
     latency_ms: int | None = None  # None: the model's first trained latency
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE_HZ
     encoding: str = "pcm_s16le"
     interim_results: bool = True
     endpoint_ms: int | None = None  # None: the server's default; 0 disables endpointing
@@ -118,7 +118,7 @@ def convert_setting(name: str, key: str, raw: Any) -> Any:
         value = _int(key, raw)
         if not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
             raise ApiError("invalid_settings", f"unsupported sample rate {value} Hz; send audio at "
-                                               f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz (16000 avoids resampling)", key)
+                                               f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz ({SAMPLE_RATE_HZ} avoids resampling)", key)
         return value
     raise AssertionError(name)
 

@@ -14,6 +14,8 @@ from typing import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..audio.io import SAMPLE_RATE_HZ
+
 from .errors import WS_GOING_AWAY, ApiError
 from .live import LiveSession, Out
 
@@ -55,7 +57,7 @@ def fatal(session: LiveSession, e: ApiError) -> None:
 def log_end(session: LiveSession) -> None:
     log.info("session closed", extra={
         "event": "session_closed", "session": session.id, "api": session.api, "peer": session.peer,
-        "reason": session.close_reason or "disconnect", "audio_s": round(session.samples / 16000, 2),
+        "reason": session.close_reason or "disconnect", "audio_s": round(session.samples / SAMPLE_RATE_HZ, 2),
         "finals": session.finals, "duration_s": round(time.monotonic() - session.started, 2)})
 
 

@@ -10,8 +10,7 @@ import torch
 from torch import Tensor
 
 from ..audio.features import mel_band_edges_hz, slaney_hz_to_mel
-
-SAMPLE_RATE_HZ = 16000
+from ..audio.io import SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+from ..audio.io import SAMPLE_RATE_HZ
 from ..checkpoint.tokenizer import Tokenizer
 from ..config import AUTO, PromptConfig
 from ..manifest import ManifestEntry, load_entry_audio, read_manifest
 from .augment import AugmentConfig, augment_waveform
 from .phones import PhoneGrid, frame_targets, pad_targets
 
-SAMPLE_RATE_HZ = 16000
 PROMPT_MODES = ("langID", "auto", "unified")
 TRAILING_TAG = re.compile(r"<[a-z]{2,3}-[A-Za-z]{2,3}>\s*$")
 ANY_TAG = re.compile(r"\s*<[a-z]{2,3}-[A-Za-z]{2,3}>")

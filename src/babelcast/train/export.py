@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import sentencepiece as spm
 
+from ..audio.io import SAMPLE_RATE_HZ
 from ..checkpoint.nemo_archive import NemoArchive, write_nemo
 from ..config import parse_model_config
 from ..model.asr import AsrModel
@@ -32,10 +33,10 @@ TARGETS = {  # (prompt, ctc) → NeMo class
 def _template(d_model: int, pred_hidden: int, joint_hidden: int, n_mels: int) -> dict[str, Any]:
     """NeMo's fields for a cache-aware FastConformer transducer, with 3.5's values (spec §1.2)."""
     return {
-        "sample_rate": 16000, "compute_eval_loss": False, "log_prediction": True, "skip_nan_grad": True,
+        "sample_rate": SAMPLE_RATE_HZ, "compute_eval_loss": False, "log_prediction": True, "skip_nan_grad": True,
         "model_defaults": {"enc_hidden": d_model, "pred_hidden": pred_hidden, "joint_hidden": joint_hidden},
         "preprocessor": {
-            "_target_": f"{ASR}.modules.AudioToMelSpectrogramPreprocessor", "sample_rate": 16000,
+            "_target_": f"{ASR}.modules.AudioToMelSpectrogramPreprocessor", "sample_rate": SAMPLE_RATE_HZ,
             "normalize": "NA", "window_size": 0.025, "window_stride": 0.01, "window": "hann",
             "features": n_mels, "n_fft": 512, "frame_splicing": 1, "dither": 1.0e-5, "pad_to": 0},
         "spec_augment": {"_target_": f"{ASR}.modules.SpectrogramAugmentation", "freq_masks": 2,

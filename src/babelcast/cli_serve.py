@@ -1,4 +1,5 @@
-"""`babelcast serve`: load a model, build the app, run it under uvicorn with a graceful SIGTERM.
+"""`babelcast serve`: load a model, build the app, run it under uvicorn with a graceful SIGTERM, or deploy replicas
+of it on Ray (babelcast.scale, which sits above babelcast.server: hence this command module beside cli.py).
 
 The first SIGTERM/SIGINT stops admission (`/ready` turns 503), asks every live session to deliver
 its pending final and close, waits for running offline transcriptions (up to --drain-timeout),
@@ -16,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from ..cli_errors import EXIT_FAILED, EXIT_OK, CliError, load_recognizer
-from .config import ServerConfig
-from .fleet import ModelSpec, Replicas, model_specs, parse_replicas
+from .cli_errors import EXIT_FAILED, EXIT_OK, CliError, load_recognizer
+from .server.config import ServerConfig
+from .server.fleet import ModelSpec, Replicas, model_specs, parse_replicas
 
 log = logging.getLogger("babelcast.server")
 SERVER_PACKAGES = ("uvicorn", "starlette", "websockets", "multipart", "prometheus_client")
@@ -137,7 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if len(specs) > 1 or specs[0].replicas or specs[0].device:
         raise CliError("several --model, and replicas= or device= in one, need --ray (a Ray cluster: --ray local "
                        "on this machine); docs/scaling.md")
-    from .logs import setup_logging
+    from .server.logs import setup_logging
 
     setup_logging(args.log_format, args.log_level)
     rec = load_recognizer(specs[0].source)
@@ -149,16 +150,16 @@ def run_serve(args: argparse.Namespace) -> int:
 def serve_on_ray(args: argparse.Namespace, specs: tuple[ModelSpec, ...], configs: list[ServerConfig]) -> int:
     """`--ray`: replicas of each model on a Ray cluster behind one ingress (babelcast.scale.serving), until
     interrupted."""
-    from babelcast.scale.serving import ModelReplicas
-    from babelcast.scale.serving import serve_on_ray as deploy
+    from .scale.serving import ModelReplicas
+    from .scale.serving import serve_on_ray as deploy
 
-    from .app import room
+    from .server.app import room
 
     def replicas_of(spec: ModelSpec, cfg: ServerConfig) -> ModelReplicas:
         device = spec.device or args.device
 
         def build_app():  # runs on each replica
-            from .app import create_app
+            from .server.app import create_app
 
             return create_app(load_recognizer(spec.source, device), cfg)
 
@@ -213,6 +214,6 @@ def open_when_ready(host: str, port: int, timeout_s: float = 120.0) -> None:
 
 def serve(rec, cfg: ServerConfig) -> int:
     """Run until a signal (blocking); exit code 0 after a clean shutdown."""
-    from .runner import run_uvicorn
+    from .server.runner import run_uvicorn
 
     return EXIT_OK if run_uvicorn(rec, cfg) else EXIT_FAILED
