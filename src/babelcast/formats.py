@@ -52,12 +52,15 @@ def to_json_dict(transcript: Transcript, source: str) -> dict:
         "latency_ms": transcript.latency_ms,
         "mode": transcript.mode,
         "trained_latency": transcript.trained_latency,
-        "words": [
-            {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": round(w.confidence, 4)}
-            for w in transcript.words
-        ],
+        "words": word_dicts(transcript.words),
         "tokens": list(transcript.tokens),
     }
+
+
+def word_dicts(words: list[Word]) -> list[dict]:
+    """Words as every JSON output gives them (CLI, WebSocket, OpenAI verbose_json): seconds to the ms."""
+    return [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": round(w.confidence, 4)}
+            for w in words]
 
 
 def to_srt(transcript: Transcript) -> str:

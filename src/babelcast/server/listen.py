@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 
 from ..audio.io import SAMPLE_RATE_HZ
 from ..decoding.result import Transcript
+from ..formats import word_dicts
 from . import auth
 from .errors import ApiError
 from .live import LiveSession, Out, decode_pcm
@@ -27,8 +28,7 @@ def transcript_fields(t: Transcript | None) -> dict:
     """Text, language, confidence, start/end and words of a partial or final."""
     if t is None:
         return {"text": "", "language": None, "confidence": 0.0, "start": None, "end": None, "words": []}
-    words = [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-              "confidence": round(w.confidence, 4)} for w in t.words]
+    words = word_dicts(t.words)
     return {"text": t.text, "language": t.language, "confidence": round(t.confidence, 4),
             "start": words[0]["start"] if words else None, "end": words[-1]["end"] if words else None,
             "words": words}

@@ -22,7 +22,7 @@ from ..audio.io import AudioError, decode_audio
 from ..decoding.boost import MAX_PHRASES
 from ..decoding.result import Transcript
 from ..errors import UnsupportedDecoder
-from ..formats import build_cues, to_srt, to_text, to_vtt
+from ..formats import build_cues, to_srt, to_text, to_vtt, word_dicts
 from . import auth
 from .auth import requires_key
 from .errors import ApiError, error_response
@@ -169,8 +169,7 @@ def render(t: Transcript, fmt: str, model: str) -> Response:
     if fmt == "json":
         return JSONResponse({"text": t.text, "language": t.language, "duration": round(t.duration_s, 3),
                              "usage": usage})
-    words = [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-              "confidence": round(w.confidence, 4)} for w in t.words]
+    words = word_dicts(t.words)
     segments = []
     for i, cue in enumerate(build_cues(t)):
         inside = [w for w in t.words if cue.start_s <= w.start and w.end <= cue.end_s + 1e-6]
