@@ -27,9 +27,10 @@ UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Guadalajara", "Caravaggio", "Dvoř�
 # English sample's first word "Utsole" into "Retsonly" and "Tutso only", "Nemotron" and "New York" German
 # "Nicht" into "Ne nicht"); the phrase itself is still not inserted.
 FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Reykjavik", "Tchaikovsky", "Nemotron", "New York"]
-# Misrecognized by the demo model at its default offline latency; boosting the word fixes it.
-FIXES = {"en-US": ("pleasant", "plesant"), "cs-CZ": ("Nejblíže", "Nejbíže"), "it-IT": ("buon ora", "buonora"),
-         "es-US": ("perdón", "perdonque")}
+# Misrecognized by the demo model at its default offline latency; boosting the word fixes it (v10 gets the
+# Czech sample right, whose "Nejbíže" v9 fixed this way).
+FIXES = [("en-US", "pleasant", "plesant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdonque"),
+         ("es-US", "fácil", "facil")]
 
 
 class CharTokenizer:
@@ -138,9 +139,8 @@ def test_unspoken_phrases_are_not_inserted(demo, beam_size):
         assert not any(normalize(p, lang) in normalize(text, lang) for p in UNSPOKEN + FIRST_PIECE_FLIPS)
 
 
-@pytest.mark.parametrize("lang", sorted(FIXES))
-def test_boosting_a_misrecognized_word_fixes_it(demo, lang):
-    word, wrong = FIXES[lang]
+@pytest.mark.parametrize("lang, word, wrong", FIXES)
+def test_boosting_a_misrecognized_word_fixes_it(demo, lang, word, wrong):
     assert wrong in demo.transcribe([audio(lang)], language=lang)[0].text
     assert word in demo.transcribe([audio(lang)], language=lang, boost=[word])[0].text
 
