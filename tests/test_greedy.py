@@ -36,7 +36,9 @@ def textbook_rnnt(model, frames: torch.Tensor, max_symbols: int) -> tuple[list[i
             label = int(logp.argmax())
             if label == blank:
                 break
-            labels.append(label), at.append(t), probs.append(float(logp[label].exp()))
+            labels.append(label)
+            at.append(t)
+            probs.append(float(logp[label].exp()))
             state = model.decoder.step(torch.tensor([label]), state)
     return labels, at, probs
 

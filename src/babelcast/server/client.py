@@ -12,8 +12,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from ..audio.io import SAMPLE_RATE_HZ
 from ..argtypes import add_boost_arguments, boost_phrases
+from ..audio.io import SAMPLE_RATE_HZ
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/listen"
@@ -88,7 +88,8 @@ async def stream(args: argparse.Namespace, source) -> int:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-    settings = {"language": args.lang, "latency_ms": args.latency, "sample_rate": SAMPLE_RATE_HZ, "encoding": "pcm_s16le",
+    settings = {"language": args.lang, "latency_ms": args.latency, "sample_rate": SAMPLE_RATE_HZ,
+                "encoding": "pcm_s16le",
                 "interim_results": "false" if args.no_interim else "true", "endpoint_ms": args.endpoint_ms,
                 "keep_lang_tags": "true" if args.keep_lang_tags else None, "boost": args.boost or None}
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -209,8 +210,8 @@ async def _mic_source(chunk_ms: int):
 
     print("listening on the microphone; Ctrl+C to stop", file=sys.stderr)
     try:
-        with sd.RawInputStream(samplerate=SAMPLE_RATE_HZ, channels=1, dtype="int16", blocksize=16 * chunk_ms,
-                               callback=callback):
+        with sd.RawInputStream(samplerate=SAMPLE_RATE_HZ, channels=1, dtype="int16",
+                               blocksize=SAMPLE_RATE_HZ * chunk_ms // 1000, callback=callback):
             while (frame := await queue.get()) is not None:
                 yield frame
     finally:

@@ -18,8 +18,8 @@ def streaming_config(args: argparse.Namespace):
 
     from ..decoding.boost import parse_phrases
 
-    config = rasr.RecognitionConfig(encoding=raudio.LINEAR_PCM, sample_rate_hertz=SAMPLE_RATE_HZ, language_code=args.lang,
-                                    max_alternatives=1, enable_automatic_punctuation=True,
+    config = rasr.RecognitionConfig(encoding=raudio.LINEAR_PCM, sample_rate_hertz=SAMPLE_RATE_HZ,
+                                    language_code=args.lang, max_alternatives=1, enable_automatic_punctuation=True,
                                     enable_word_time_offsets=args.json)
     if args.latency is not None:
         config.custom_configuration["latency_ms"] = str(args.latency)

@@ -117,8 +117,8 @@ def convert_setting(name: str, key: str, raw: Any) -> Any:
     if name == "sample_rate":
         value = _int(key, raw)
         if not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
-            raise ApiError("invalid_settings", f"unsupported sample rate {value} Hz; send audio at "
-                                               f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz ({SAMPLE_RATE_HZ} avoids resampling)", key)
+            raise ApiError("invalid_settings", f"unsupported sample rate {value} Hz; send audio at {MIN_RATE_HZ}-"
+                                               f"{MAX_RATE_HZ} Hz ({SAMPLE_RATE_HZ} avoids resampling)", key)
         return value
     raise AssertionError(name)
 

@@ -15,7 +15,6 @@ from typing import Awaitable, Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..audio.io import SAMPLE_RATE_HZ
-
 from .errors import WS_GOING_AWAY, ApiError
 from .live import LiveSession, Out
 
