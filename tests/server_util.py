@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 
 import babelcast
+from babelcast.audio.io import SAMPLE_RATE_HZ
 from babelcast.server import ServerConfig, create_app
 from babelcast.server.testing import ServerThread
 
 from tiny import synth_audio
 from tiny_nemo import write_tiny_nemo
 
-FRAME = 640  # 40 ms at 16 kHz
+FRAME_SAMPLES = SAMPLE_RATE_HZ * 40 // 1000  # a client's 40 ms send
 
 
 def tiny_model_path(tmp_path_factory) -> Path:
@@ -63,7 +64,8 @@ def expected_text(rec, audio: np.ndarray, language: str = "auto", latency_ms: in
                           beam_size=beam_size)[0].text
 
 
-def frames(audio: np.ndarray, size: int = FRAME) -> list[bytes]:
+def frames(audio: np.ndarray, size: int = FRAME_SAMPLES) -> list[bytes]:
+    """The audio as 16-bit PCM messages of `size` samples each (the last shorter)."""
     data = pcm16(audio)
     return [data[i:i + 2 * size] for i in range(0, len(data), 2 * size)]
 

@@ -25,7 +25,8 @@ import numpy as np
 from ..audio.io import SAMPLE_RATE_HZ
 from .metrics import partial_changes
 
-FRAME = 160  # 10 ms
+FRAME_MS = 10  # the onset detector's energy frame
+FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000
 ONSET_DB = 30.0
 
 
@@ -87,15 +88,15 @@ def decode_partials(encoded: list[list]) -> list[tuple[float, str]]:
 
 def speech_onset_ms(audio: np.ndarray, threshold_db: float = ONSET_DB) -> float:
     """Start of speech in ms: first 10 ms frame within threshold_db of the loudest (0 if silent)."""
-    n = len(audio) // FRAME
+    n = len(audio) // FRAME_SAMPLES
     if n == 0:
         return 0.0
-    energy = (np.asarray(audio[: n * FRAME], dtype=np.float64).reshape(n, FRAME) ** 2).mean(axis=1)
+    energy = (np.asarray(audio[: n * FRAME_SAMPLES], dtype=np.float64).reshape(n, FRAME_SAMPLES) ** 2).mean(axis=1)
     peak = energy.max()
     if peak <= 1e-12:
         return 0.0
     first = int(np.argmax(energy >= peak * 10 ** (-threshold_db / 10)))
-    return first * FRAME * 1000 / SAMPLE_RATE_HZ
+    return float(first * FRAME_MS)
 
 
 def simulate(recognizer, audio: np.ndarray, language: str, latency_ms: int,
