@@ -13,6 +13,7 @@ import soundfile as sf
 import babelcast
 from babelcast import cli
 from babelcast.decoding.result import Transcript, Word
+from babelcast.errors import UnsupportedLanguage
 
 SR = 16000
 
@@ -26,8 +27,24 @@ class FakeRecognizer:
     supported_languages = ["en-US", "de-DE", "fr-FR"]
     latencies_ms = [80, 320, 560, 1120]
 
-    def __init__(self):
+    def __init__(self, prompt=None):
         self.calls: list[dict] = []
+        self.prompt = prompt  # a PromptConfig: languages checked as the real recognizer checks them
+
+    def language_note(self, language):
+        """As Recognizer.language_note: the prompt's check when there is one, else the listed languages."""
+        if self.prompt is not None:
+            from babelcast.model.prompt import prompt_index
+
+            try:
+                prompt_index(self.prompt, language)
+            except ValueError as e:
+                raise UnsupportedLanguage(str(e)) from None
+            return self.prompt.untrained_note(language)
+        if language not in ("auto", *self.supported_languages):
+            raise UnsupportedLanguage(f"unknown language {language!r}; supported: auto, "
+                                      f"{', '.join(self.supported_languages)}")
+        return None
 
     def transcribe(
         self, audios, language="auto", latency_ms=None, mode="offline", decoder="rnnt",
@@ -276,7 +293,7 @@ def test_unknown_language_exits_2_before_decoding(files, capsys):
     assert run([one, bad, "--lang", "xx-XX"], fake) == 2
     out, err = capsys.readouterr()
     assert out == "" and fake.calls == []
-    assert err == "error: unknown language 'xx-XX' (from --lang); supported: auto, en-US, de-DE, fr-FR\n"
+    assert err == "error: --lang: unknown language 'xx-XX'; supported: auto, en-US, de-DE, fr-FR\n"
 
 
 def test_unknown_language_in_manifest_names_the_line(tmp_path, capsys):
@@ -284,7 +301,7 @@ def test_unknown_language_in_manifest_names_the_line(tmp_path, capsys):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"audio_filepath": "a.wav"}\n{"audio_filepath": "a.wav", "lang": "tlh"}\n')
     assert run([str(manifest)]) == 2
-    assert f"unknown language 'tlh' (from {manifest}:2)" in capsys.readouterr().err
+    assert f"{manifest}:2: unknown language 'tlh'" in capsys.readouterr().err
 
 
 def test_recognizer_value_error_exits_2_without_traceback(files, capsys):
@@ -425,8 +442,7 @@ def test_an_untrained_locale_warns_once_and_unknown_ones_list_trained_first(tmp_
     from babelcast.config import PromptConfig, with_trained_locales
 
     dictionary = {"en-US": 0, "en": 0, "fr-FR": 8, "fr": 8, "de-DE": 9, "auto": 101}
-    fake = FakeRecognizer()
-    fake.cfg = types.SimpleNamespace(prompt=with_trained_locales(PromptConfig(128, dictionary), ["en-US", "de-DE"]))
+    fake = FakeRecognizer(with_trained_locales(PromptConfig(128, dictionary), ["en-US", "de-DE"]))
     write_wav(tmp_path / "a.wav", 0.5)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"audio_filepath": "a.wav", "lang": "fr"}\n{"audio_filepath": "a.wav", "lang": "FR-fr"}\n'
@@ -436,7 +452,7 @@ def test_an_untrained_locale_warns_once_and_unknown_ones_list_trained_first(tmp_
     assert err == ("warning: this model was not trained on fr-FR (trained: de-DE, en-US); its transcripts will "
                    "likely be in a trained language. Use a trained locale or auto\n")
     assert run([str(tmp_path / "a.wav"), "--lang", "xx"], fake) == 2
-    assert capsys.readouterr().err == ("error: unknown language 'xx' (from --lang); use auto, or trained: de-DE, "
+    assert capsys.readouterr().err == ("error: --lang: unknown language 'xx'; use auto, or trained: de-DE, "
                                        "en-US; untrained: fr-FR; aliases: en → en-US, fr → fr-FR\n")
 
 

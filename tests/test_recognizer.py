@@ -101,6 +101,22 @@ def test_language_changes_output(rec):
     assert en[0].language == "en-US"
 
 
+def test_language_note_checks_before_decoding(rec):
+    """language_note: an unknown name refused with what is accepted; a warning only for an untrained locale."""
+    from dataclasses import replace
+
+    from babelcast.config import with_trained_locales
+    from babelcast.errors import UnsupportedLanguage
+
+    with pytest.raises(UnsupportedLanguage, match="unknown language 'xx-XX'; use auto, or .*de-DE"):
+        rec.language_note("xx-XX")
+    assert rec.language_note("auto") is None and rec.language_note("es") is None  # nothing said: no warning
+    trained = babelcast.Recognizer(rec.model, rec.tokenizer)
+    trained.cfg = replace(rec.cfg, prompt=with_trained_locales(rec.cfg.prompt, ["en-US", "de-DE"]))
+    assert trained.language_note("de") is None
+    assert trained.language_note("es").startswith("this model was not trained on es-US (trained: de-DE, en-US)")
+
+
 def test_bad_options(rec):
     with pytest.raises(ValueError, match="unknown language 'xx-XX'; use auto, or .*de-DE"):
         rec.transcribe(clips(), language="xx-XX")

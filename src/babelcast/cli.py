@@ -20,6 +20,7 @@ from babelcast.argtypes import positive_int as _positive_int
 from babelcast.audio.io import AudioError, load_audio
 from babelcast.cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, describe, exit_code_of, load_recognizer
 from babelcast.decoding.result import Transcript
+from babelcast.errors import UnsupportedLanguage
 from babelcast.formats import to_json_dict, to_srt, to_text, to_vtt
 from babelcast.manifest import ManifestError, read_manifest
 
@@ -280,27 +281,15 @@ def _collect_inputs(arguments: list[str], lang: str | None) -> tuple[list[_Input
 def _check_languages(inputs: list[_Input], recognizer) -> None:
     """Check every requested language up front, so a bad one fails before any audio is decoded; warn once per
     locale the model was not trained on (it would transcribe in a language it knows, silently)."""
-    prompt = getattr(getattr(recognizer, "cfg", None), "prompt", None)
     warned: set[str] = set()
     for item in {i.language: i for i in inputs if i.language != "auto"}.values():
-        if prompt is None:
-            _check_listed_language(item, recognizer)
-            continue
-        if prompt.canonical(item.language) is None:
-            raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); use "
-                           f"{prompt.describe()}")
-        note = prompt.untrained_note(item.language)
-        if note and prompt.canonical(item.language) not in warned:
-            warned.add(prompt.canonical(item.language))
+        try:
+            note = recognizer.language_note(item.language)
+        except UnsupportedLanguage as e:
+            raise CliError(f"{item.language_origin}: {e}") from None
+        if note and note not in warned:  # the note names the canonical locale: once per locale
+            warned.add(note)
             tqdm.write(f"warning: {note}. Use a trained locale or auto", file=sys.stderr)
-
-
-def _check_listed_language(item: _Input, recognizer) -> None:
-    """A recognizer without a prompt config: the language must be one it lists (or it lists none)."""
-    supported = list(getattr(recognizer, "supported_languages", None) or [])
-    if supported and item.language not in supported:
-        choices = ", ".join(supported if "auto" in supported else ["auto", *supported])
-        raise CliError(f"unknown language {item.language!r} (from {item.language_origin}); supported: {choices}")
 
 
 def _group_by_language(inputs: list[_Input], indices: list[int]) -> dict[str, list[int]]:

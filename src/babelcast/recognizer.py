@@ -73,6 +73,13 @@ class Recognizer:
         except ValueError as e:
             raise UnsupportedLanguage(str(e)) from None
 
+    def language_note(self, language: str | None) -> str | None:
+        """Check a language before any audio is decoded: UnsupportedLanguage for a name the model does not
+        accept; for an accepted locale it was not trained on, the warning to give (else None)."""
+        self.prompt_id(language)
+        prompt = self.cfg.prompt
+        return prompt.untrained_note(language) if prompt and language not in (None, "", AUTO) else None
+
     def canonical_language(self, language: str | None) -> str | None:
         """'es' → 'es-US' (the locale that shares its prompt id); None for auto."""
         if language in (None, "", AUTO) or self.cfg.prompt is None:

@@ -92,10 +92,9 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    context = getattr(recognizer, "context", None)
     try:
-        for latency in latencies if context else ():
-            context(latency, args.mode)  # raises ValueError for a latency the model cannot run
+        for latency in latencies:
+            recognizer.context(latency, args.mode)  # raises ValueError for a latency the model cannot run
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -117,7 +116,7 @@ def evaluate_with(args: argparse.Namespace, recognizer, model_name: str) -> int:
     lang_modes = ("given", "auto") if args.lang_mode == "both" else (args.lang_mode,)
     languages = sorted({it.language or "unknown" for it in items})
     unsupported = sorted({it.language or "unknown" for it in items if resolve_language(recognizer, it.language) is None})
-    has_prompt = not set(getattr(recognizer, "supported_languages", None) or ["auto"]) <= {"auto"}
+    has_prompt = not set(recognizer.supported_languages) <= {"auto"}
     if "given" in lang_modes and not has_prompt:
         print("warning: the model has no language prompt: the language-given block is n/a", file=sys.stderr)
     elif "given" in lang_modes and unsupported:

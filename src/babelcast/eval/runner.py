@@ -76,7 +76,7 @@ def load_items(manifests: list[str | Path], max_per_lang: int | None = None) -> 
 
 def resolve_language(recognizer, locale: str | None) -> str | None:
     """The prompt to give for a target locale: itself, its base language alias, or None (unsupported)."""
-    supported = list(getattr(recognizer, "supported_languages", None) or [])
+    supported = list(recognizer.supported_languages)
     if not locale or not supported or set(supported) <= {"auto"}:
         return None
     if locale in supported:
@@ -283,8 +283,8 @@ def _record(item: EvalItem, transcript, lang_mode: str, latency: int, cfg: EvalC
         "duration_s": round(samples / SAMPLE_RATE_HZ, 4),
         "reference": item.reference,
         "hypothesis": transcript.text,
-        "detected_language": getattr(transcript, "language", None),
-        "trained_latency": getattr(transcript, "trained_latency", True),
+        "detected_language": transcript.language,
+        "trained_latency": transcript.trained_latency,
         "metric": "cer" if uses_cer(locale, cfg.cer_langs) else "wer",
         "errors": normalized.errors,
         "ref_units": normalized.ref,

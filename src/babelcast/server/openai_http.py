@@ -139,10 +139,8 @@ def _check_options(rec, language: str, latency: int | None, decoder: str, boost:
         raise ApiError("unsupported_decoder", str(e), "decoder") from None
     try:
         rec.prompt_id(language)
-    except ValueError as e:
-        prompt = rec.cfg.prompt
-        message = f"unknown language {language!r}; use {prompt.describe()}" if prompt else str(e)
-        raise ApiError("unsupported_language", message, "language") from None
+    except ValueError as e:  # names what the model accepts (model.prompt.prompt_index)
+        raise ApiError("unsupported_language", str(e), "language") from None
     try:
         rec.context(latency, "offline")
     except ValueError as e:
