@@ -27,9 +27,9 @@ UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Guadalajara", "Caravaggio", "Dvoř�
 # English sample's first word "Utsole" into "Retsonly" and "Tutso only", "Nemotron" and "New York" German
 # "Nicht" into "Ne nicht"); the phrase itself is still not inserted.
 FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Reykjavik", "Tchaikovsky", "Nemotron", "New York"]
-# Misrecognized by the demo model at its default offline latency; boosting the word fixes it (v10 gets the
+# Misrecognized by the demo model at its default offline latency; boosting the word fixes it (v10 and v11 get the
 # Czech sample right, whose "Nejbíže" v9 fixed this way).
-FIXES = [("en-US", "pleasant", "plesant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdonque"),
+FIXES = [("en-US", "pleasant", "plessant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdon que"),
          ("es-US", "fácil", "facil")]
 
 
