@@ -14,6 +14,7 @@ import babelcast
 from babelcast import cli
 from babelcast.decoding.result import Transcript, Word
 from babelcast.errors import UnsupportedLanguage
+from babelcast.recognizer import Recognizer
 
 SR = 16000
 
@@ -27,20 +28,11 @@ class FakeRecognizer:
     supported_languages = ["en-US", "de-DE", "fr-FR"]
     latencies_ms = [80, 320, 560, 1120]
 
-    def __init__(self, prompt=None):
+    def __init__(self):
         self.calls: list[dict] = []
-        self.prompt = prompt  # a PromptConfig: languages checked as the real recognizer checks them
 
     def language_note(self, language):
-        """As Recognizer.language_note: the prompt's check when there is one, else the listed languages."""
-        if self.prompt is not None:
-            from babelcast.model.prompt import prompt_index
-
-            try:
-                prompt_index(self.prompt, language)
-            except ValueError as e:
-                raise UnsupportedLanguage(str(e)) from None
-            return self.prompt.untrained_note(language)
+        """As Recognizer.language_note, for a recognizer that lists its languages."""
         if language not in ("auto", *self.supported_languages):
             raise UnsupportedLanguage(f"unknown language {language!r}; supported: auto, "
                                       f"{', '.join(self.supported_languages)}")
@@ -81,6 +73,17 @@ class FakeRecognizer:
             text=f"{lang} {len(audio)} done.", tokens=[1, 2, 3], language=lang, words=ws, confidence=0.8,
             latency_ms=latency_ms, mode=mode, duration_s=duration_s,
         )
+
+
+class FakePromptRecognizer(FakeRecognizer):
+    """FakeRecognizer with a prompt config: its languages are checked by the real Recognizer's methods."""
+
+    prompt_id = Recognizer.prompt_id
+    language_note = Recognizer.language_note
+
+    def __init__(self, prompt):
+        super().__init__()
+        self.cfg = types.SimpleNamespace(prompt=prompt)
 
 
 def write_wav(path, seconds: float, rate_hz: int = SR) -> str:
@@ -442,7 +445,7 @@ def test_an_untrained_locale_warns_once_and_unknown_ones_list_trained_first(tmp_
     from babelcast.config import PromptConfig, with_trained_locales
 
     dictionary = {"en-US": 0, "en": 0, "fr-FR": 8, "fr": 8, "de-DE": 9, "auto": 101}
-    fake = FakeRecognizer(with_trained_locales(PromptConfig(128, dictionary), ["en-US", "de-DE"]))
+    fake = FakePromptRecognizer(with_trained_locales(PromptConfig(128, dictionary), ["en-US", "de-DE"]))
     write_wav(tmp_path / "a.wav", 0.5)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"audio_filepath": "a.wav", "lang": "fr"}\n{"audio_filepath": "a.wav", "lang": "FR-fr"}\n'

@@ -78,7 +78,7 @@ class Recognizer:
         accept; for an accepted locale it was not trained on, the warning to give (else None)."""
         self.prompt_id(language)
         prompt = self.cfg.prompt
-        return prompt.untrained_note(language) if prompt and language not in (None, "", AUTO) else None
+        return prompt.untrained_note(language) if prompt and language else None  # auto: None (not a locale)
 
     def canonical_language(self, language: str | None) -> str | None:
         """'es' → 'es-US' (the locale that shares its prompt id); None for auto."""

@@ -77,7 +77,7 @@ def load_items(manifests: list[str | Path], max_per_lang: int | None = None) -> 
 def resolve_language(recognizer, locale: str | None) -> str | None:
     """The prompt to give for a target locale: itself, its base language alias, or None (unsupported)."""
     supported = list(recognizer.supported_languages)
-    if not locale or not supported or set(supported) <= {"auto"}:
+    if not locale or set(supported) <= {"auto"}:
         return None
     if locale in supported:
         return locale

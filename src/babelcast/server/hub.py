@@ -116,9 +116,8 @@ class EngineHub:
     def untrained_warning(self, language: str | None) -> str | None:
         """A warning for a locale the model was not trained on (logged once per locale); None for a
         trained one, auto, or a model that does not say what it was trained on."""
-        prompt = self.rec.cfg.prompt
-        message = prompt.untrained_note(language) if prompt and language else None
-        locale = prompt.canonical(language) if message else None
+        message = self.rec.language_note(language)  # the language was validated when the options were built
+        locale = self.rec.canonical_language(language) if message else None
         if message and locale not in self.warned_locales:
             self.warned_locales.add(locale)
             log.warning(message, extra={"event": "untrained_language", "language": locale})
