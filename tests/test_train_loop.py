@@ -222,3 +222,20 @@ def test_init_from_starts_a_run_from_an_exported_model(manifests, tmp_path):
     train_tokenizer(texts, 40, tags_in(texts)).save(tmp_path / "c" / "tokenizer")  # a run with another tokenizer
     with pytest.raises(ValueError, match="another tokenizer"):
         make_trainer(manifests, tmp_path / "c", max_steps=1, init_from=str(nemo))
+
+
+def test_att_context_probs_weight_the_lookahead_draw(manifests, tmp_path):
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path / "run", max_steps=6)
+    contexts = [tuple(c) for c in raw["model"]["encoder"]["att_context_size"]]
+    raw["model"]["encoder"]["att_context_probs"] = [0.0, 1.0, 0.0, 0.0]  # NeMo's key: only [28, 0], the 80 ms one
+    trainer = trainer_from_scratch(parse_train_config(raw))
+    seen = Counter()
+    trainer.model.encoder.register_forward_pre_hook(lambda m, args: seen.update([tuple(args[2:4])]))
+    trainer.fit()
+    assert set(seen) == {contexts[1]}
+    assert read_nemo(tmp_path / "run" / "model.nemo").config["encoder"]["att_context_probs"] == [0.0, 1.0, 0.0, 0.0]
+    for bad in ([1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, 1.0], "0.5", ["a", 1, 1, 1]):
+        raw["model"]["encoder"]["att_context_probs"] = bad  # refused when the config is read, before any training
+        with pytest.raises(ValueError, match=r"model.encoder.att_context_probs .*one weight >= 0 per att_context_size"):
+            parse_train_config(raw)

@@ -208,7 +208,7 @@ def _feature_config(cfg: Mapping[str, Any]) -> FeatureConfig:
     )
 
 
-def _att_contexts(enc: Mapping[str, Any]) -> tuple[tuple[int, int], ...]:
+def parse_att_contexts(enc: Mapping[str, Any]) -> tuple[tuple[int, int], ...]:
     """The trained [left, right] list: a single pair or a list of pairs (multi-lookahead)."""
     raw = enc.get("att_context_size", [-1, -1])
     pairs = [raw] if raw and isinstance(raw[0], int) else list(raw)
@@ -253,7 +253,7 @@ def _encoder_config(cfg: Mapping[str, Any]) -> EncoderConfig:
         subsampling_channels=int(enc.get("subsampling_conv_channels", 256)),
         xscaling=bool(enc.get("xscaling", True)),
         use_bias=bool(enc.get("use_bias", True)),
-        att_contexts=_att_contexts(enc),
+        att_contexts=parse_att_contexts(enc),
         pos_emb_max_len=int(enc.get("pos_emb_max_len", 5000)),
     )
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..config import parse_att_contexts
 from .augment import AugmentConfig
 from .data import DataConfig, ManifestSource
 
@@ -143,7 +144,10 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
     if tokenizer.model_path and not Path(tokenizer.model_path).is_absolute():
         tokenizer = replace(tokenizer, model_path=str(base / tokenizer.model_path))
     tokenizer = replace(tokenizer, extra_texts=tuple(str(base / p) for p in tokenizer.extra_texts))
-    return TrainConfig(model=normalized_model_section(raw["model"]), tokenizer=tokenizer, data=data_config(raw.get("data") or {}, base),
+    model = normalized_model_section(raw["model"])
+    if (model.get("encoder") or {}).get("att_context_probs") is not None:  # checked again against an init model's
+        lookahead_weights(model, parse_att_contexts(model["encoder"]))
+    return TrainConfig(model=model, tokenizer=tokenizer, data=data_config(raw.get("data") or {}, base),
                        augment=_build(AugmentConfig, raw.get("augment"), "augment"), optim=optim,
                        trainer=trainer, raw=raw)
 
@@ -193,3 +197,18 @@ def _overlay(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         both_maps = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
         out[key] = _overlay(out[key], value) if both_maps else value
     return out
+
+
+def lookahead_weights(model_section: Mapping[str, Any], contexts: tuple[tuple[int, int], ...]) -> list[float] | None:
+    """NeMo's encoder.att_context_probs: each trained lookahead's weight in the per-batch draw (None: uniform)."""
+    probs = (model_section.get("encoder") or {}).get("att_context_probs")
+    if probs is None:
+        return None
+    try:
+        weights = [float(p) for p in probs] if isinstance(probs, (list, tuple)) else []
+    except (TypeError, ValueError):
+        weights = []
+    if len(weights) != len(contexts) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(f"model.encoder.att_context_probs {probs!r}: give one weight >= 0 per att_context_size "
+                         f"entry ({len(contexts)}: {[list(c) for c in contexts]}), not all zero")
+    return weights

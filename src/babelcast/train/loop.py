@@ -25,7 +25,7 @@ from .. import chunking
 from ..checkpoint.tokenizer import Tokenizer
 from ..config import parse_model_config
 from ..model.asr import AsrModel
-from .config import TrainConfig
+from .config import TrainConfig, lookahead_weights
 from .data import Batch, BatchDataset, Utterance, epoch_loader, plan_batches
 from .objective import batch_loss
 from .optim import build_optimizer, lr_at, set_lr
@@ -98,6 +98,7 @@ class Trainer:
         # oneDNN runs them (forward and backward) about 1.5× faster. Values and keys are unchanged.
         model.encoder.pre_encode.conv.to(memory_format=torch.channels_last)
         self.contexts = model.cfg.encoder.att_contexts
+        self.context_weights = lookahead_weights(cfg.model, self.contexts)
         self.val_context = self._val_context()
         self._val_batches: list[Batch] | None = None
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,12 @@ class Trainer:
         enc = model.cfg.encoder
         grid = PhoneGrid(inventory(timelines), model.cfg.features.frame_ms * enc.subsampling_factor)
         return grid, PhoneHead(enc.d_model, len(grid.phones))
+
+    def _lookahead(self) -> tuple[int, int]:
+        """One trained [left, right] context per batch, by encoder.att_context_probs (spec §7.2)."""
+        if self.context_weights is None:
+            return self.rng.choice(self.contexts)  # uniform, the stream of every run before the weights existed
+        return self.rng.choices(self.contexts, weights=self.context_weights)[0]
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self) -> Progress:
@@ -146,7 +153,7 @@ class Trainer:
         phone_sum, phone_frames = 0.0, 0
         for _ in range(t.accumulate):
             batch = next(batches)
-            context = self.rng.choice(self.contexts)  # one lookahead per batch (spec §7.2)
+            context = self._lookahead()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.precision == "bf16"):
                 parts = batch_loss(self.model, batch, context, self.cfg.augment, t.ctc_weight, t.joint_chunk, self.gen,
                                    self.phone_head, t.phone_weight)
