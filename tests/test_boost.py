@@ -21,15 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = {json.loads(line)["lang"]: json.loads(line)
            for line in (ROOT / "samples" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()}
 # None of these is spoken in the samples; on the demo model they leave every sample's tokens as they are.
-UNSPOKEN = ["Kubernetes", "Schwarzenegger", "Guadalajara", "Caravaggio", "Dvořák", "Bydgoszcz", "Gelsenkirchen"]
+UNSPOKEN = ["Kubernetes", "Guadalajara", "Dvořák", "Bydgoszcz", "Gelsenkirchen"]
 # These are not spoken either, but their first piece turns a word start into theirs ("Wrocław": German
-# "für" becomes "wür" in the greedy search; on v8 in the greedy search "Reykjavik" and "Tchaikovsky" turn the
-# English sample's first word "Utsole" into "Retsonly" and "Tutso only", "Nemotron" and "New York" German
-# "Nicht" into "Ne nicht"); the phrase itself is still not inserted.
-FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Reykjavik", "Tchaikovsky", "Nemotron", "New York"]
+# "für" becomes "wür" in the greedy search; on v12 "Caravaggio" German "Schule" "Cchule" and "Schwarzenegger" Czech
+# "stojí" "Stojí", on v8 "Reykjavik" and "Tchaikovsky" the English sample's first word "Utsole" "Retsonly" and
+# "Tutso only", "Nemotron" and "New York" German "Nicht" "Ne nicht"); the phrase itself is still not inserted.
+FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Caravaggio", "Schwarzenegger", "Reykjavik",
+                     "Tchaikovsky", "Nemotron", "New York"]
 # Misrecognized by the demo model at its default offline latency; boosting the word fixes it (v10 and v11 get the
 # Czech sample right, whose "Nejbíže" v9 fixed this way).
-FIXES = [("en-US", "pleasant", "plessant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdon que"),
+FIXES = [("en-US", "pleasant", "plessant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdonque"),
          ("es-US", "fácil", "facil")]
 
 
