@@ -84,6 +84,7 @@ def test_streaming_equals_offline_with_a_beam(demo, latency_ms):
     for start in range(0, len(samples), 2345):
         session.accept_audio(samples[start:start + 2345])
     assert session.flush().tokens == offline[1].tokens
+
     def given(beam_size: int) -> list[list[int]]:
         return [demo.transcribe([a], language=lang, latency_ms=latency_ms, beam_size=beam_size)[0].tokens
                 for a, lang in zip(inputs, ["en-US", "de-DE", "es-US"])]

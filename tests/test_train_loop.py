@@ -235,7 +235,8 @@ def test_att_context_probs_weight_the_lookahead_draw(manifests, tmp_path):
     trainer.fit()
     assert set(seen) == {contexts[1]}
     assert read_nemo(tmp_path / "run" / "model.nemo").config["encoder"]["att_context_probs"] == [0.0, 1.0, 0.0, 0.0]
-    for bad in ([1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, 1.0], "0.5", ["a", 1, 1, 1]):
+    refused = r"model.encoder.att_context_probs .*one finite weight >= 0 per att_context_size"
+    for bad in ([1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, 1.0], "0.5", ["a", 1, 1, 1], [1, "nan", 1, 1]):
         raw["model"]["encoder"]["att_context_probs"] = bad  # refused when the config is read, before any training
-        with pytest.raises(ValueError, match=r"model.encoder.att_context_probs .*one weight >= 0 per att_context_size"):
+        with pytest.raises(ValueError, match=refused):
             parse_train_config(raw)

@@ -16,6 +16,7 @@ base's. A new training cycle is then only what it changes.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -208,7 +209,7 @@ def lookahead_weights(model_section: Mapping[str, Any], contexts: tuple[tuple[in
         weights = [float(p) for p in probs] if isinstance(probs, (list, tuple)) else []
     except (TypeError, ValueError):
         weights = []
-    if len(weights) != len(contexts) or min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"model.encoder.att_context_probs {probs!r}: give one weight >= 0 per att_context_size "
-                         f"entry ({len(contexts)}: {[list(c) for c in contexts]}), not all zero")
+    if len(weights) != len(contexts) or not all(0 <= w < math.inf for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"model.encoder.att_context_probs {probs!r}: give one finite weight >= 0 per "
+                         f"att_context_size entry ({len(contexts)}: {[list(c) for c in contexts]}), not all zero")
     return weights
