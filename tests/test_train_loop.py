@@ -240,3 +240,33 @@ def test_att_context_probs_weight_the_lookahead_draw(manifests, tmp_path):
         raw["model"]["encoder"]["att_context_probs"] = bad  # refused when the config is read, before any training
         with pytest.raises(ValueError, match=refused):
             parse_train_config(raw)
+
+
+def test_init_layers_grows_a_model_deeper_from_its_layers(manifests, tmp_path):
+    """trainer.init_layers: a deeper model starts from a trained one, layer i from its layer init_layers[i]
+    (the rest of the weights as init_from), and exports a .nemo of the new depth."""
+    first = make_trainer(manifests, tmp_path / "a", max_steps=2)
+    first.fit()
+    nemo = tmp_path / "a" / "model.nemo"
+    n = first.model.cfg.encoder.n_layers
+    layers = [0, *range(n), n - 1]  # first and last copied: n + 2 layers
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path / "b", max_steps=1, init_from=str(nemo), init_layers=layers)
+    raw["model"]["encoder"]["n_layers"] = n + 2
+    grown = trainer_from_scratch(parse_train_config(raw))
+    old, new = first.model.state_dict(), grown.model.state_dict()
+    for key, value in new.items():
+        if key.startswith("encoder.layers."):
+            i, rest = key[len("encoder.layers."):].split(".", 1)
+            assert torch.equal(value, old[f"encoder.layers.{layers[int(i)]}.{rest}"]), key
+        else:
+            assert torch.equal(value, old[key]), key
+    grown.fit()
+    assert read_nemo(tmp_path / "b" / "model.nemo").config["encoder"]["n_layers"] == n + 2
+    for bad in ([0] * (n + 1), [*range(n), n, 0], [0.0] * (n + 2)):  # too few; a layer init_from lacks; not ints
+        raw["trainer"].update(init_layers=bad, out_dir=str(tmp_path / "c"))
+        with pytest.raises(ValueError, match=r"trainer.init_layers .*one of init_from's encoder layers"):
+            trainer_from_scratch(parse_train_config(raw))
+    del raw["trainer"]["init_from"]
+    with pytest.raises(ValueError, match="trainer.init_layers needs trainer.init_from"):
+        parse_train_config(raw)

@@ -70,6 +70,8 @@ class TrainerConfig:
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     init_from: str | None = None  # a .nemo (path or hub id, same architecture and tokenizer) whose weights start a
     # fresh run instead of random ones, e.g. to train the shipped demo model further; OUT_DIR/last.pt still wins
+    init_layers: tuple[int, ...] | None = None  # with init_from: encoder layer i starts from init_from's layer
+    # init_layers[i], e.g. [0, 1, 1, 2, 3, 3, 4, 5, 5, 6] grows a 7-layer model to 10 by copying layers (None: same)
     processes: int = 1  # > 1: data parallel on this machine (train/parallel.py), batches split between processes
 
 
@@ -139,6 +141,8 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
         raise ValueError(f"trainer.precision {trainer.precision!r}; use one of {PRECISIONS}")
     if trainer.processes < 1:
         raise ValueError(f"trainer.processes {trainer.processes}: at least 1")
+    if trainer.init_layers is not None and not trainer.init_from:
+        raise ValueError("trainer.init_layers needs trainer.init_from (the model whose layers it copies)")
     out_dir = Path(trainer.out_dir)
     trainer = replace(trainer, out_dir=str(out_dir if out_dir.is_absolute() else base / out_dir))
     tokenizer = _build(TokenizerConfig, raw.get("tokenizer"), "tokenizer")

@@ -73,13 +73,31 @@ def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
     return model
 
 
-def start_from(model: AsrModel, archive: NemoArchive, proto: bytes, path: Path, files: TokenizerFiles) -> None:
+def start_from(model: AsrModel, archive: NemoArchive, proto: bytes, path: Path, files: TokenizerFiles,
+               layers: tuple[int, ...] | None = None) -> None:
     """Load a .nemo's weights (its tokenizer proto: `proto`) into a fresh model of the same config and
-    tokenizer; a CTC head its export left out (trainer.export_ctc: false) keeps its fresh weights."""
+    tokenizer; a CTC head its export left out (trainer.export_ctc: false) keeps its fresh weights; `layers`
+    (trainer.init_layers) says which of the .nemo's encoder layers each of the model's starts from."""
     if proto != files.model:
         raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("ctc_decoder.")}
-    load_state(model, {**fresh, **archive.state_dict}, str(path))
+    state = archive.state_dict if layers is None else restacked(archive.state_dict, layers, model.cfg.encoder.n_layers)
+    load_state(model, {**fresh, **state}, str(path))
+
+
+def restacked(state: Mapping[str, torch.Tensor], layers: tuple[int, ...], n_layers: int) -> dict[str, torch.Tensor]:
+    """`state` with encoder layer i taken from its layer layers[i]: a deeper (or shallower) model started from
+    a trained one's layers (progressive stacking: a copied layer starts near what its neighbours learned)."""
+    prefix = "encoder.layers."
+    have = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+    if len(layers) != n_layers or not all(type(j) is int and j in have for j in layers):
+        raise ValueError(f"trainer.init_layers {list(layers)}: give one of init_from's encoder layers "
+                         f"(0-{max(have)}) for each of the model's {n_layers}")
+    out = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    for i, j in enumerate(layers):
+        src = f"{prefix}{j}."
+        out.update({f"{prefix}{i}.{k[len(src):]}": v.clone() for k, v in state.items() if k.startswith(src)})
+    return out
 
 
 def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, bytes | None]:
@@ -118,7 +136,7 @@ def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     model_cfg = parse_model_config(section)
     model = init_model(model_cfg, cfg.trainer.seed)
     if start is not None:
-        start_from(model, start, start_proto, start_path, files)
+        start_from(model, start, start_proto, start_path, files, cfg.trainer.init_layers)
     tok = Tokenizer(files.model, model_cfg.prompt.dictionary if model_cfg.prompt else ())
     t = cfg.trainer
     return _trainer(cfg, model, tok, lambda path: export_nemo(path, model, section, files, t.ctc_weight, t.export_ctc),
