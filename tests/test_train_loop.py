@@ -269,4 +269,26 @@ def test_init_layers_grows_a_model_deeper_from_its_layers(manifests, tmp_path):
             trainer_from_scratch(parse_train_config(raw))
     del raw["trainer"]["init_from"]
     with pytest.raises(ValueError, match="trainer.init_layers needs trainer.init_from"):
-        parse_train_config(raw)
+        trainer_from_scratch(parse_train_config(raw))
+
+
+def test_cli_refuses_a_start_in_one_line_before_spawning(manifests, tmp_path, capsys):
+    """`babelcast train` with processes: a start that cannot work (init_layers without init_from, another
+    tokenizer than OUT_DIR's) is one line, not a worker process's traceback."""
+    import yaml
+
+    first = make_trainer(manifests, tmp_path / "a", max_steps=1)
+    first.fit()
+    train, val = manifests
+    raw = tiny_train_config(train, val, tmp_path / "b", max_steps=1, processes=2, init_layers=[0, 0])
+    config = tmp_path / "grow.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["train", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: trainer.init_layers needs trainer.init_from or --init-from (the model whose layers it copies)"
+    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
+    train_tokenizer(texts, 40, tags_in(texts)).save(tmp_path / "b" / "tokenizer")  # OUT_DIR has another tokenizer
+    assert main(["train", str(config), "--init-from", str(tmp_path / "a" / "model.nemo")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer" in err

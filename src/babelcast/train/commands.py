@@ -30,7 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train from scratch, or continue OUT_DIR/last.pt; exports OUT_DIR/model.nemo."""
     from .config import load_train_config
     from .parallel import fit, train_in_processes
-    from .run import trainer_from_scratch
+    from .run import check_init_from, run_tokenizer, trainer_from_scratch
 
     try:
         cfg = load_train_config(args.config)
@@ -45,6 +45,10 @@ def run_train(args: argparse.Namespace) -> int:
     if overrides:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
     _check_manifests(cfg.data.train + cfg.data.val)
+    try:
+        check_init_from(cfg, run_tokenizer(cfg))
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if cfg.trainer.processes > 1:
         _fit(lambda: train_in_processes(cfg, resume=not args.no_resume))
     else:

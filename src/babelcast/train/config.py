@@ -141,8 +141,6 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
         raise ValueError(f"trainer.precision {trainer.precision!r}; use one of {PRECISIONS}")
     if trainer.processes < 1:
         raise ValueError(f"trainer.processes {trainer.processes}: at least 1")
-    if trainer.init_layers is not None and not trainer.init_from:
-        raise ValueError("trainer.init_layers needs trainer.init_from (the model whose layers it copies)")
     out_dir = Path(trainer.out_dir)
     trainer = replace(trainer, out_dir=str(out_dir if out_dir.is_absolute() else base / out_dir))
     tokenizer = _build(TokenizerConfig, raw.get("tokenizer"), "tokenizer")
