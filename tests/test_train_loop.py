@@ -58,17 +58,49 @@ def test_non_finite_gradients_skip_the_step(manifests, tmp_path):
     assert not trainer.train_step(trainer._batches()).skipped
 
 
-def test_resume_continues_bit_exactly(manifests, tmp_path):
-    straight = make_trainer(manifests, tmp_path / "a", max_steps=5, accumulate=2)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_bit_exactly(manifests, tmp_path, ema_decay):
+    straight = make_trainer(manifests, tmp_path / "a", max_steps=5, accumulate=2, ema_decay=ema_decay)
     straight.fit()
-    first = make_trainer(manifests, tmp_path / "b", max_steps=2, accumulate=2)
+    first = make_trainer(manifests, tmp_path / "b", max_steps=2, accumulate=2, ema_decay=ema_decay)
     first.fit()
-    second = make_trainer(manifests, tmp_path / "b", max_steps=5, accumulate=2)
+    second = make_trainer(manifests, tmp_path / "b", max_steps=5, accumulate=2, ema_decay=ema_decay)
     assert second.resume() and second.progress.step == 2
     second.fit()
     assert second.progress.batch_in_epoch == straight.progress.batch_in_epoch
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, second.model.state_dict()[key]), key
+    exported = read_nemo(tmp_path / "b" / "model.nemo").state_dict  # the weight average, when there is one
+    for key, value in read_nemo(tmp_path / "a" / "model.nemo").state_dict.items():
+        assert torch.equal(value, exported[key]), key
+
+
+def test_ema_decay_exports_the_average_of_the_weights(manifests, tmp_path):
+    """trainer.ema_decay: validation and model.nemo see the exponential moving average of the weights after
+    each step (decay min(d, (1 + n) / (10 + n)) at update n), model-raw.nemo the trained weights."""
+    trainer = make_trainer(manifests, tmp_path, max_steps=3, ema_decay=0.25, val_every=3)
+    names = [name for name, _ in trainer.model.named_parameters()]
+    expected = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    batches = trainer._batches()
+    for n in (1, 2, 3):
+        assert not trainer.train_step(batches).skipped
+        decay = min(0.25, (1 + n) / (10 + n))
+        for name, p in trainer.model.named_parameters():
+            expected[name] = decay * expected[name] + (1 - decay) * p.detach()
+    trained = weights(trainer)
+    trainer._export_latest()
+    averaged, raw = read_nemo(tmp_path / "model.nemo").state_dict, read_nemo(tmp_path / "model-raw.nemo").state_dict
+    for name in names:
+        assert torch.allclose(averaged[name], expected[name], rtol=1e-6, atol=1e-7), name
+        assert torch.equal(raw[name], trained[name]), name
+    assert any(not torch.equal(averaged[name], trained[name]) for name in names)
+    assert all(torch.equal(v, trained[k]) for k, v in trainer.model.state_dict().items())  # its own weights again
+    trainer.validate()  # on the average too: the first validation exports best.nemo
+    assert all(torch.equal(read_nemo(tmp_path / "best.nemo").state_dict[name], averaged[name]) for name in names)
+    assert all(torch.equal(v, trained[k]) for k, v in trainer.model.state_dict().items())
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="trainer.ema_decay"):
+            make_trainer(manifests, tmp_path / "bad", ema_decay=bad)
 
 
 def test_resume_refuses_another_model(manifests, tmp_path):

@@ -57,6 +57,7 @@ class TrainerConfig:
     precision: str = "bf16"  # autocast dtype on CPU; weights and optimizer stay fp32
     accumulate: int = 1  # batches per optimizer step
     grad_clip: float = 1.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.0  # > 0: validate and export an exponential moving average of the weights (train/average.py)
     ctc_weight: float = 0.3  # hybrid models: loss = (1-w)·rnnt + w·ctc
     export_ctc: bool = True  # False: the CTC head only helps training; exports are the plain (prompt) RNNT
     phone_weight: float = 0.0  # > 0: + w × frame-level phoneme loss (synthetic data's timelines, train/phones.py)
@@ -139,6 +140,8 @@ def parse_train_config(raw: Mapping[str, Any], base: Path = Path(".")) -> TrainC
         raise ValueError(f"optim.schedule {optim.schedule!r}; use one of {SCHEDULES}")
     if trainer.precision not in PRECISIONS:
         raise ValueError(f"trainer.precision {trainer.precision!r}; use one of {PRECISIONS}")
+    if not 0.0 <= trainer.ema_decay < 1.0:
+        raise ValueError(f"trainer.ema_decay {trainer.ema_decay}: use 0 (off) or a decay below 1, e.g. 0.999")
     if trainer.processes < 1:
         raise ValueError(f"trainer.processes {trainer.processes}: at least 1")
     out_dir = Path(trainer.out_dir)

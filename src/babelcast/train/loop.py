@@ -11,6 +11,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,6 +26,7 @@ from .. import chunking
 from ..checkpoint.tokenizer import Tokenizer
 from ..config import parse_model_config
 from ..model.asr import AsrModel
+from .average import WeightAverage
 from .config import TrainConfig, lookahead_weights
 from .data import Batch, BatchDataset, Utterance, epoch_loader, plan_batches
 from .objective import batch_loss
@@ -87,6 +89,8 @@ class Trainer:
         # What the optimizer trains: the model and the training-only phone head (never exported).
         self.trained = nn.ModuleList([model] + ([self.phone_head] if self.phone_head is not None else []))
         self.optimizer = build_optimizer(self.trained, cfg.optim)
+        decay = cfg.trainer.ema_decay
+        self.average = WeightAverage(model, decay) if decay > 0 else None  # from the starting weights
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         seed = cfg.trainer.seed + self.rank  # the weights are seeded before: the same in every process
         if self.world > 1:
@@ -140,7 +144,7 @@ class Trainer:
         bar.close()
         self.save()
         if self.rank == 0:
-            self.export(self.export_path)
+            self._export_latest()
         return self.progress
 
     def train_step(self, batches: Iterator[Batch]) -> StepStats:
@@ -176,6 +180,8 @@ class Trainer:
             p.skipped_steps += 1
         else:
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         p.step += 1
         wall_s = time.perf_counter() - start
@@ -239,7 +245,7 @@ class Trainer:
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
             self.save()
             if lead:
-                self.export(self.export_path)
+                self._export_latest()
             self._barrier()
 
     # ---- data -----------------------------------------------------------------------------
@@ -284,7 +290,8 @@ class Trainer:
     def validate(self) -> ValResult:
         """Validation loss/WER; a better one also exports best.nemo (by WER, capped at 100 % so that
         a model still emitting garbage early in training is judged by its loss)."""
-        result = validate(self.model, self.tokenizer, self.val_batches(), self.val_context)
+        with self._averaged():
+            result = validate(self.model, self.tokenizer, self.val_batches(), self.val_context)
         self._log({"step": self.progress.step, "val_loss": result.loss, "val_wer": result.wer,
                    "val_words": result.words, "val_latency_ms": self._val_latency_ms(),
                    "val_time_variation": [round(v, 4) for v in result.time_variation],
@@ -292,8 +299,21 @@ class Trainer:
         p = self.progress
         if (min(result.wer, 1.0), result.loss) < (min(p.best_val_wer, 1.0), p.best_val_loss):
             p.best_val_wer, p.best_val_loss = result.wer, result.loss
-            self.export(self.cfg.out_dir / "best.nemo")
+            with self._averaged():
+                self.export(self.cfg.out_dir / "best.nemo")
         return result
+
+    def _averaged(self):
+        """A block in which the model holds the weights validation and exports use (trainer.ema_decay)."""
+        return nullcontext() if self.average is None else self.average.swapped_in(self.model)
+
+    def _export_latest(self) -> None:
+        """export_path, the latest weights (averaged with trainer.ema_decay; then the raw ones beside it, as
+        NAME-raw.nemo, to measure what the average gives)."""
+        if self.average is not None:
+            self.export(self.export_path.with_name(f"{self.export_path.stem}-raw{self.export_path.suffix}"))
+        with self._averaged():
+            self.export(self.export_path)
 
     # ---- state ----------------------------------------------------------------------------
     def _lr(self, step: int | None = None) -> float:
@@ -323,6 +343,8 @@ class Trainer:
         }
         if self.phone_head is not None:
             state["phone_head"] = {"phones": list(self.phone_grid.phones), "weights": self.phone_head.state_dict()}
+        if self.average is not None:
+            state["weight_average"] = self.average.state_dict()
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
@@ -346,6 +368,10 @@ class Trainer:
             self.phone_head.load_state_dict(saved["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
+        if self.average is not None:  # a run that had none averages from here on
+            self.average = WeightAverage(self.model, self.cfg.trainer.ema_decay)
+            if "weight_average" in state:
+                self.average.load_state_dict(state["weight_average"])
         ranks = state.get("rng_ranks") or [state["rng"]]  # checkpoints before data parallel: "rng"
         if len(ranks) != self.world and self.rank > 0:
             return True  # another number of processes than saved: the others keep their fresh seeds
