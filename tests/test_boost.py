@@ -30,8 +30,7 @@ FIRST_PIECE_FLIPS = ["Anna Schmidt", "Oberammergau", "Wrocław", "Caravaggio", "
                      "Tchaikovsky", "Nemotron", "New York"]
 # Misrecognized by the demo model at its default offline latency; boosting the word fixes it (v10 and v11 get the
 # Czech sample right, whose "Nejbíže" v9 fixed this way).
-FIXES = [("en-US", "pleasant", "plessant"), ("it-IT", "buon ora", "buonora"), ("es-US", "perdón", "perdonque"),
-         ("es-US", "fácil", "facil")]
+FIXES = [("en-US", "pleasant", "plesent"), ("it-IT", "buon ora", "buonora"), ("es-US", "fácil", "facil")]
 
 
 class CharTokenizer:
