@@ -74,10 +74,9 @@ def init_model(model_cfg: ModelConfig, seed: int) -> AsrModel:
 
 
 def start_from(model: AsrModel, archive: NemoArchive, path: Path, layers: tuple[int, ...] | None = None) -> None:
-    """Load a .nemo's weights (its tokenizer proto: `proto`) into a fresh model of the same config and
-    tokenizer (see check_init_from); a CTC head its export left out (trainer.export_ctc: false) keeps its fresh
-    weights; `layers` (trainer.init_layers) says which of the .nemo's encoder layers each of the model's starts
-    from."""
+    """Load a .nemo's weights into a fresh model of the same config and tokenizer (see check_init_from); a CTC
+    head its export left out (trainer.export_ctc: false) keeps its fresh weights; `layers` (trainer.init_layers)
+    says which of the .nemo's encoder layers each of the model's starts from."""
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("ctc_decoder.")}
     state = archive.state_dict if layers is None else restacked(archive.state_dict, layers, model.cfg.encoder.n_layers)
     load_state(model, {**fresh, **state}, str(path))
@@ -107,16 +106,19 @@ def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, b
     return path, archive, tokenizer_proto(archive, path)
 
 
-def check_init_from(cfg: TrainConfig, files: TokenizerFiles) -> None:
-    """The run can start from trainer.init_from (checked before any training process is spawned): it has the
-    run's tokenizer (`files`), and trainer.init_layers names one of its layers for each of this model's."""
-    path, start, proto = starting_model(cfg)
+def check_init_from(cfg: TrainConfig, files: TokenizerFiles,
+                    start: tuple[Path | None, NemoArchive | None, bytes | None] | None = None) -> None:
+    """The run can start from trainer.init_from (`start`: starting_model's answer, read when not given; checked
+    before any training process is spawned): it has the run's tokenizer (`files`), and trainer.init_layers names
+    one of its layers for each of this model's."""
+    path, start, proto = start or starting_model(cfg)
     if start is not None and proto != files.model:
         raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
     if cfg.trainer.init_layers is None:
         return
     if start is None:
-        raise ValueError("trainer.init_layers needs trainer.init_from or --init-from (the model whose layers it copies)")
+        raise ValueError("trainer.init_layers needs trainer.init_from or --init-from "
+                         "(the model whose layers it copies)")
     restacked(start.state_dict, cfg.trainer.init_layers, int(cfg.model["encoder"]["n_layers"]))
 
 
@@ -139,9 +141,9 @@ def run_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
 
 def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
-    start_path, start, start_proto = starting_model(cfg)
+    start_path, start, start_proto = starting = starting_model(cfg)
     files = prepare_tokenizer(cfg, start_proto)
-    check_init_from(cfg, files)
+    check_init_from(cfg, files, starting)
     vocab = len(Tokenizer(files.model))
     section = with_vocab(cfg.model, vocab)
     cfg = replace(cfg, model=section)
