@@ -29,6 +29,12 @@ def weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
+def save_another_tokenizer(out_dir) -> None:
+    """OUT_DIR/tokenizer of a run whose tokenizer is not the tiny runs' (trained on other text)."""
+    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
+    train_tokenizer(texts, 40, tags_in(texts)).save(out_dir / "tokenizer")
+
+
 def test_training_lowers_the_loss_and_samples_every_lookahead(manifests, tmp_path):
     trainer = make_trainer(manifests, tmp_path / "run", max_steps=24)
     seen = Counter()
@@ -250,8 +256,7 @@ def test_init_from_starts_a_run_from_an_exported_model(manifests, tmp_path):
         assert torch.equal(value, second.model.state_dict()[key]), key
     assert (tmp_path / "b" / "tokenizer" / "tokenizer.model").read_bytes() == \
         (tmp_path / "a" / "tokenizer" / "tokenizer.model").read_bytes()
-    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
-    train_tokenizer(texts, 40, tags_in(texts)).save(tmp_path / "c" / "tokenizer")  # a run with another tokenizer
+    save_another_tokenizer(tmp_path / "c")  # a run with another tokenizer
     with pytest.raises(ValueError, match="another tokenizer"):
         make_trainer(manifests, tmp_path / "c", max_steps=1, init_from=str(nemo))
 
@@ -319,8 +324,7 @@ def test_cli_refuses_a_start_in_one_line_before_spawning(manifests, tmp_path, ca
     assert main(["train", str(config)]) == 2
     assert capsys.readouterr().err.strip() == \
         "error: trainer.init_layers needs trainer.init_from or --init-from (the model whose layers it copies)"
-    texts = [f"{t} <en-US>" for t in ("Kalo mine sutari.", "Pode anka lomi.", "Rita sune kapo!")] * 50
-    train_tokenizer(texts, 40, tags_in(texts)).save(tmp_path / "b" / "tokenizer")  # OUT_DIR has another tokenizer
+    save_another_tokenizer(tmp_path / "b")  # OUT_DIR has another tokenizer
     assert main(["train", str(config), "--init-from", str(tmp_path / "a" / "model.nemo")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer" in err

@@ -30,7 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train from scratch, or continue OUT_DIR/last.pt; exports OUT_DIR/model.nemo."""
     from .config import load_train_config
     from .parallel import fit, train_in_processes
-    from .run import check_init_from, run_tokenizer, trainer_from_scratch
+    from .run import trainer_from_scratch
 
     try:
         cfg = load_train_config(args.config)
@@ -45,10 +45,6 @@ def run_train(args: argparse.Namespace) -> int:
     if overrides:
         cfg = replace(cfg, trainer=replace(cfg.trainer, **overrides))
     _check_manifests(cfg.data.train + cfg.data.val)
-    try:
-        check_init_from(cfg, run_tokenizer(cfg))
-    except ValueError as e:
-        raise CliError(str(e)) from None
     if cfg.trainer.processes > 1:
         _fit(lambda: train_in_processes(cfg, resume=not args.no_resume))
     else:
@@ -57,12 +53,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _fit(run: Callable[[], None]) -> None:
-    """A run that cannot resume (last.pt of another model or config) fails in one line naming the fix."""
+    """A run that cannot start (init_from or init_layers that do not fit it) or resume (last.pt of another
+    model or config) fails in one line naming the fix."""
     from .loop import ResumeError
+    from .run import StartError
 
     try:
         run()
-    except ResumeError as e:
+    except (ResumeError, StartError) as e:
         raise CliError(str(e)) from None
 
 

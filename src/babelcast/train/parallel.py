@@ -59,7 +59,7 @@ def _end_with_parent() -> None:
 
 def train_in_processes(cfg: TrainConfig, resume: bool) -> None:
     """`babelcast train` with trainer.processes > 1; an error in any process ends them all."""
-    run_tokenizer(cfg)  # once, before the processes would race to train it (or take init_from's)
+    run_tokenizer(cfg)  # once, before the processes would race to train it (or take init_from's); checks the start
     checkpoint = cfg.out_dir / CHECKPOINT_NAME
     if resume and checkpoint.is_file():  # here, so that a refusal is one line, not a worker's traceback
         started = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("start")

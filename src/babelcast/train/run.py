@@ -82,18 +82,22 @@ def start_from(model: AsrModel, archive: NemoArchive, path: Path, layers: tuple[
     load_state(model, {**fresh, **state}, str(path))
 
 
+class StartError(ValueError):
+    """trainer.init_from / init_layers cannot start this run (`babelcast train` says so in one line)."""
+
+
 def restacked(state: Mapping[str, torch.Tensor], layers: tuple[int, ...], n_layers: int) -> dict[str, torch.Tensor]:
     """`state` with encoder layer i taken from its layer layers[i]: a deeper (or shallower) model started from
     a trained one's layers (progressive stacking: a copied layer starts near what its neighbours learned)."""
     prefix = "encoder.layers."
     have = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
     if len(layers) != n_layers or not all(type(j) is int and j in have for j in layers):
-        raise ValueError(f"trainer.init_layers {list(layers)}: give one of init_from's encoder layers "
+        raise StartError(f"trainer.init_layers {list(layers)}: give one of init_from's encoder layers "
                          f"(0-{max(have)}) for each of the model's {n_layers}")
     out = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    for i, j in enumerate(layers):
+    for i, j in enumerate(layers):  # a layer copied twice shares its tensors here: load_state copies them
         src = f"{prefix}{j}."
-        out.update({f"{prefix}{i}.{k[len(src):]}": v.clone() for k, v in state.items() if k.startswith(src)})
+        out.update({f"{prefix}{i}.{k[len(src):]}": v for k, v in state.items() if k.startswith(src)})
     return out
 
 
@@ -107,19 +111,18 @@ def starting_model(cfg: TrainConfig) -> tuple[Path | None, NemoArchive | None, b
 
 
 def check_init_from(cfg: TrainConfig, files: TokenizerFiles,
-                    start: tuple[Path | None, NemoArchive | None, bytes | None] | None = None) -> None:
-    """The run can start from trainer.init_from (`start`: starting_model's answer, read when not given; checked
-    before any training process is spawned): it has the run's tokenizer (`files`), and trainer.init_layers names
-    one of its layers for each of this model's."""
-    path, start, proto = start or starting_model(cfg)
-    if start is not None and proto != files.model:
-        raise ValueError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
+                    start: tuple[Path | None, NemoArchive | None, bytes | None]) -> None:
+    """The run can start from trainer.init_from (`start`: starting_model's answer): it has the run's tokenizer
+    (`files`), and trainer.init_layers names one of its layers for each of this model's."""
+    path, archive, proto = start
+    if archive is not None and proto != files.model:
+        raise StartError(f"{path}: trainer.init_from has another tokenizer than this run's OUT_DIR/tokenizer")
     if cfg.trainer.init_layers is None:
         return
-    if start is None:
-        raise ValueError("trainer.init_layers needs trainer.init_from or --init-from "
+    if archive is None:
+        raise StartError("trainer.init_layers needs trainer.init_from or --init-from "
                          "(the model whose layers it copies)")
-    restacked(start.state_dict, cfg.trainer.init_layers, int(cfg.model["encoder"]["n_layers"]))
+    restacked(archive.state_dict, cfg.trainer.init_layers, int(cfg.model["encoder"]["n_layers"]))
 
 
 def fingerprint(path: Path) -> str:
@@ -134,16 +137,23 @@ def starting_fingerprint(cfg: TrainConfig) -> str | None:
     return fingerprint(resolve_model_path(cfg.trainer.init_from)) if cfg.trainer.init_from else None
 
 
+def checked_start(cfg: TrainConfig) -> tuple[tuple[Path | None, NemoArchive | None, bytes | None], TokenizerFiles]:
+    """starting_model's answer and the run's tokenizer, the one checked against the other (check_init_from)."""
+    starting = starting_model(cfg)
+    files = prepare_tokenizer(cfg, starting[2])
+    check_init_from(cfg, files, starting)
+    return starting, files
+
+
 def run_tokenizer(cfg: TrainConfig) -> TokenizerFiles:
-    """The tokenizer `babelcast train` uses: OUT_DIR's, else trainer.init_from's, else trained on the data."""
-    return prepare_tokenizer(cfg, starting_model(cfg)[2])
+    """The tokenizer `babelcast train` uses: OUT_DIR's, else trainer.init_from's, else trained on the data;
+    a start that cannot work (StartError) is refused here, before train/parallel.py spawns any process."""
+    return checked_start(cfg)[1]
 
 
 def trainer_from_scratch(cfg: TrainConfig) -> Trainer:
     """Tokenizer, model and data of a `babelcast train` run (weights fresh or from OUT_DIR/last.pt)."""
-    start_path, start, start_proto = starting = starting_model(cfg)
-    files = prepare_tokenizer(cfg, start_proto)
-    check_init_from(cfg, files, starting)
+    (start_path, start, _), files = checked_start(cfg)
     vocab = len(Tokenizer(files.model))
     section = with_vocab(cfg.model, vocab)
     cfg = replace(cfg, model=section)
