@@ -72,9 +72,10 @@ def test_collapse_keeps_the_chosen_hypothesis_alone(demo):
 # ---- the demo model ------------------------------------------------------------------------------
 @pytest.mark.parametrize("latency_ms", [80, 560, 1120])
 def test_streaming_equals_offline_with_a_beam(demo, latency_ms):
-    # The demo model's (v12) beam and greedy searches differ on the English sample at 80 and 560 ms in auto mode and
-    # at 1120 ms with the language given (at 1120 ms in auto mode no sample differs), so the last check, over both
-    # modes, shows that the beam searched; on the German sample both searches give the same tokens everywhere.
+    # The demo model's (v14) beam and greedy searches differ on the English sample at 80 ms (auto and given) and on
+    # the German one at 560 ms with the language given, so there the last check, over both modes, shows that the beam
+    # searched; at 1120 ms no sample's tokens differ in either mode (v12's English sample did), so there the test
+    # checks only that streaming equals offline with a beam.
     inputs = [audio("en-US"), audio("de-DE"), audio("es-US")]
     offline = demo.transcribe(inputs, language="auto", latency_ms=latency_ms, beam_size=4)
     streamed = demo.transcribe(inputs, language="auto", latency_ms=latency_ms, beam_size=4, mode="streaming")
@@ -89,8 +90,9 @@ def test_streaming_equals_offline_with_a_beam(demo, latency_ms):
         return [demo.transcribe([a], language=lang, latency_ms=latency_ms, beam_size=beam_size)[0].tokens
                 for a, lang in zip(inputs, ["en-US", "de-DE", "es-US"])]
 
-    greedy = [t.tokens for t in demo.transcribe(inputs, language="auto", latency_ms=latency_ms)]
-    assert greedy + given(1) != [t.tokens for t in offline] + given(4)  # the search is not greedy's
+    if latency_ms < 1120:
+        greedy = [t.tokens for t in demo.transcribe(inputs, language="auto", latency_ms=latency_ms)]
+        assert greedy + given(1) != [t.tokens for t in offline] + given(4)  # the search is not greedy's
 
 
 def finals(demo, streams: list[dict], latency_ms: int, endpoint_ms: int) -> list[list[list[int]]]:

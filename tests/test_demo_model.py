@@ -19,19 +19,20 @@ from test_train_export import babelcast_tokens, nemo_asr, nemo_tokens  # noqa: F
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [json.loads(line) for line in (ROOT / "samples" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
-# Bounds just above the measurement (mean sample WER 0.154 at 80 ms, 0.100 at 1120 ms for v13; v12's 0.218 and 0.142,
+# Bounds just above the measurement (mean sample WER 0.138 at 80 ms, 0.123 at 1120 ms for v14; v13's 0.154 and 0.100,
+# v12's 0.218 and 0.142,
 # v11's 0.225 and 0.126, v10's 0.21 and 0.14, v9's 0.19 and 0.12, v8's 0.31 and 0.28, v5's 0.34 and 0.25, v4's 0.27
 # and 0.33, v3's 0.37 and 0.33: six utterances, so a model better on the 1,800-utterance test sets can still lose here
 # at one latency, as v8 did at 1120 ms on the English sample alone (0.89 against v5's 0.44); language given: the
 # Average row of `babelcast eval samples/manifest.jsonl --latency 80,1120 --lang-mode given --mode offline`, one
 # sample per language; auto-detect right on 6 of 6), so a regressed model fails (stage 1's model scored 0.70 and
 # 0.57); the samples are test-split sentences and voices, never trained on. An untrained model scores 1.0.
-MAX_SAMPLE_WER = {80: 0.16, 1120: 0.11}
+MAX_SAMPLE_WER = {80: 0.15, 1120: 0.13}
 MIN_LID_CORRECT = 5
 # Of the 70 test clips without speech (`babelcast data nonspeech --n 70 --split test --seed 0`, the
 # README's non-speech table), those given a non-empty transcript, with the clip's language given and in
-# auto mode; bounds just above the measurement (v13 to v8: none at either latency, v5: at 80 ms 1 given and 1
-# auto, at 1120 ms none: `scripts/train_demo.sh eval3`, runs/eval3/demo13/nonspeech-test/summary.md). v4 wrote
+# auto mode; bounds just above the measurement (v14 to v8: none at either latency, v5: at 80 ms 1 given and 1
+# auto, at 1120 ms none: `scripts/train_demo.sh eval3`, runs/eval3/demo14/nonspeech-test/summary.md). v4 wrote
 # something for 0-1, v3 for 0-2, v2 for 59-62.
 MAX_NONSPEECH_SPOKEN = {80: 1, 1120: 1}
 
@@ -47,7 +48,7 @@ def sample_audio():
 
 def test_the_demo_model_ships_small_and_is_the_default():
     path = Path(babelcast.DEFAULT_MODEL)
-    assert path.is_file() and path.stat().st_size <= 30_000_000
+    assert path.is_file() and path.stat().st_size <= 50_000_000  # issue 19's bound; v14 is 37.3 MB
     assert babelcast.default_model() == str(path)
 
 

@@ -25,8 +25,8 @@ def test_the_first_commands_quoted_output_is_its_output(monkeypatch, capsys):
     assert main(["transcribe", *samples]) == 0
     out = capsys.readouterr().out
     assert out == block_after("<!-- transcribe-samples -->")
-    english = next(line for line in out.splitlines() if line.startswith("samples/en-US.wav: "))
-    assert f'e.g. "{english.split(": ", 1)[1]}" for\n`samples/en-US.wav`' in README  # the demo section's example
+    spanish = next(line for line in out.splitlines() if line.startswith("samples/es-US.wav: "))
+    assert f'e.g. "{spanish.split(": ", 1)[1]}" for\n`samples/es-US.wav`' in README  # the demo section's example
 
 
 def test_the_python_block_runs_as_written(monkeypatch, capsys):
