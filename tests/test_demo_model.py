@@ -20,13 +20,12 @@ from test_train_export import babelcast_tokens, nemo_asr, nemo_tokens  # noqa: F
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [json.loads(line) for line in (ROOT / "samples" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
 # Bounds just above the measurement (mean sample WER 0.138 at 80 ms, 0.123 at 1120 ms for v14; v13's 0.154 and 0.100,
-# v12's 0.218 and 0.142,
-# v11's 0.225 and 0.126, v10's 0.21 and 0.14, v9's 0.19 and 0.12, v8's 0.31 and 0.28, v5's 0.34 and 0.25, v4's 0.27
-# and 0.33, v3's 0.37 and 0.33: six utterances, so a model better on the 1,800-utterance test sets can still lose here
-# at one latency, as v8 did at 1120 ms on the English sample alone (0.89 against v5's 0.44); language given: the
-# Average row of `babelcast eval samples/manifest.jsonl --latency 80,1120 --lang-mode given --mode offline`, one
-# sample per language; auto-detect right on 6 of 6), so a regressed model fails (stage 1's model scored 0.70 and
-# 0.57); the samples are test-split sentences and voices, never trained on. An untrained model scores 1.0.
+# v12's 0.218 and 0.142, v11's 0.225 and 0.126, v10's 0.21 and 0.14, v9's 0.19 and 0.12, v8's 0.31 and 0.28, v5's 0.34
+# and 0.25, v4's 0.27 and 0.33, v3's 0.37 and 0.33: six utterances, so a model better on the 1,800-utterance test sets
+# can still lose here at one latency, as v8 did at 1120 ms on the English sample alone (0.89 against v5's 0.44);
+# language given: the Average row of `babelcast eval samples/manifest.jsonl --latency 80,1120 --lang-mode given --mode
+# offline`, one sample per language; auto-detect right on 6 of 6), so a regressed model fails (stage 1's model scored
+# 0.70 and 0.57); the samples are test-split sentences and voices, never trained on. An untrained model scores 1.0.
 MAX_SAMPLE_WER = {80: 0.15, 1120: 0.13}
 MIN_LID_CORRECT = 5
 # Of the 70 test clips without speech (`babelcast data nonspeech --n 70 --split test --seed 0`, the
